@@ -1,0 +1,26 @@
+# The same verbs as the npm scripts. `sql` and `check-sql` live with the SQL core.
+.PHONY: build typecheck lint format test bench
+
+build:
+	npm run build
+
+typecheck:
+	npm run typecheck
+
+lint:
+	npm run lint
+
+format:
+	npm run format
+
+test:
+	npm test
+
+# The SQL core: generate sql/setup.sql and the extension script from sql/migrations/committed,
+# or check that they have not drifted.
+.PHONY: sql check-sql
+sql:
+	node sql/build.mjs
+
+check-sql:
+	node sql/build.mjs --check
