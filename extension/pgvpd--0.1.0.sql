@@ -36,6 +36,9 @@ $$;
 
 create schema if not exists pgvpd;
 create schema if not exists pgvpd_private;
+-- pgvpd_admin reads other backends' start times in pg_stat_activity (binding a context record to
+-- one backend, pruning records of ended ones); those columns are hidden without pg_read_all_stats.
+grant pg_read_all_stats to pgvpd_admin;
 alter schema pgvpd owner to pgvpd_admin;
 alter schema pgvpd_private owner to pgvpd_admin;
 revoke all on schema pgvpd_private from public;

@@ -1,5 +1,5 @@
 --! Previous: -
---! Hash: sha1:7d9f5614b19326ede58be5d965fb2c212fb5b5f1
+--! Hash: sha1:e58c5d401e4b93c0ae0f49b5ef43e54c8c6b84db
 --! Message: sql core
 
 --! split: 001-roles-schemas.sql
@@ -35,6 +35,9 @@ $$;
 
 create schema if not exists pgvpd;
 create schema if not exists pgvpd_private;
+-- pgvpd_admin reads other backends' start times in pg_stat_activity (binding a context record to
+-- one backend, pruning records of ended ones); those columns are hidden without pg_read_all_stats.
+grant pg_read_all_stats to pgvpd_admin;
 alter schema pgvpd owner to pgvpd_admin;
 alter schema pgvpd_private owner to pgvpd_admin;
 revoke all on schema pgvpd_private from public;
