@@ -90,14 +90,14 @@ t.test('user and extra values reach pgvpd.context', async (t) => {
 
 t.test('refuses a role that bypasses RLS', async (t) => {
   await t.rejects(
-    asTenant(db, 'acme', async () => 'ran', { role: 'bypasser' }),
+    asTenant(db, 'acme', () => Promise.resolve('ran'), { role: 'bypasser' }),
     {
       message:
         'pgvpd/testing: refusing to test policies: role bypasser has BYPASSRLS: RLS would not apply',
     },
   );
   await t.rejects(
-    asTenant(db, 'acme', async () => 'ran', { role: 'postgres' }),
+    asTenant(db, 'acme', () => Promise.resolve('ran'), { role: 'postgres' }),
     {
       message:
         'pgvpd/testing: refusing to test policies: role postgres is a superuser: RLS would not apply',
