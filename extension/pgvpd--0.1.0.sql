@@ -153,7 +153,7 @@ $$;
 -- policy comparing a column with NULL matches no row.
 -- Cost: one indexed lookup and one SHA-256 per statement, because policies call the accessor as
 -- an InitPlan ((select pgvpd.current_tenant_id())). Recomputing the HMAC on every statement cost
--- about three times as much (docs/benchmarks.md); the HMAC is checked where it matters once: in
+-- about 2.5 times as much per call (docs/benchmarks.md); the HMAC is checked once, in
 -- set_context(), when the token enters the session.
 
 create unlogged table if not exists pgvpd_private.session_context (

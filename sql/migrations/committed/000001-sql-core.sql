@@ -1,5 +1,5 @@
 --! Previous: -
---! Hash: sha1:e58c5d401e4b93c0ae0f49b5ef43e54c8c6b84db
+--! Hash: sha1:6be723d92106af53b917956b9773c3ed3db0a214
 --! Message: sql core
 
 --! split: 001-roles-schemas.sql
@@ -155,7 +155,7 @@ $$;
 -- policy comparing a column with NULL matches no row.
 -- Cost: one indexed lookup and one SHA-256 per statement, because policies call the accessor as
 -- an InitPlan ((select pgvpd.current_tenant_id())). Recomputing the HMAC on every statement cost
--- about three times as much (docs/benchmarks.md); the HMAC is checked where it matters once: in
+-- about 2.5 times as much per call (docs/benchmarks.md); the HMAC is checked once, in
 -- set_context(), when the token enters the session.
 
 create unlogged table if not exists pgvpd_private.session_context (
