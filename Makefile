@@ -16,6 +16,9 @@ format:
 test:
 	npm test
 
+bench:
+	npm run bench
+
 # The SQL core: generate sql/setup.sql and the extension script from sql/migrations/committed,
 # or check that they have not drifted.
 .PHONY: sql check-sql
