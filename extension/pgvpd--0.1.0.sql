@@ -143,22 +143,24 @@ $$;
 --   v1.<kid>.<pid>.<payload>.<mac>
 -- payload is base64url JSON {t: tenant, u: user, v: {extra values}, n: nonce, iat: issued-at};
 -- mac is HMAC-SHA-256 under signing key <kid> over everything before it. The token is bound to
--- one backend pid. When it is issued the database also records, for that pid, a SHA-256 of the
--- token and its values (pgvpd_private.session_context). The token travels to the session in the
+-- one backend pid. When it is issued the database also records, for that pid, the token and its
+-- values (pgvpd_private.session_context, unlogged, beside the signing keys and under the same
+-- privileges: whoever can read it can read the keys). The token travels to the session in the
 -- setting pgvpd.context, which anyone may set.
 -- Guarantees: pgvpd.current_tenant_id() and pgvpd.context(key) return a value only while the
 -- session's pgvpd.context holds exactly the token the database issued for pg_backend_pid(), under
 -- a key that is not retired; in every other case (unset, reset, discarded, garbage, truncated,
 -- forged, copied from another session, re-signed with other values) they return NULL, and a
 -- policy comparing a column with NULL matches no row.
--- Cost: one indexed lookup and one SHA-256 per statement, because policies call the accessor as
--- an InitPlan ((select pgvpd.current_tenant_id())). Recomputing the HMAC on every statement cost
--- about 2.5 times as much per call (docs/benchmarks.md); the HMAC is checked once, in
+-- Cost: one indexed lookup and one text comparison per statement, because policies call the
+-- accessor as an InitPlan ((select pgvpd.current_tenant_id())). Recomputing the HMAC on every
+-- statement cost about 2.5 times as much per call, and even a SHA-256 of the token per statement
+-- cost 7% of primary-key select throughput (docs/benchmarks.md); the HMAC is checked once, in
 -- set_context(), when the token enters the session.
 
 create unlogged table if not exists pgvpd_private.session_context (
   pid integer primary key,
-  token_hash bytea not null,
+  token text not null,
   kid text not null references pgvpd_private.signing_key (kid) on delete cascade,
   tenant text not null,
   username text,
@@ -224,10 +226,10 @@ begin
     'UTF8')));
   v_token := v_msg || '.' || pgvpd_private.base64url(pgvpd_private.hmac_sha256(pg_catalog.convert_to(v_msg, 'UTF8'), v_key.secret));
 
-  insert into pgvpd_private.session_context as c (pid, token_hash, kid, tenant, username, vals, backend_start)
-  values (p_pid, pg_catalog.sha256(pg_catalog.convert_to(v_token, 'UTF8')), v_key.kid, p_tenant, p_user, v_vals, v_start)
+  insert into pgvpd_private.session_context as c (pid, token, kid, tenant, username, vals, backend_start)
+  values (p_pid, v_token, v_key.kid, p_tenant, p_user, v_vals, v_start)
   on conflict (pid) do update
-     set token_hash = excluded.token_hash, kid = excluded.kid, tenant = excluded.tenant,
+     set token = excluded.token, kid = excluded.kid, tenant = excluded.tenant,
          username = excluded.username, vals = excluded.vals, backend_start = excluded.backend_start,
          issued_at = pg_catalog.clock_timestamp();
   return v_token;
@@ -276,7 +278,7 @@ begin
     raise exception using errcode = '28000', message = 'pgvpd: context token was issued for another backend';
   end if;
   select c.* into v_ctx from pgvpd_private.session_context c
-   where c.pid = pg_catalog.pg_backend_pid() and c.token_hash = pg_catalog.sha256(pg_catalog.convert_to(p_token, 'UTF8'));
+   where c.pid = pg_catalog.pg_backend_pid() and c.token = p_token;
   if not found then
     raise exception using errcode = '28000', message = 'pgvpd: context token is no longer current for this backend';
   end if;
@@ -297,7 +299,7 @@ begin
   select c.tenant into v_tenant
     from pgvpd_private.session_context c
    where c.pid = pg_catalog.pg_backend_pid()
-     and c.token_hash = pg_catalog.sha256(pg_catalog.convert_to(pg_catalog.current_setting('pgvpd.context', true), 'UTF8'));
+     and c.token = pg_catalog.current_setting('pgvpd.context', true);
   return v_tenant;
 end;
 $$;
@@ -313,7 +315,7 @@ begin
     into v_value
     from pgvpd_private.session_context c
    where c.pid = pg_catalog.pg_backend_pid()
-     and c.token_hash = pg_catalog.sha256(pg_catalog.convert_to(pg_catalog.current_setting('pgvpd.context', true), 'UTF8'));
+     and c.token = pg_catalog.current_setting('pgvpd.context', true);
   return v_value;
 end;
 $$;
