@@ -440,15 +440,9 @@ async function perCall(benchUrl, reps = 5) {
     if (check.rows[0].plain !== TENANT || check.rows[0].pgvpd !== TENANT) {
       throw new Error(`per-call session has no context: ${JSON.stringify(check.rows[0])}`);
     }
-    const ms = { baseline: [], plain: [], pgvpd: [] };
-    for (let i = 0; i < reps + 1; i++) {
-      for (const [k, e] of Object.entries(exprs)) {
-        const t0 = process.hrtime.bigint();
-        await c.query(`select count(${e}) from generate_series(1, ${CALLS})`);
-        const elapsed = Number(process.hrtime.bigint() - t0) / 1e6;
-        if (i > 0) ms[k].push(elapsed); // the first pass warms caches
-      }
-    }
+    const ms = await timeInterleaved(reps, Object.keys(exprs), (k) =>
+      c.query(`select count(${exprs[k]}) from generate_series(1, ${CALLS})`),
+    );
     const us = (k) => (median(ms[k]) * 1000) / CALLS;
     return {
       calls: CALLS,
@@ -462,6 +456,21 @@ async function perCall(benchUrl, reps = 5) {
   }
 }
 
+// Runs `work(key)` for every key, interleaved, `reps` + 1 times, and returns the milliseconds of
+// each pass per key; the first pass only warms caches and is not kept.
+async function timeInterleaved(reps, keys, work) {
+  const ms = Object.fromEntries(keys.map((k) => [k, []]));
+  for (let i = 0; i < reps + 1; i++) {
+    for (const k of keys) {
+      const t0 = process.hrtime.bigint();
+      await work(k);
+      const elapsed = Number(process.hrtime.bigint() - t0) / 1e6;
+      if (i > 0) ms[k].push(elapsed);
+    }
+  }
+  return ms;
+}
+
 // Per-statement cost in one session: STATEMENTS autocommit primary-key selects, one round trip
 // each (simple protocol, like pgbench's default), plain and pgvpd interleaved, median of `reps`.
 // Unlike the generate_series loop this includes what a fresh statement pays (a new transaction,
@@ -473,17 +482,11 @@ async function perStatement(benchUrl, reps = 5) {
   try {
     await c.query(VARIANTS.plain.init);
     await c.query(VARIANTS.pgvpd.init);
-    const ms = { plain: [], pgvpd: [] };
-    for (let i = 0; i < reps + 1; i++) {
-      for (const [v, { table }] of Object.entries(VARIANTS)) {
-        const t0 = process.hrtime.bigint();
-        for (let n = 0; n < STATEMENTS; n++) {
-          await c.query(`select * from ${table} where id = ${1 + ((n * 7919) % ROWS)}`);
-        }
-        const elapsed = Number(process.hrtime.bigint() - t0) / 1e6;
-        if (i > 0) ms[v].push(elapsed); // the first pass warms caches
+    const ms = await timeInterleaved(reps, Object.keys(VARIANTS), async (v) => {
+      for (let n = 0; n < STATEMENTS; n++) {
+        await c.query(`select * from ${VARIANTS[v].table} where id = ${1 + ((n * 7919) % ROWS)}`);
       }
-    }
+    });
     const us = (v) => (median(ms[v]) * 1000) / STATEMENTS;
     return {
       statements: STATEMENTS,

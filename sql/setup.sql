@@ -412,6 +412,7 @@ declare
   v_obj regclass;
   v_kind text;
   v_priv text;
+  v_protected boolean := v_note is not null;
 begin
   select c.* into v_class from pg_catalog.pg_class c where c.oid = p_table;
   if v_class.relkind not in ('r', 'p') then
@@ -434,7 +435,7 @@ begin
   v_grants := coalesce(v_note -> 'grants', '[]'::jsonb);
 
   execute pg_catalog.format('alter table %s enable row level security, force row level security', p_table);
-  if pgvpd.protection_note(p_table) is not null then
+  if v_protected then
     execute pg_catalog.format('drop policy pgvpd_tenant_isolation on %s', p_table);
   end if;
   if v_type in ('text'::regtype, 'varchar'::regtype, 'bpchar'::regtype, 'name'::regtype) then
@@ -563,10 +564,8 @@ as $$
     from pgvpd.user_tables() t
     join pg_catalog.pg_class c on c.oid = t
     join pg_catalog.pg_namespace n on n.oid = c.relnamespace
-    left join lateral (
-      select coalesce(pgvpd.protection_note(c.oid::regclass) ->> 'column', '?')::name as col
-       where pgvpd.protection_note(c.oid::regclass) is not null
-    ) note on true
+    cross join lateral (select pgvpd.protection_note(c.oid::regclass) as v) pn
+    left join lateral (select coalesce(pn.v ->> 'column', '?')::name as col where pn.v is not null) note on true
     left join lateral (
       select a.attname as col
         from pg_catalog.pg_attribute a

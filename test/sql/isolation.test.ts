@@ -1,6 +1,6 @@
 // Fail-closed context and tenant isolation for every command (architecture §7, invariants 1–2).
 import t from 'tap';
-import { sqlstate } from '../support/pgvpd.js';
+import { giveContext, sqlstate } from '../support/pgvpd.js';
 import { fixture } from './fixture.js';
 
 const f = await fixture(t);
@@ -65,7 +65,6 @@ t.test('a session without context can write nothing', async (t) => {
 t.test('context carries the user and extra values', async (t) => {
   const client = await f.app.connect();
   t.teardown(() => client.end());
-  const { giveContext } = await import('../support/pgvpd.js');
   await giveContext(f.proxy, client, 'a', 'alice', { role: 'editor' });
   const { rows } = await client.query(
     `select pgvpd.context('tenant') as tenant, pgvpd.context('user') as "user", pgvpd.context('role') as role,
