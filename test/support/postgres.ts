@@ -2,19 +2,22 @@
 // it is chosen and started) and one fresh database per test, dropped when the test ends.
 
 import { randomBytes } from 'node:crypto';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import pg from 'pg';
 import {
   type ServerKind,
   type ServerState,
+  certificateDir,
   privateRunDir,
   readState,
   sharedRunDir,
   startServer,
   stopLocalSync,
 } from './server.js';
+import { type TestCertificates, ensureTestCertificates } from './tls.js';
 
-export { testRoles, type ServerKind } from './server.js';
+export { testRoles, type ServerKind, type TestRole } from './server.js';
+export type { TestCertificatePaths, TestCertificates } from './tls.js';
 
 export interface ServerInfo {
   kind: ServerKind;
@@ -22,6 +25,13 @@ export interface ServerInfo {
   port: number;
   /** Major version, e.g. 15. */
   version: number;
+  /**
+   * Set when the server accepts TLS connections (optional for clients; the `ssl` test role must
+   * use it): `caCert` is the path of the CA that signed its certificate, `ca` that CA's PEM text,
+   * ready for pg's `ssl: { ca }`. The certificate names localhost and 127.0.0.1. Undefined for
+   * url and container servers, which are used as they are.
+   */
+  tls: { caCert: string; ca: string } | undefined;
 }
 
 /** The part of a tap Test the harness needs; any object with these works. */
@@ -77,8 +87,24 @@ export async function adminUrl(): Promise<string> {
 
 /** Which server the run uses and its major version. */
 export async function serverInfo(): Promise<ServerInfo> {
-  const { kind, host, port, version } = await serverState();
-  return { kind, host, port, version };
+  return infoOf(await serverState());
+}
+
+function infoOf(state: ServerState): ServerInfo {
+  const { kind, host, port, version } = state;
+  const tls =
+    state.tls === undefined
+      ? undefined
+      : { caCert: state.tls.caCert, ca: readFileSync(state.tls.caCert, 'utf8') };
+  return { kind, host, port, version, tls };
+}
+
+/**
+ * The run's test CA and `localhost` server certificate (see tls.ts), whatever the server kind:
+ * for a proxy's own TLS listener, say. When the server has TLS, its certificate is this one.
+ */
+export async function testCertificates(): Promise<TestCertificates> {
+  return ensureTestCertificates(certificateDir((await serverState()).runDir));
 }
 
 function withDatabase(url: string, database: string, user?: string, password?: string): string {
@@ -145,6 +171,6 @@ export async function createTestDatabase(
     url,
     urlFor: (user, password) => withDatabase(state.adminUrl, name, user, password),
     query: (sql, params) => pool.query(sql, params),
-    server: { kind: state.kind, host: state.host, port: state.port, version: state.version },
+    server: infoOf(state),
   };
 }

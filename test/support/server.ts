@@ -11,6 +11,7 @@ import { randomBytes } from 'node:crypto';
 import {
   chmodSync,
   chownSync,
+  copyFileSync,
   existsSync,
   mkdirSync,
   readFileSync,
@@ -23,16 +24,42 @@ import { createServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
+import { ensureTestCertificates } from './tls.js';
 
 export const serverKinds = ['url', 'container', 'system', 'embedded'] as const;
 export type ServerKind = (typeof serverKinds)[number];
 
-/** Login roles that proxy tests authenticate as; pg_hba gives each its own method. */
+/**
+ * Login roles that proxy tests authenticate as; pg_hba gives each its own method (see hbaConf).
+ * `connection` is the pg_hba connection type of the role's line: `hostssl` roles are accepted over
+ * TLS only, and a connection without TLS is rejected (SQLSTATE 28000), which is how a test proves
+ * that a connection really used TLS. Servers without TLS (see ServerState.tls) refuse them always.
+ * The `password` role's line uses the cleartext `password` method; its stored password is SCRAM.
+ */
 export const testRoles = {
-  scram: { user: 'pgvpd_scram_user', password: 'scram-pass', method: 'scram-sha-256' },
-  md5: { user: 'pgvpd_md5_user', password: 'md5-pass', method: 'md5' },
-  trust: { user: 'pgvpd_trust_user', password: undefined, method: 'trust' },
+  scram: {
+    user: 'pgvpd_scram_user',
+    password: 'scram-pass',
+    method: 'scram-sha-256',
+    connection: 'host',
+  },
+  md5: { user: 'pgvpd_md5_user', password: 'md5-pass', method: 'md5', connection: 'host' },
+  password: {
+    user: 'pgvpd_password_user',
+    password: 'password-pass',
+    method: 'password',
+    connection: 'host',
+  },
+  trust: { user: 'pgvpd_trust_user', password: undefined, method: 'trust', connection: 'host' },
+  ssl: {
+    user: 'pgvpd_ssl_user',
+    password: 'ssl-pass',
+    method: 'scram-sha-256',
+    connection: 'hostssl',
+  },
 } as const;
+
+export type TestRole = (typeof testRoles)[keyof typeof testRoles];
 
 export interface ServerState {
   kind: ServerKind;
@@ -45,6 +72,12 @@ export interface ServerState {
   /** Process that owns the server; when it is gone the run directory is stale. */
   ownerPid: number;
   runDir: string;
+  /**
+   * Set when the server accepts TLS (`ssl = on`, optional for clients) with the run's server
+   * certificate (see tls.ts), signed by the CA at caCert. Only system and embedded servers do:
+   * a url or container server is used as it is.
+   */
+  tls?: { caCert: string };
   dataDir?: string;
   binDir?: string;
   socketDir?: string;
@@ -75,6 +108,11 @@ function writeState(state: ServerState): void {
   renameSync(`${file}.tmp`, file);
 }
 
+/** Where the certificates of the run in runDir live (see tls.ts). */
+export function certificateDir(runDir: string): string {
+  return join(runDir, 'tls');
+}
+
 function requestedKind(): ServerKind | undefined {
   const forced = process.env.PGVPD_TEST_SERVER;
   if (forced === undefined || forced === '') {
@@ -92,6 +130,8 @@ function requestedKind(): ServerKind | undefined {
 export async function startServer(runDir: string, ownerPid: number): Promise<ServerState> {
   cleanStaleRunDirs();
   mkdirSync(runDir, { recursive: true });
+  // Made for every kind: client-side TLS tests (client to proxy) need them whatever the server.
+  ensureTestCertificates(certificateDir(runDir));
   const kind = requestedKind();
   let state: ServerState;
   if (kind === 'url') state = await adoptUrl(runDir, ownerPid);
@@ -350,6 +390,17 @@ async function startLocal(
   );
   rmSync(pwFile);
   writeFileSync(join(dataDir, 'pg_hba.conf'), hbaConf('127.0.0.1/32'));
+  // The server gets its own copy of the certificate and key in its data directory: PostgreSQL
+  // wants the key owned by the user it runs as with mode 0600 (or owned by root, 0640 at most).
+  const certs = ensureTestCertificates(certificateDir(runDir));
+  for (const [from, to, mode] of [
+    [certs.serverCert, 'server.crt', 0o644],
+    [certs.serverKey, 'server.key', 0o600],
+  ] as const) {
+    copyFileSync(from, join(dataDir, to));
+    chmodSync(join(dataDir, to), mode);
+    if (owner !== undefined) chownSync(join(dataDir, to), owner.uid, owner.gid);
+  }
   const testConf = join(dataDir, 'pgvpd-test.conf');
   writeFileSync(join(dataDir, 'postgresql.conf'), "\ninclude 'pgvpd-test.conf'\n", { flag: 'a' });
   const preload = kind === 'system' ? (process.env.PGVPD_TEST_PRELOAD ?? '') : '';
@@ -365,6 +416,10 @@ async function startLocal(
       "password_encryption = 'scram-sha-256'",
       `shared_preload_libraries = '${preload}'`,
       'max_connections = 200',
+      // TLS is offered, not required: pg_hba decides who must use it (hostssl lines).
+      'ssl = on',
+      "ssl_cert_file = 'server.crt'",
+      "ssl_key_file = 'server.key'",
       'fsync = off',
       'synchronous_commit = off',
       'full_page_writes = off',
@@ -380,6 +435,7 @@ async function startLocal(
       version: 0,
       ownerPid,
       runDir,
+      tls: { caCert: certs.caCert },
       dataDir,
       binDir,
       socketDir,
@@ -408,17 +464,22 @@ async function startLocal(
 
 /**
  * One line per test role before the general line: each role is pinned to the method its tests
- * exercise. Local socket connections are trusted (the harness runs on a throwaway cluster).
+ * exercise. A `hostssl` role also gets a `hostnossl ... reject` line, or the general `host` line
+ * (which matches with and without TLS) would let it in without TLS. Local socket connections are
+ * trusted (the harness runs on a throwaway cluster).
  */
 function hbaConf(hostAddress: string): string {
+  const roleLines = Object.values(testRoles).flatMap((role: TestRole) => {
+    const line = `${role.connection.padEnd(9)} all  ${role.user}  ${hostAddress}  ${role.method}`;
+    if (role.connection === 'host') return [line];
+    return [line, `hostnossl all  ${role.user}  ${hostAddress}  reject`];
+  });
   const lines = [
     '# written by the pgvpd test harness',
-    '# TYPE  DATABASE  USER  ADDRESS  METHOD',
-    'local   all  all  trust',
-    ...Object.values(testRoles).map(
-      (role) => `host    all  ${role.user}  ${hostAddress}  ${role.method}`,
-    ),
-    `host    all  all  ${hostAddress}  scram-sha-256`,
+    '# TYPE    DATABASE  USER  ADDRESS  METHOD',
+    'local     all  all  trust',
+    ...roleLines,
+    `host      all  all  ${hostAddress}  scram-sha-256`,
     '',
   ];
   return lines.join('\n');
@@ -436,14 +497,19 @@ async function prepareServer(adminUrl: string): Promise<number> {
         await client.query(`create role ${client.escapeIdentifier(role.user)} login`);
       }
     }
-    const { scram, md5, trust } = testRoles;
-    await client.query("set password_encryption = 'scram-sha-256'");
-    await client.query(`alter role ${scram.user} password ${client.escapeLiteral(scram.password)}`);
-    // md5 is deprecated in recent servers but still accepted when asked for explicitly.
-    await client.query("set password_encryption = 'md5'");
-    await client.query(`alter role ${md5.user} password ${client.escapeLiteral(md5.password)}`);
+    for (const role of Object.values(testRoles) as TestRole[]) {
+      const name = client.escapeIdentifier(role.user);
+      if (role.password === undefined) {
+        await client.query(`alter role ${name} password null`);
+        continue;
+      }
+      // md5 is deprecated in recent servers but still accepted when asked for explicitly. The
+      // cleartext `password` method checks against a SCRAM verifier like any other.
+      const encryption = role.method === 'md5' ? 'md5' : 'scram-sha-256';
+      await client.query(`set password_encryption = '${encryption}'`);
+      await client.query(`alter role ${name} password ${client.escapeLiteral(role.password)}`);
+    }
     await client.query('reset password_encryption');
-    await client.query(`alter role ${trust.user} password null`);
     const version = await client.query<{ server_version_num: string }>('show server_version_num');
     return Math.floor(Number(version.rows[0]?.server_version_num) / 10_000);
   } finally {

@@ -1,0 +1,42 @@
+// The proxy hands each client a BackendKeyData of its own and remembers which upstream backend
+// it stands for, so a CancelRequest reaches the right backend and a client never learns (or
+// can guess from its own key) an upstream secret.
+import { randomInt } from 'node:crypto';
+
+export interface CancelTarget {
+  processId: number;
+  secretKey: number;
+}
+
+export class CancelKeys {
+  private readonly keys = new Map<string, CancelTarget>();
+
+  /** A fresh (processId, secretKey) pair for the client, mapped to the upstream backend. */
+  issue(target: CancelTarget): { processId: number; secretKey: number } {
+    for (;;) {
+      const processId = randomInt(1, 0x7fffffff);
+      const secretKey = randomInt(-0x80000000, 0x7fffffff);
+      const key = keyOf(processId, secretKey);
+      if (this.keys.has(key)) continue;
+      this.keys.set(key, target);
+      return { processId, secretKey };
+    }
+  }
+
+  find(processId: number, secretKey: Buffer): CancelTarget | undefined {
+    if (secretKey.length !== 4) return undefined;
+    return this.keys.get(keyOf(processId, secretKey.readInt32BE(0)));
+  }
+
+  revoke(processId: number, secretKey: number): void {
+    this.keys.delete(keyOf(processId, secretKey));
+  }
+
+  get size(): number {
+    return this.keys.size;
+  }
+}
+
+function keyOf(processId: number, secretKey: number): string {
+  return `${String(processId)}:${String(secretKey)}`;
+}

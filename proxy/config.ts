@@ -1,0 +1,243 @@
+// Proxy configuration: defaults → config file → PGVPD_* environment → CLI flags, each layer
+// overriding the one before. Option names follow the original pgvpd where they exist, so a
+// pgvpd.conf written for it keeps its meaning. Every bad value is reported with the key that
+// carried it and the layer it came from.
+import { readFileSync } from 'node:fs';
+
+export interface ProxyConfig {
+  /** Plain listener; TLS is negotiated on it through SSLRequest when tls_cert/tls_key are set. */
+  port: number;
+  listen_host: string;
+  upstream_host: string;
+  upstream_port: number;
+  /** `<role><tenant_separator><tenant>[<value_separator><value>…]` */
+  tenant_separator: string;
+  value_separator: string;
+  /**
+   * Names of the values carried in the username, in order. The first names the tenant (kept for
+   * compatibility with the original pgvpd, where it named the tenant setting); the others name
+   * the extra context values, readable with pgvpd.context(name). A name `user` fills the
+   * context's user.
+   */
+  context_variables: string[];
+  /** Regular expression a tenant must match in full. */
+  tenant_pattern: string;
+  /** Regular expression each extra context value must match in full. */
+  value_pattern: string;
+  /** Exact usernames that pass through with no tenant and no context. */
+  superuser_bypass: string[];
+  /** Seconds for startup + auth + context. */
+  handshake_timeout: number;
+  /** Seconds sessions may keep running after SIGTERM/SIGINT before they are ended. */
+  shutdown_timeout: number;
+  tls_cert: string | undefined;
+  tls_key: string | undefined;
+  upstream_tls: boolean;
+  upstream_tls_verify: boolean;
+  upstream_tls_ca: string | undefined;
+  /**
+   * MD5 cannot be relayed through a username rewrite, so the proxy asks the client for its
+   * password and answers upstream's MD5 challenge itself. That password travels in the clear
+   * unless the client is on TLS; this allows it without TLS (e.g. loopback only).
+   */
+  allow_password_without_tls: boolean;
+  /** Connection string of the control connections (role pgvpd_proxy); pgpass is honoured. */
+  control_url: string | undefined;
+  control_pool_size: number;
+  log_level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
+}
+
+export const defaults: ProxyConfig = {
+  port: 6432,
+  listen_host: '127.0.0.1',
+  upstream_host: '127.0.0.1',
+  upstream_port: 5432,
+  tenant_separator: '.',
+  value_separator: ':',
+  context_variables: ['tenant_id'],
+  tenant_pattern: '^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$',
+  value_pattern: '^[A-Za-z0-9@._+-]{1,255}$',
+  superuser_bypass: ['postgres'],
+  handshake_timeout: 30,
+  shutdown_timeout: 30,
+  tls_cert: undefined,
+  tls_key: undefined,
+  upstream_tls: false,
+  upstream_tls_verify: true,
+  upstream_tls_ca: undefined,
+  allow_password_without_tls: false,
+  control_url: undefined,
+  control_pool_size: 2,
+  log_level: 'info',
+};
+
+export type ConfigKey = keyof ProxyConfig;
+
+type Kind = 'port' | 'string' | 'optional' | 'list' | 'boolean' | 'seconds' | 'count' | 'level';
+
+const kinds: Record<ConfigKey, Kind> = {
+  port: 'port',
+  listen_host: 'string',
+  upstream_host: 'string',
+  upstream_port: 'port',
+  tenant_separator: 'string',
+  value_separator: 'string',
+  context_variables: 'list',
+  tenant_pattern: 'string',
+  value_pattern: 'string',
+  superuser_bypass: 'list',
+  handshake_timeout: 'seconds',
+  shutdown_timeout: 'seconds',
+  tls_cert: 'optional',
+  tls_key: 'optional',
+  upstream_tls: 'boolean',
+  upstream_tls_verify: 'boolean',
+  upstream_tls_ca: 'optional',
+  allow_password_without_tls: 'boolean',
+  control_url: 'optional',
+  control_pool_size: 'count',
+  log_level: 'level',
+};
+
+export const configKeys = Object.keys(kinds) as ConfigKey[];
+
+/** PGVPD_HOST is the original pgvpd's name for listen_host; every other key is PGVPD_<KEY>. */
+export function envName(key: ConfigKey): string {
+  return key === 'listen_host' ? 'PGVPD_HOST' : `PGVPD_${key.toUpperCase()}`;
+}
+
+/** `--listen-host` for listen_host. */
+export function flagName(key: ConfigKey): string {
+  return `--${key.replaceAll('_', '-')}`;
+}
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+const levels = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
+
+function coerce(key: ConfigKey, raw: unknown, where: string): unknown {
+  const bad = (expected: string): never => {
+    throw new ConfigError(`${where}: ${key} must be ${expected}, got ${JSON.stringify(raw)}`);
+  };
+  const text = typeof raw === 'number' || typeof raw === 'boolean' ? String(raw) : raw;
+  switch (kinds[key]) {
+    case 'string':
+      if (typeof text !== 'string' || text === '') return bad('a non-empty string');
+      return text;
+    case 'optional':
+      if (typeof text !== 'string') return bad('a string');
+      return text === '' ? undefined : text;
+    case 'list':
+      if (Array.isArray(raw)) return raw.map(String);
+      if (typeof text !== 'string') return bad('a comma-separated list');
+      return text
+        .split(',')
+        .map((item) => item.trim())
+        .filter((item) => item !== '');
+    case 'boolean':
+      if (typeof text === 'string' && /^(true|on|yes|1)$/i.test(text)) return true;
+      if (typeof text === 'string' && /^(false|off|no|0)$/i.test(text)) return false;
+      return bad('true or false');
+    case 'port': {
+      const value = Number(text);
+      if (!Number.isInteger(value) || value < 0 || value > 65535) return bad('a port number');
+      return value;
+    }
+    case 'seconds': {
+      const value = Number(text);
+      if (typeof text !== 'string' || text === '' || !Number.isFinite(value) || value <= 0) {
+        return bad('a positive number of seconds');
+      }
+      return value;
+    }
+    case 'count': {
+      const value = Number(text);
+      if (!Number.isInteger(value) || value < 1) return bad('a positive integer');
+      return value;
+    }
+    case 'level':
+      if (typeof text !== 'string' || !levels.includes(text)) return bad(levels.join('|'));
+      return text;
+  }
+}
+
+/** `key = value` lines; `#` starts a comment; values may be quoted. The original pgvpd's format. */
+export function parseConfigFile(text: string, path: string): Record<string, string> {
+  const values: Record<string, string> = {};
+  text.split(/\r?\n/).forEach((line, index) => {
+    const trimmed = line.replace(/(^|\s)#.*$/, '').trim();
+    if (trimmed === '') return;
+    const match = /^([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$/.exec(trimmed);
+    if (!match)
+      throw new ConfigError(`${path}:${index + 1}: expected "key = value", got "${line.trim()}"`);
+    const [, key = '', raw = ''] = match;
+    values[key] = /^(["']).*\1$/.test(raw) ? raw.slice(1, -1) : raw;
+  });
+  return values;
+}
+
+export interface ConfigSources {
+  /** Path of a pgvpd.conf file. */
+  file?: string | undefined;
+  env?: NodeJS.ProcessEnv;
+  /** Values from CLI flags (or code), by config key; undefined entries are ignored. */
+  flags?: Partial<Record<ConfigKey, unknown>>;
+}
+
+function isKey(key: string): key is ConfigKey {
+  return Object.hasOwn(kinds, key);
+}
+
+export function loadConfig(sources: ConfigSources = {}): ProxyConfig {
+  const config: Record<string, unknown> = { ...defaults };
+  const apply = (key: string, raw: unknown, where: string): void => {
+    if (!isKey(key)) {
+      throw new ConfigError(`${where}: unknown setting "${key}" (known: ${configKeys.join(', ')})`);
+    }
+    config[key] = coerce(key, raw, where);
+  };
+  if (sources.file !== undefined) {
+    let text: string;
+    try {
+      text = readFileSync(sources.file, 'utf8');
+    } catch (error) {
+      throw new ConfigError(`config file ${sources.file}: ${(error as Error).message}`);
+    }
+    for (const [key, value] of Object.entries(parseConfigFile(text, sources.file))) {
+      apply(key, value, `config file ${sources.file}`);
+    }
+  }
+  const env = sources.env ?? {};
+  for (const key of configKeys) {
+    const value = env[envName(key)];
+    if (value !== undefined) apply(key, value, `environment ${envName(key)}`);
+  }
+  for (const [key, value] of Object.entries(sources.flags ?? {})) {
+    if (value !== undefined) apply(key, value, `flag ${isKey(key) ? flagName(key) : key}`);
+  }
+  return validate(config as unknown as ProxyConfig);
+}
+
+function validate(config: ProxyConfig): ProxyConfig {
+  for (const key of ['tenant_pattern', 'value_pattern'] as const) {
+    try {
+      new RegExp(config[key], 'u');
+    } catch (error) {
+      throw new ConfigError(
+        `${key} is not a valid regular expression: ${(error as Error).message}`,
+      );
+    }
+  }
+  if (config.tenant_separator === config.value_separator) {
+    throw new ConfigError('tenant_separator and value_separator must differ');
+  }
+  if (config.context_variables.length === 0) {
+    throw new ConfigError('context_variables must name at least the tenant');
+  }
+  if ((config.tls_cert === undefined) !== (config.tls_key === undefined)) {
+    throw new ConfigError('tls_cert and tls_key must be set together');
+  }
+  return config;
+}

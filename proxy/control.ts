@@ -1,0 +1,75 @@
+// The proxy's control connections: small pools, one per database (a context record lives in the
+// database of the session it belongs to), logged in as a pgvpd_proxy member from control_url.
+// Through them the proxy asks the database for a signed context for a backend pid; the token
+// comes back and is only ever sent on as a bind parameter.
+import { parse as parseConnectionString } from 'pg-connection-string';
+import pg from 'pg';
+
+export interface ContextRequest {
+  database: string;
+  backendPid: number;
+  tenant: string;
+  user: string | null;
+  values: Record<string, string>;
+}
+
+export class ControlPools {
+  private readonly pools = new Map<string, pg.Pool>();
+  private readonly base: pg.PoolConfig;
+
+  constructor(
+    controlUrl: string,
+    private readonly size: number,
+  ) {
+    // The database is chosen per session; everything else comes from control_url.
+    const parsed = parseConnectionString(controlUrl);
+    delete parsed.database;
+    this.base = parsed as pg.PoolConfig;
+  }
+
+  private pool(database: string): pg.Pool {
+    let pool = this.pools.get(database);
+    if (!pool) {
+      pool = new pg.Pool({
+        ...this.base,
+        database,
+        max: this.size,
+        idleTimeoutMillis: 60_000,
+        application_name: 'pgvpd-control',
+      });
+      // An idle control connection that dies is replaced on the next checkout.
+      pool.on('error', () => undefined);
+      this.pools.set(database, pool);
+    }
+    return pool;
+  }
+
+  /** Calls pgvpd.issue_context for the backend; returns the signed token. */
+  async issue(request: ContextRequest): Promise<string> {
+    const { rows } = await this.pool(request.database).query<{ token: string }>(
+      'select pgvpd.issue_context($1::int, $2::text, $3::text, $4::jsonb) as token',
+      [request.backendPid, request.tenant, request.user, JSON.stringify(request.values)],
+    );
+    const token = rows[0]?.token;
+    if (typeof token !== 'string') throw new Error('pgvpd.issue_context returned no token');
+    return token;
+  }
+
+  /**
+   * Asks PostgreSQL to end a backend (used when draining): PostgreSQL then sends the client
+   * FATAL 57P01 itself, framed correctly, through the raw pipe.
+   */
+  async terminate(database: string, backendPid: number): Promise<boolean> {
+    const { rows } = await this.pool(database).query<{ ended: boolean }>(
+      'select pg_terminate_backend($1::int) as ended',
+      [backendPid],
+    );
+    return rows[0]?.ended === true;
+  }
+
+  async close(): Promise<void> {
+    const pools = [...this.pools.values()];
+    this.pools.clear();
+    await Promise.all(pools.map((pool) => pool.end().catch(() => undefined)));
+  }
+}

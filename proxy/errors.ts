@@ -1,0 +1,99 @@
+// Every way a handshake can fail, each with its SQLSTATE, the message the client reads and the
+// message the log gets (the same unless the client must learn less than the operator).
+// The session turns any of these into a FATAL ErrorResponse and closes; nothing is silent.
+
+export class ProxyError extends Error {
+  override name = 'ProxyError';
+  constructor(
+    /** Short stable name for logs and metrics. */
+    readonly kind: string,
+    /** SQLSTATE sent to the client. */
+    readonly code: string,
+    message: string,
+    readonly hint?: string,
+    /** What the operator's log says, when it should say more than the client is told. */
+    readonly logMessage: string = message,
+  ) {
+    super(message);
+  }
+}
+
+export const proxyErrors = {
+  protocolViolation: (detail: string) => new ProxyError('protocol_violation', '08P01', detail),
+  plaintextAfterSslRequest: () =>
+    new ProxyError(
+      'plaintext_after_ssl_request',
+      '08P01',
+      'received unencrypted data after SSL request',
+      undefined,
+      'client sent bytes after SSLRequest before the TLS handshake (possible injection); dropped',
+    ),
+  noUser: () =>
+    new ProxyError('no_user', '28000', 'no PostgreSQL user name specified in startup packet'),
+  badUsername: (username: string, problem: string, expected: string) =>
+    new ProxyError(
+      'bad_username',
+      '28000',
+      `invalid pgvpd username ${JSON.stringify(username)}: ${problem}`,
+      expected,
+    ),
+  unsupportedAuth: (method: string) =>
+    new ProxyError(
+      'unsupported_auth',
+      '28000',
+      `upstream asked for ${method} authentication, which pgvpd cannot relay`,
+      'Use scram-sha-256, md5 or password in the upstream pg_hba.conf.',
+    ),
+  passwordNeedsTls: (method: string) =>
+    new ProxyError(
+      'password_needs_tls',
+      '28000',
+      `upstream asked for ${method}, which pgvpd answers with your password; connect with TLS (sslmode=require) so it does not travel in the clear`,
+      'Or set allow_password_without_tls on a trusted network, or switch the role to scram-sha-256.',
+    ),
+  upstreamUnreachable: (host: string, port: number, reason: string) =>
+    new ProxyError(
+      'upstream_unreachable',
+      '08006',
+      `could not connect to upstream server ${host}:${String(port)}: ${reason}`,
+    ),
+  upstreamTls: (host: string, port: number, reason: string) =>
+    new ProxyError(
+      'upstream_tls',
+      '08006',
+      `TLS with upstream server ${host}:${String(port)} failed: ${reason}`,
+    ),
+  upstreamClosed: (phase: string) =>
+    new ProxyError(
+      'upstream_closed',
+      '08006',
+      `upstream server closed the connection during ${phase}`,
+    ),
+  upstreamProtocol: (detail: string) =>
+    new ProxyError(
+      'upstream_protocol',
+      '08P01',
+      `unexpected message from upstream server: ${detail}`,
+    ),
+  handshakeTimeout: (phase: string, seconds: number) =>
+    new ProxyError(
+      'handshake_timeout',
+      '08006',
+      `handshake timed out during ${phase} after ${String(seconds)} s`,
+      'Raise handshake_timeout if the upstream is slow to authenticate.',
+    ),
+  contextFailed: (code: string | undefined, reason: string) =>
+    new ProxyError(
+      'context_failed',
+      code ?? '08006',
+      'could not establish the tenant context for this session',
+      undefined,
+      `could not establish the tenant context: ${reason}`,
+    ),
+  shuttingDown: () =>
+    new ProxyError(
+      'shutting_down',
+      '57P01',
+      'terminating connection because the pgvpd proxy is shutting down',
+    ),
+} as const;

@@ -1,0 +1,83 @@
+// Answers to upstream password challenges, for the cases where the proxy holds the client's
+// password because the challenge itself cannot be relayed: MD5 (its hash covers the username,
+// which the proxy rewrote) and SCRAM when both legs are TLS (the client would insist on channel
+// binding to the proxy's certificate, which upstream cannot verify). RFC 5802 / RFC 7677.
+import { createHash, createHmac, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto';
+
+/** PostgreSQL's MD5 response: "md5" + md5(md5(password + user) + salt). */
+export function md5Response(user: string, password: string, salt: Buffer): string {
+  const inner = createHash('md5')
+    .update(password + user)
+    .digest('hex');
+  return (
+    'md5' +
+    createHash('md5')
+      .update(Buffer.concat([Buffer.from(inner), salt]))
+      .digest('hex')
+  );
+}
+
+const hmac = (key: Buffer, data: string): Buffer => createHmac('sha256', key).update(data).digest();
+const sha256 = (data: Buffer): Buffer => createHash('sha256').update(data).digest();
+
+/** SCRAM-SHA-256 client without channel binding ("n,,"), the username left to the startup packet. */
+export class ScramClient {
+  private readonly nonce = randomBytes(18).toString('base64');
+  private readonly firstBare = `n=,r=${this.nonce}`;
+  private serverSignature: Buffer | undefined;
+
+  constructor(private readonly password: string) {}
+
+  firstMessage(): string {
+    return `n,,${this.firstBare}`;
+  }
+
+  /** The client-final-message for the server-first-message. */
+  finalMessage(serverFirst: string): string {
+    const attrs = attributes(serverFirst);
+    const nonce = attrs.get('r');
+    const salt = attrs.get('s');
+    const iterations = Number(attrs.get('i'));
+    if (nonce?.startsWith(this.nonce) !== true || nonce.length === this.nonce.length) {
+      throw new Error('SCRAM: server nonce does not extend the client nonce');
+    }
+    if (salt === undefined || !Number.isInteger(iterations) || iterations < 1) {
+      throw new Error('SCRAM: malformed server-first-message');
+    }
+    const salted = pbkdf2Sync(
+      this.password.normalize('NFKC'),
+      Buffer.from(salt, 'base64'),
+      iterations,
+      32,
+      'sha256',
+    );
+    const clientKey = hmac(salted, 'Client Key');
+    const withoutProof = `c=biws,r=${nonce}`;
+    const authMessage = `${this.firstBare},${serverFirst},${withoutProof}`;
+    const signature = hmac(sha256(clientKey), authMessage);
+    const proof = Buffer.from(clientKey.map((byte, index) => byte ^ (signature[index] ?? 0)));
+    this.serverSignature = hmac(hmac(salted, 'Server Key'), authMessage);
+    return `${withoutProof},p=${proof.toString('base64')}`;
+  }
+
+  /** Checks the server's proof of knowing the verifier. */
+  verifyFinal(serverFinal: string): void {
+    const given = Buffer.from(attributes(serverFinal).get('v') ?? '', 'base64');
+    if (
+      this.serverSignature === undefined ||
+      given.length !== 32 ||
+      !timingSafeEqual(given, this.serverSignature)
+    ) {
+      throw new Error('SCRAM: server signature does not match');
+    }
+  }
+}
+
+function attributes(message: string): Map<string, string> {
+  const map = new Map<string, string>();
+  for (const part of message.split(',')) {
+    const eq = part.indexOf('=');
+    if (eq > 0) map.set(part.slice(0, eq), part.slice(eq + 1));
+  }
+  return map;
+}

@@ -1,0 +1,61 @@
+// Wire codes of the PostgreSQL frontend/backend protocol 3.0 that the proxy itself speaks
+// (PostgreSQL docs, "Message Formats", §55.7). Everything else is relayed as bytes.
+
+/** Special request codes sent in place of a protocol version in a startup packet. */
+export const enum RequestCode {
+  /** 1234.5679 */
+  SSLRequest = 80877103,
+  /** 1234.5680 */
+  GSSENCRequest = 80877104,
+  /** 1234.5678 */
+  CancelRequest = 80877102,
+}
+
+/** Protocol 3.0 as (major << 16) | minor. */
+export const protocol30 = 196608;
+
+/** Message type bytes sent by the client after startup. */
+export const enum FrontendCode {
+  /** 'p': PasswordMessage, SASLInitialResponse, SASLResponse */
+  Password = 0x70,
+  /** 'X' */
+  Terminate = 0x58,
+}
+
+/** Message type bytes sent by the server. */
+export const enum BackendCode {
+  /** 'R' */
+  Authentication = 0x52,
+  /** 'K' */
+  BackendKeyData = 0x4b,
+  /** 'S' */
+  ParameterStatus = 0x53,
+  /** 'Z' */
+  ReadyForQuery = 0x5a,
+  /** 'E' */
+  ErrorResponse = 0x45,
+  /** 'N' */
+  NoticeResponse = 0x4e,
+  /** 'v' */
+  NegotiateProtocolVersion = 0x76,
+}
+
+/** The int32 that follows 'R'. */
+export const enum AuthCode {
+  Ok = 0,
+  KerberosV5 = 2,
+  CleartextPassword = 3,
+  MD5Password = 5,
+  GSS = 7,
+  GSSContinue = 8,
+  SSPI = 9,
+  SASL = 10,
+  SASLContinue = 11,
+  SASLFinal = 12,
+}
+
+/** Upper bound of a startup packet, as in PostgreSQL's MAX_STARTUP_PACKET_LENGTH. */
+export const maxStartupPacket = 10_000;
+
+/** Upper bound of one message during the handshake (auth exchanges are small). */
+export const maxHandshakeMessage = 64 * 1024;

@@ -1,0 +1,135 @@
+// Reads whole packets from a socket during the handshake. "Don't tolerate partial packets"
+// (PgBouncer): every length is checked against a bound before a byte of the body is awaited,
+// so a negative, oversized or truncated length ends that client, never the process.
+// After the handshake `release()` hands back any bytes that arrived early, and the caller pipes.
+import type { Duplex } from 'node:stream';
+import { maxHandshakeMessage, maxStartupPacket } from './codes.js';
+
+/** A violation of the protocol by the peer; the session answers it with SQLSTATE 08P01. */
+export class ProtocolViolation extends Error {
+  override name = 'ProtocolViolation';
+}
+
+/** The peer closed (or the socket failed) while a packet was awaited. */
+export class PeerClosed extends Error {
+  override name = 'PeerClosed';
+}
+
+export interface Message {
+  /** Type byte. */
+  code: number;
+  /** Body, without type and length. */
+  body: Buffer;
+  /** The message as it came: type, length and body. */
+  raw: Buffer;
+}
+
+export class PacketReader {
+  private buffered: Buffer = Buffer.alloc(0);
+  private wake: (() => void) | undefined;
+  private closed: Error | undefined;
+  private socket: Duplex;
+
+  private readonly onData = (chunk: Buffer): void => {
+    this.buffered = this.buffered.length === 0 ? chunk : Buffer.concat([this.buffered, chunk]);
+    this.notify();
+  };
+  private readonly onEnd = (): void => {
+    this.closed ??= new PeerClosed('connection closed by peer');
+    this.notify();
+  };
+  private readonly onError = (error: Error): void => {
+    this.closed ??= new PeerClosed(error.message);
+    this.notify();
+  };
+
+  constructor(socket: Duplex) {
+    this.socket = socket;
+    this.listen();
+  }
+
+  /** Bytes received and not yet read. */
+  get pending(): number {
+    return this.buffered.length;
+  }
+
+  /** Moves to another socket (the TLS layer over the same connection). */
+  switchTo(socket: Duplex): void {
+    this.unlisten();
+    this.socket = socket;
+    this.closed = undefined;
+    this.listen();
+  }
+
+  /** Stops reading and returns what arrived beyond the last packet read. */
+  release(): Buffer {
+    // Paused so that nothing is emitted while no one listens; pipe() resumes it.
+    this.socket.pause();
+    this.unlisten();
+    const rest = this.buffered;
+    this.buffered = Buffer.alloc(0);
+    return rest;
+  }
+
+  /** A startup-phase packet: int32 length (itself included), then the body. */
+  async startupPacket(): Promise<Buffer> {
+    await this.need(4);
+    const length = this.buffered.readInt32BE(0);
+    if (length < 8 || length > maxStartupPacket) {
+      throw new ProtocolViolation(`invalid length of startup packet: ${String(length)}`);
+    }
+    await this.need(length);
+    return this.take(length).subarray(4);
+  }
+
+  /** A typed message: one type byte, int32 length (itself included), then the body. */
+  async message(limit = maxHandshakeMessage): Promise<Message> {
+    await this.need(5);
+    const length = this.buffered.readInt32BE(1);
+    if (length < 4 || length > limit) {
+      throw new ProtocolViolation(`invalid message length ${String(length)}`);
+    }
+    await this.need(length + 1);
+    const raw = this.take(length + 1);
+    return { code: raw.readUInt8(0), body: raw.subarray(5), raw };
+  }
+
+  /** One byte (the answer to SSLRequest). */
+  async byte(): Promise<number> {
+    await this.need(1);
+    return this.take(1).readUInt8(0);
+  }
+
+  private take(count: number): Buffer {
+    const head = this.buffered.subarray(0, count);
+    this.buffered = this.buffered.subarray(count);
+    return head;
+  }
+
+  private async need(count: number): Promise<void> {
+    while (this.buffered.length < count) {
+      if (this.closed) throw this.closed;
+      await new Promise<void>((resolve) => (this.wake = resolve));
+    }
+  }
+
+  private notify(): void {
+    const wake = this.wake;
+    this.wake = undefined;
+    wake?.();
+  }
+
+  private listen(): void {
+    this.socket.on('data', this.onData);
+    this.socket.on('end', this.onEnd);
+    this.socket.on('close', this.onEnd);
+    this.socket.on('error', this.onError);
+  }
+
+  private unlisten(): void {
+    this.socket.off('data', this.onData);
+    this.socket.off('end', this.onEnd);
+    this.socket.off('close', this.onEnd);
+    this.socket.off('error', this.onError);
+  }
+}
