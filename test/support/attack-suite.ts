@@ -1,0 +1,200 @@
+// The attack suite (architecture §7, invariant 2): a client of tenant a, connected as the
+// application role with a valid context, tries everything we know to read tenant b's rows.
+// Each attack ends in zero rows of b, or in a permission error with its exact SQLSTATE.
+// It runs twice: with contexts set the proxy's way by hand (test/sql/attacks.test.ts) and with
+// sessions that really come through the proxy (test/proxy/attacks.test.ts).
+import type pg from 'pg';
+import type { Test } from 'tap';
+import { connect, sqlstate, type LoginRole } from './pgvpd.js';
+import type { TestDatabase } from './postgres.js';
+
+export interface AttackFixture {
+  db: TestDatabase;
+  /** The application role; a direct connection with it has no context. */
+  app: LoginRole;
+  /** A session of the application role with a context for `tenant` (none for null). */
+  sessionFor(tenant: string | null): Promise<{ client: pg.Client; token: string | null }>;
+  /** Rows of tenants a and b the client can see in public.notes. */
+  visible(client: pg.Client): Promise<{ a: number; b: number; total: number }>;
+}
+
+export function attackSuite(t: Test, f: AttackFixture): void {
+  /** Base64url helpers to take a token apart the way an attacker would. */
+  const b64 = {
+    decode: (s: string) => Buffer.from(s, 'base64url').toString('utf8'),
+    encode: (s: string) => Buffer.from(s, 'utf8').toString('base64url'),
+  };
+
+  t.test('a session with a valid context sees its own tenant only', async (t) => {
+    const { client } = await f.sessionFor('a');
+    t.same(await f.visible(client), { a: 2, b: 0, total: 2 });
+  });
+
+  t.test('SET pgvpd.context to a forged token shows no rows of b', async (t) => {
+    const { client, token } = await f.sessionFor('a');
+    const [v, kid, pid, payload] = token!.split('.');
+    const forgedPayload = b64.encode(
+      JSON.stringify({ ...JSON.parse(b64.decode(payload!)), t: 'b' }),
+    );
+    const forged = `${v}.${kid}.${pid}.${forgedPayload}.${b64.encode('not-a-real-mac-but-32-bytes-long')}`;
+    await client.query(`set pgvpd.context = '${forged}'`);
+    t.same(await f.visible(client), { a: 0, b: 0, total: 0 }, 'the forged token verifies nothing');
+    t.equal(
+      await sqlstate(client.query('select pgvpd.set_context($1)', [forged])),
+      '28000',
+      'set_context refuses it',
+    );
+  });
+
+  t.test('set_config with a token copied from tenant b’s session shows no rows of b', async (t) => {
+    const { client } = await f.sessionFor('a');
+    const { client: other, token: tokenB } = await f.sessionFor('b');
+    t.same(await f.visible(other), { a: 0, b: 3, total: 3 }, 'the token works in its own session');
+    await client.query(`select set_config('pgvpd.context', $1, false)`, [tokenB]);
+    t.same(
+      await f.visible(client),
+      { a: 0, b: 0, total: 0 },
+      'another backend’s token is worth nothing',
+    );
+    t.equal(await sqlstate(client.query('select pgvpd.set_context($1)', [tokenB])), '28000');
+  });
+
+  t.test('a token for the right pid with the tenant changed shows no rows of b', async (t) => {
+    const { client, token } = await f.sessionFor('a');
+    const parts = token!.split('.');
+    const payload = JSON.parse(b64.decode(parts[3]!)) as Record<string, unknown>;
+    parts[3] = b64.encode(JSON.stringify({ ...payload, t: 'b' }));
+    const tampered = parts.join('.');
+    await client.query(`select set_config('pgvpd.context', $1, false)`, [tampered]);
+    t.same(await f.visible(client), { a: 0, b: 0, total: 0 });
+    t.equal(await sqlstate(client.query('select pgvpd.set_context($1)', [tampered])), '28000');
+  });
+
+  t.test('RESET ALL leaves the session with no rows at all', async (t) => {
+    const { client } = await f.sessionFor('a');
+    await client.query('reset all');
+    t.same(await f.visible(client), { a: 0, b: 0, total: 0 });
+  });
+
+  t.test('DISCARD ALL leaves the session with no rows at all', async (t) => {
+    const { client } = await f.sessionFor('a');
+    await client.query('discard all');
+    t.same(await f.visible(client), { a: 0, b: 0, total: 0 });
+  });
+
+  t.test('SET ROLE to a privileged role is refused and RESET ROLE changes nothing', async (t) => {
+    const { client } = await f.sessionFor('a');
+    for (const role of ['postgres', 'pgvpd_admin', 'pgvpd_proxy']) {
+      t.equal(await sqlstate(client.query(`set role ${role}`)), '42501', `set role ${role}`);
+    }
+    await client.query('reset role');
+    t.same(await f.visible(client), { a: 2, b: 0, total: 2 });
+  });
+
+  t.test('SET SESSION AUTHORIZATION is refused', async (t) => {
+    const { client } = await f.sessionFor('a');
+    t.equal(await sqlstate(client.query('set session authorization postgres')), '42501');
+    t.same(await f.visible(client), { a: 2, b: 0, total: 2 });
+  });
+
+  t.test('calling the token-issuing functions directly is refused', async (t) => {
+    const { client } = await f.sessionFor('a');
+    const pid = (await client.query<{ pid: number }>('select pg_backend_pid() as pid')).rows[0]!
+      .pid;
+    t.equal(
+      await sqlstate(client.query('select pgvpd.issue_context($1, $2)', [pid, 'b'])),
+      '42501',
+      'issue_context',
+    );
+    t.equal(
+      await sqlstate(client.query(`select pgvpd.assume_tenant('b')`)),
+      '42501',
+      'assume_tenant',
+    );
+    t.equal(await sqlstate(client.query(`select pgvpd.rotate_key()`)), '42501', 'rotate_key');
+    t.same(await f.visible(client), { a: 2, b: 0, total: 2 });
+  });
+
+  t.test('pgvpd_private cannot be read', async (t) => {
+    const { client } = await f.sessionFor('a');
+    for (const table of ['signing_key', 'session_context', 'app_role']) {
+      t.equal(await sqlstate(client.query(`select * from pgvpd_private.${table}`)), '42501', table);
+    }
+    t.equal(
+      await sqlstate(client.query(`select pgvpd_private.issue(pg_backend_pid(), 'b', null, '{}')`)),
+      '42501',
+      'internal issuer',
+    );
+  });
+
+  t.test('a function shadowing current_tenant_id changes nothing', async (t) => {
+    const { client } = await f.sessionFor('a');
+    t.equal(
+      await sqlstate(
+        client.query(
+          `create or replace function public.current_tenant_id() returns text language sql as $$ select 'b' $$`,
+        ),
+      ),
+      '42501',
+      'public is not writable by the application role',
+    );
+    await client.query(
+      `create function pg_temp.current_tenant_id() returns text language sql as $$ select 'b'::text $$`,
+    );
+    await client.query(`set search_path = pg_temp, public, pgvpd`);
+    t.same(
+      await f.visible(client),
+      { a: 2, b: 0, total: 2 },
+      'the policy still calls pgvpd.current_tenant_id',
+    );
+  });
+
+  t.test('a direct connection that never went through a proxy sees no rows', async (t) => {
+    const client = await connect(f.app.url);
+    t.teardown(() => client.end());
+    t.same(await f.visible(client), { a: 0, b: 0, total: 0 });
+    t.equal(
+      await client.query(`select pgvpd.current_tenant_id() as t`).then((r) => r.rows[0].t),
+      null,
+    );
+  });
+
+  t.test('a context set in a rolled-back transaction leaves nothing behind', async (t) => {
+    const { client } = await f.sessionFor(null);
+    const { token: tokenB } = await f.sessionFor('b');
+    await client.query('begin');
+    await client.query(`select set_config('pgvpd.context', $1, false)`, [tokenB]);
+    await client.query('rollback');
+    t.same(await f.visible(client), { a: 0, b: 0, total: 0 });
+  });
+
+  t.test('retiring the signing key ends the context; rotation alone does not', async (t) => {
+    const { client } = await f.sessionFor('a');
+    const admin = await connect(f.db.url);
+    t.teardown(() => admin.end());
+    const oldKid = (
+      await admin.query<{ kid: string }>(
+        `select kid from pgvpd_private.signing_key where retired_at is null`,
+      )
+    ).rows[0]!.kid;
+    await admin.query('select pgvpd.rotate_key()');
+    t.same(
+      await f.visible(client),
+      { a: 2, b: 0, total: 2 },
+      'a live session keeps working after rotation',
+    );
+    const { client: fresh, token } = await f.sessionFor('a');
+    t.not(token!.split('.')[1], oldKid, 'new tokens are signed with the new key');
+    await admin.query('select pgvpd.retire_key($1)', [oldKid]);
+    t.same(
+      await f.visible(client),
+      { a: 0, b: 0, total: 0 },
+      'a token under the retired key is void',
+    );
+    t.same(
+      await f.visible(fresh),
+      { a: 2, b: 0, total: 2 },
+      'a token under the new key still works',
+    );
+  });
+}
