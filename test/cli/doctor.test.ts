@@ -1,0 +1,208 @@
+// pgvpd doctor: every check passes on a good database, and each planted problem gives a FAIL
+// line that names it and its fix, and exit code 1.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { readFileSync } from 'node:fs';
+import t, { type Test } from 'tap';
+import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { installPgvpd, loginRole, type LoginRole } from '../support/pgvpd.js';
+import { closedPort, pgvpd } from './run-cli.js';
+
+const { version } = JSON.parse(
+  readFileSync(new URL('../../package.json', import.meta.url), 'utf8'),
+) as { version: string };
+
+interface Good {
+  db: TestDatabase;
+  app: LoginRole;
+  proxy: LoginRole;
+  /** host:port of the database, as doctor prints the upstream it defaults to. */
+  upstream: string;
+}
+
+/** A database doctor has nothing to say against: pgvpd installed, its one tenant table protected. */
+async function goodDatabase(t: Test): Promise<Good> {
+  const db = await createTestDatabase(t);
+  await installPgvpd(db);
+  await db.query(
+    `create table public.docs (id int, tenant_id text); select pgvpd.protect('public.docs')`,
+  );
+  const app = await loginRole(t, db, 'app');
+  const proxy = await loginRole(t, db, 'proxy');
+  const url = new URL(db.url);
+  return { db, app, proxy, upstream: `${url.hostname}:${url.port}` };
+}
+
+function okLines(good: Good): string[] {
+  return [
+    `ok   upstream reachable ${good.upstream}`,
+    `ok   pgvpd SQL installed, version ${version}`,
+    `ok   application roles safe: app_user, ${good.app.name}`,
+    `ok   control role ${good.proxy.name} can issue context`,
+    'ok   every table with a tenant column is protected (1 protected)',
+  ];
+}
+
+const text = (lines: string[]): string => lines.map((line) => `${line}\n`).join('');
+
+t.test('passes every check on a good database and exits 0', async (t) => {
+  const good = await goodDatabase(t);
+  t.same(await pgvpd('doctor', '--db', good.db.url, '--control-url', good.proxy.url), {
+    code: 0,
+    out: text(okLines(good)),
+    err: '',
+  });
+});
+
+t.test('skips the control check when no control_url is configured', async (t) => {
+  const good = await goodDatabase(t);
+  const lines = okLines(good);
+  lines[3] = 'skip control role can issue context: no control_url configured';
+  t.same(await pgvpd('doctor', '--db', good.db.url), { code: 0, out: text(lines), err: '' });
+});
+
+t.test('fails when an application role has BYPASSRLS', async (t) => {
+  const good = await goodDatabase(t);
+  await good.db.query(`alter role ${good.app.name} bypassrls`);
+  const lines = okLines(good);
+  lines[2] = `FAIL application role ${good.app.name} has BYPASSRLS — fix: ALTER ROLE ${good.app.name} NOBYPASSRLS`;
+  t.same(await pgvpd('doctor', '--db', good.db.url, '--control-url', good.proxy.url), {
+    code: 1,
+    out: text([...lines, '1 check failed']),
+    err: '',
+  });
+});
+
+t.test('fails when an application role is a member of pgvpd_admin', async (t) => {
+  const good = await goodDatabase(t);
+  await good.db.query(`grant pgvpd_admin to ${good.app.name}`);
+  const result = await pgvpd('doctor', '--db', good.db.url);
+  t.equal(result.code, 1);
+  t.match(
+    result.out,
+    `\nFAIL application role ${good.app.name} is a member of pgvpd_admin — fix: REVOKE pgvpd_admin FROM ${good.app.name}\n`,
+  );
+});
+
+t.test('fails when an application role inherits from a BYPASSRLS role', async (t) => {
+  const good = await goodDatabase(t);
+  const boss = `${good.app.name}_boss`;
+  await good.db.query(`create role ${boss} nologin bypassrls; grant ${boss} to ${good.app.name}`);
+  t.teardown(() => good.db.query(`drop role ${boss}`));
+  const result = await pgvpd('doctor', '--db', good.db.url);
+  t.equal(result.code, 1);
+  t.match(
+    result.out,
+    `\nFAIL application role ${good.app.name} is a member of ${boss}, which is BYPASSRLS — fix: REVOKE ${boss} FROM ${good.app.name}\n`,
+  );
+});
+
+t.test('fails when a table with a tenant column is not protected, naming it', async (t) => {
+  const good = await goodDatabase(t);
+  await good.db.query('create table public.invoices (id int, org_id uuid)');
+  const lines = okLines(good);
+  lines[4] =
+    'FAIL table public.invoices has tenant column org_id and is not protected — fix: pgvpd protect public.invoices org_id';
+  t.same(await pgvpd('doctor', '--db', good.db.url, '--control-url', good.proxy.url), {
+    code: 1,
+    out: text([...lines, '1 check failed']),
+    err: '',
+  });
+});
+
+t.test('fails when a protected table has row level security turned off', async (t) => {
+  const good = await goodDatabase(t);
+  await good.db.query('alter table public.docs disable row level security');
+  const result = await pgvpd('doctor', '--db', good.db.url);
+  t.equal(result.code, 1);
+  t.match(
+    result.out,
+    '\nFAIL table public.docs has a pgvpd policy but row level security is disabled — fix: pgvpd protect public.docs tenant_id\n',
+  );
+});
+
+t.test('fails when the upstream port is closed, from a flag or from the config file', async (t) => {
+  const good = await goodDatabase(t);
+  const port = await closedPort();
+  const lines = okLines(good);
+  lines[0] = `FAIL upstream unreachable 127.0.0.1:${port} (connect ECONNREFUSED 127.0.0.1:${port}) — fix: start PostgreSQL there, or set upstream_host and upstream_port`;
+  const expected = { code: 1, out: text([...lines, '1 check failed']), err: '' };
+  const common = ['doctor', '--db', good.db.url, '--control-url', good.proxy.url];
+
+  t.same(
+    await pgvpd(...common, '--upstream-host', '127.0.0.1', '--upstream-port', String(port)),
+    expected,
+    'flags',
+  );
+
+  const dir = mkdtempSync(join(tmpdir(), 'pgvpd-doctor-'));
+  t.teardown(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const conf = join(dir, 'pgvpd.conf');
+  writeFileSync(
+    conf,
+    `# the proxy's upstream\nupstream_host = 127.0.0.1\nupstream_port = ${port}\n`,
+  );
+  t.same(await pgvpd(...common, '--config', conf), expected, 'config file');
+});
+
+t.test('fails when the control role may not issue context', async (t) => {
+  const good = await goodDatabase(t);
+  const lines = okLines(good);
+  lines[3] = `FAIL control role ${good.app.name} cannot execute pgvpd.issue_context(integer,text,text,jsonb) — fix: GRANT pgvpd_proxy TO ${good.app.name}`;
+  t.same(await pgvpd('doctor', '--db', good.db.url, '--control-url', good.app.url), {
+    code: 1,
+    out: text([...lines, '1 check failed']),
+    err: '',
+  });
+});
+
+t.test('fails when pgvpd is not installed and skips the checks that need it', async (t) => {
+  const db = await createTestDatabase(t);
+  const url = new URL(db.url);
+  t.same(await pgvpd('doctor', '--db', db.url), {
+    code: 1,
+    out: text([
+      `ok   upstream reachable ${url.hostname}:${url.port}`,
+      'FAIL pgvpd SQL not installed — fix: pgvpd setup',
+      'skip application roles safe: pgvpd SQL not installed',
+      'skip control role can issue context: no control_url configured',
+      'skip tables protected: pgvpd SQL not installed',
+      '1 check failed',
+    ]),
+    err: '',
+  });
+});
+
+t.test('fails on every check that needs the database when it is unreachable', async (t) => {
+  const port = await closedPort();
+  const refused = `connect ECONNREFUSED 127.0.0.1:${port}`;
+  t.same(await pgvpd('doctor', '--db', `postgres://postgres@127.0.0.1:${port}/nowhere`), {
+    code: 1,
+    out: text([
+      `FAIL upstream unreachable 127.0.0.1:${port} (${refused}) — fix: start PostgreSQL there, or set upstream_host and upstream_port`,
+      `FAIL database unreachable: ${refused} — fix: check --db or DATABASE_URL`,
+      'skip application roles safe: no database connection',
+      'skip control role can issue context: no control_url configured',
+      'skip tables protected: no database connection',
+      '2 checks failed',
+    ]),
+    err: '',
+  });
+});
+
+t.test('rejects a bad config file with its key and exit code 1', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'pgvpd-doctor-'));
+  t.teardown(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const conf = join(dir, 'pgvpd.conf');
+  writeFileSync(conf, 'upstream_port = nope\n');
+  t.same(await pgvpd('doctor', '--db', 'postgres://x@127.0.0.1/y', '--config', conf), {
+    code: 1,
+    out: '',
+    err: `error: config file ${conf}: upstream_port must be a port number, got "nope"\n`,
+  });
+});

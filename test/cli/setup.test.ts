@@ -1,0 +1,67 @@
+// pgvpd setup: graphile-migrate's migrations applied through the CLI, on a fresh database, again,
+// and over SQL that was installed with psql -f sql/setup.sql.
+import { readFileSync } from 'node:fs';
+import t from 'tap';
+import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { installPgvpd } from '../support/pgvpd.js';
+import { closedPort, pgvpd } from './run-cli.js';
+
+const { version } = JSON.parse(
+  readFileSync(new URL('../../package.json', import.meta.url), 'utf8'),
+) as { version: string };
+
+const ran =
+  "graphile-migrate: Running migration '000001-sql-core.sql'\n" +
+  'graphile-migrate: 1 committed migrations executed\n';
+
+async function count(db: TestDatabase, sql: string): Promise<number> {
+  return (await db.query<{ n: number }>(`select (${sql})::int as n`)).rows[0]!.n;
+}
+
+t.test('installs on a fresh database, then reports it up to date the second time', async (t) => {
+  const db = await createTestDatabase(t);
+  const installed = `pgvpd ${version} is installed in database ${db.name}\n`;
+
+  t.same(await pgvpd('setup', '--db', db.url), { code: 0, out: ran + installed, err: '' });
+  t.same(await pgvpd('setup', '--db', db.url), {
+    code: 0,
+    out: 'graphile-migrate: Already up to date\n' + installed,
+    err: '',
+  });
+  t.equal(await count(db, 'select count(*) from graphile_migrate.migrations'), 1);
+  t.equal(
+    await count(db, 'select count(*) from pgvpd_private.signing_key where retired_at is null'),
+    1,
+    'one active signing key after two runs',
+  );
+  t.same((await db.query('select * from pgvpd.lint()')).rows, [], 'lint is clean');
+});
+
+t.test('migrates a database installed with setup.sql and keeps its protected tables', async (t) => {
+  const db = await createTestDatabase(t);
+  await installPgvpd(db);
+  await db.query(
+    `create table public.docs (id int, tenant_id text); select pgvpd.protect('public.docs')`,
+  );
+  const key = await db.query('select kid from pgvpd_private.signing_key');
+
+  t.same(await pgvpd('setup', '--db', db.url), {
+    code: 0,
+    out: ran + `pgvpd ${version} is installed in database ${db.name}\n`,
+    err: '',
+  });
+  t.same((await db.query('select kid from pgvpd_private.signing_key')).rows, key.rows, 'same key');
+  t.same(
+    (await db.query('select schema_name, table_name, verdict from pgvpd.status()')).rows,
+    [{ schema_name: 'public', table_name: 'docs', verdict: 'protected' }],
+    'the table protected before stays protected',
+  );
+});
+
+t.test('reports an unreachable database and exits 1', async (t) => {
+  const port = await closedPort();
+  const result = await pgvpd('setup', '--db', `postgres://postgres@127.0.0.1:${port}/nowhere`);
+  t.equal(result.code, 1);
+  t.equal(result.out, '');
+  t.match(result.err, new RegExp(`^error: connect ECONNREFUSED 127\\.0\\.0\\.1:${port}\\n`));
+});
