@@ -6,9 +6,11 @@
 // Commands end unsuccessfully by throwing CliExit (a CommanderError); createProgram sets
 // exitOverride, so commander's own failures are thrown in the same shape instead of exiting.
 import { Command, CommanderError } from 'commander';
+import * as demo from './commands/demo.js';
 import * as doctor from './commands/doctor.js';
 import * as lint from './commands/lint.js';
 import * as protect from './commands/protect.js';
+import * as serve from './commands/serve.js';
 import * as setup from './commands/setup.js';
 import * as status from './commands/status.js';
 import { CliExit, formatFailure } from './cli-exit.js';
@@ -35,6 +37,8 @@ export function createProgram(io: CliIo = processIo): Command {
       },
     });
 
+  serve.register(program, io);
+  demo.register(program, io);
   setup.register(program, io);
   protect.register(program, io);
   status.register(program, io);

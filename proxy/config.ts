@@ -73,6 +73,34 @@ export const defaults: ProxyConfig = {
 
 export type ConfigKey = keyof ProxyConfig;
 
+/** One line per setting, for `pgvpd serve --help` and the docs. */
+export const descriptions: Record<ConfigKey, string> = {
+  port: 'port to listen on',
+  listen_host: 'address to listen on',
+  upstream_host: 'PostgreSQL host',
+  upstream_port: 'PostgreSQL port',
+  tenant_separator: 'separator between role and tenant in the username',
+  value_separator: 'separator between the tenant and extra context values',
+  context_variables:
+    'comma-separated names of the tenant and the extra values (a value named user fills the context user)',
+  tenant_pattern: 'regular expression a tenant must match',
+  value_pattern: 'regular expression each extra value must match',
+  superuser_bypass: 'comma-separated usernames that pass through with no tenant',
+  handshake_timeout: 'seconds allowed for startup, authentication and context',
+  shutdown_timeout: 'seconds sessions may run on after SIGTERM/SIGINT before they are ended',
+  tls_cert: 'PEM certificate for client TLS (with tls_key)',
+  tls_key: 'PEM private key for client TLS',
+  upstream_tls: 'connect to PostgreSQL over TLS',
+  upstream_tls_verify: 'verify the upstream certificate and host name',
+  upstream_tls_ca: 'PEM CA file trusted for the upstream certificate',
+  allow_password_without_tls:
+    'let the proxy ask for a password (MD5 upstream) on a connection without TLS',
+  control_url:
+    'connection string of the control connections (a pgvpd_proxy member); pgpass is honoured',
+  control_pool_size: 'control connections per database',
+  log_level: 'trace, debug, info, warn, error, fatal or silent',
+};
+
 type Kind = 'port' | 'string' | 'optional' | 'list' | 'boolean' | 'seconds' | 'count' | 'level';
 
 const kinds: Record<ConfigKey, Kind> = {

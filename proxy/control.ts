@@ -56,12 +56,13 @@ export class ControlPools {
   }
 
   /**
-   * Asks PostgreSQL to end a backend (used when draining): PostgreSQL then sends the client
-   * FATAL 57P01 itself, framed correctly, through the raw pipe.
+   * Asks PostgreSQL to end a proxied backend (used when draining): PostgreSQL then sends the
+   * client FATAL 57P01 itself, framed correctly, through the raw pipe. pgvpd.end_session ends
+   * only sessions that carry a pgvpd context.
    */
   async terminate(database: string, backendPid: number): Promise<boolean> {
     const { rows } = await this.pool(database).query<{ ended: boolean }>(
-      'select pg_terminate_backend($1::int) as ended',
+      'select pgvpd.end_session($1::int) as ended',
       [backendPid],
     );
     return rows[0]?.ended === true;

@@ -47,8 +47,7 @@ export function compileRoute(config: RouteConfig): (username: string) => AppRout
     if (role === '') throw refuse('empty role');
     if (Buffer.byteLength(role) > maxRoleBytes)
       throw refuse(`role longer than ${String(maxRoleBytes)} bytes`);
-    if (/\p{Cc}/u.test(role))
-      throw refuse('control character in role');
+    if (/\p{Cc}/u.test(role)) throw refuse('control character in role');
     const [tenant = '', ...values] = username.slice(at + sep.length).split(vsep);
     if (tenant === '') throw refuse('empty tenant');
     if (!fullMatch(tenantPattern, tenant))
