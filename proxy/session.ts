@@ -122,8 +122,10 @@ export class ClientSession {
       this.release(held);
       this.pipe(upstream);
     } catch (error) {
-      clearTimeout(timer);
       this.fail(error);
+    } finally {
+      // Also on the early returns (a CancelRequest, a closed session): no timer outlives run().
+      clearTimeout(timer);
     }
   }
 
