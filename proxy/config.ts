@@ -1,6 +1,6 @@
 // Proxy configuration: defaults → config file → PGVPD_* environment → CLI flags, each layer
-// overriding the one before. Option names follow the original pgvpd where they exist, so a
-// pgvpd.conf written for it keeps its meaning. Every bad value is reported with the key that
+// overriding the one before. Option names follow the original pgvpd where they exist, so its
+// documented settings keep their meaning. Every bad value is reported with the key that
 // carried it and the layer it came from.
 import { readFileSync } from 'node:fs';
 
@@ -169,7 +169,7 @@ function coerce(key: ConfigKey, raw: unknown, where: string): unknown {
       if (typeof text === 'string' && /^(false|off|no|0)$/i.test(text)) return false;
       return bad('true or false');
     case 'port': {
-      const value = Number(text);
+      const value = typeof text === 'string' && text.trim() === '' ? NaN : Number(text);
       if (!Number.isInteger(value) || value < 0 || value > 65535) return bad('a port number');
       return value;
     }
@@ -181,7 +181,7 @@ function coerce(key: ConfigKey, raw: unknown, where: string): unknown {
       return value;
     }
     case 'count': {
-      const value = Number(text);
+      const value = typeof text === 'string' && text.trim() === '' ? NaN : Number(text);
       if (!Number.isInteger(value) || value < 1) return bad('a positive integer');
       return value;
     }
@@ -219,7 +219,12 @@ function isKey(key: string): key is ConfigKey {
 }
 
 export function loadConfig(sources: ConfigSources = {}): ProxyConfig {
-  const config: Record<string, unknown> = { ...defaults };
+  // Lists are copied: a loaded config must never share (and so change) the defaults' arrays.
+  const config: Record<string, unknown> = {
+    ...defaults,
+    context_variables: [...defaults.context_variables],
+    superuser_bypass: [...defaults.superuser_bypass],
+  };
   const apply = (key: string, raw: unknown, where: string): void => {
     if (!isKey(key)) {
       throw new ConfigError(`${where}: unknown setting "${key}" (known: ${configKeys.join(', ')})`);

@@ -29,8 +29,9 @@ export type RouteConfig = Pick<
 >;
 
 export function compileRoute(config: RouteConfig): (username: string) => AppRoute {
-  const tenantPattern = new RegExp(config.tenant_pattern, 'u');
-  const valuePattern = new RegExp(config.value_pattern, 'u');
+  // Anchored as a whole, so that an alternation such as `acme|acme-eu` matches either in full.
+  const tenantPattern = new RegExp(`^(?:${config.tenant_pattern})$`, 'u');
+  const valuePattern = new RegExp(`^(?:${config.value_pattern})$`, 'u');
   const bypass = new Set(config.superuser_bypass);
   const [, ...valueNames] = config.context_variables;
   const sep = config.tenant_separator;
@@ -50,8 +51,7 @@ export function compileRoute(config: RouteConfig): (username: string) => AppRout
     if (/\p{Cc}/u.test(role)) throw refuse('control character in role');
     const [tenant = '', ...values] = username.slice(at + sep.length).split(vsep);
     if (tenant === '') throw refuse('empty tenant');
-    if (!fullMatch(tenantPattern, tenant))
-      throw refuse(`tenant does not match ${config.tenant_pattern}`);
+    if (!tenantPattern.test(tenant)) throw refuse(`tenant does not match ${config.tenant_pattern}`);
     if (values.length > valueNames.length) {
       throw refuse(
         `${String(values.length)} context values given, ${String(valueNames.length)} configured`,
@@ -61,16 +61,11 @@ export function compileRoute(config: RouteConfig): (username: string) => AppRout
     let user: string | null = null;
     values.forEach((value, index) => {
       const name = valueNames[index] ?? '';
-      if (!fullMatch(valuePattern, value))
+      if (!valuePattern.test(value))
         throw refuse(`value for ${name} does not match ${config.value_pattern}`);
       if (name === 'user') user = value;
       else named[name] = value;
     });
     return { kind: 'tenant', role, tenant, user, values: named };
   };
-}
-
-function fullMatch(pattern: RegExp, text: string): boolean {
-  const match = pattern.exec(text);
-  return match !== null && match.index === 0 && match[0] === text;
 }

@@ -16,7 +16,7 @@ import { ScramClient, md5Response } from './password-answers.js';
 import { AuthCode, BackendCode, FrontendCode } from './protocol/codes.js';
 import { PacketReader, PeerClosed, ProtocolViolation, type Message } from './protocol/reader.js';
 import * as send from './protocol/server-messages.js';
-import { decodeStartup } from './protocol/startup.js';
+import { decodeStartup, type StartupPacket } from './protocol/startup.js';
 import type { AppRoute } from './route.js';
 import { connectUpstream, sendCancel, type Upstream, type UpstreamTarget } from './upstream.js';
 
@@ -153,7 +153,7 @@ export class ClientSession {
   // ── startup ──────────────────────────────────────────────────────────────────────────────
   private async startup(): Promise<Map<string, string> | undefined> {
     for (let negotiations = 0; ; negotiations++) {
-      const packet = decodeStartup(await this.clientPacket());
+      const packet = await this.clientPacket();
       switch (packet.kind) {
         case 'ssl':
         case 'gssenc':
@@ -179,12 +179,19 @@ export class ClientSession {
     }
   }
 
-  private async clientPacket(): Promise<Buffer> {
+  private async clientPacket(): Promise<StartupPacket> {
+    let body: Buffer;
     try {
-      return await this.clientReader.startupPacket();
+      body = await this.clientReader.startupPacket();
     } catch (error) {
       if (error instanceof ProtocolViolation) throw proxyErrors.protocolViolation(error.message);
       throw new ClientLeft();
+    }
+    try {
+      return decodeStartup(body);
+    } catch (error) {
+      if (error instanceof ProtocolViolation) throw proxyErrors.protocolViolation(error.message);
+      throw error;
     }
   }
 

@@ -33,9 +33,9 @@ export function decodeStartup(body: Buffer): StartupPacket {
       }
       return { kind: 'cancel', processId: body.readInt32BE(4), secretKey: body.subarray(8) };
   }
-  if (code >> 16 !== protocol30 >> 16) {
+  if (code >>> 16 !== protocol30 >>> 16) {
     throw new ProtocolViolation(
-      `unsupported frontend protocol ${String(code >> 16)}.${String(code & 0xffff)}: server supports 3.0`,
+      `unsupported frontend protocol ${String(code >>> 16)}.${String(code & 0xffff)}: server supports 3.0`,
     );
   }
   const parameters = new Map<string, string>();
