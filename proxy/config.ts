@@ -22,6 +22,8 @@ export interface ProxyConfig {
   context_variables: string[];
   /** Regular expression a tenant must match in full. */
   tenant_pattern: string;
+  /** Regular expression the role part of a tenant username must match in full. */
+  role_pattern: string;
   /** Regular expression each extra context value must match in full. */
   value_pattern: string;
   /** Exact usernames that pass through with no tenant and no context. */
@@ -57,6 +59,7 @@ export const defaults: ProxyConfig = {
   context_variables: ['tenant_id'],
   tenant_pattern: '^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$',
   value_pattern: '^[A-Za-z0-9@._+-]{1,255}$',
+  role_pattern: '^[A-Za-z_][A-Za-z0-9_.$-]{0,62}$',
   superuser_bypass: ['postgres'],
   handshake_timeout: 30,
   shutdown_timeout: 30,
@@ -85,6 +88,7 @@ export const descriptions: Record<ConfigKey, string> = {
     'comma-separated names of the tenant and the extra values (a value named user fills the context user)',
   tenant_pattern: 'regular expression a tenant must match',
   value_pattern: 'regular expression each extra value must match',
+  role_pattern: 'regular expression the role part of a tenant username must match',
   superuser_bypass: 'comma-separated usernames that pass through with no tenant',
   handshake_timeout: 'seconds allowed for startup, authentication and context',
   shutdown_timeout: 'seconds sessions may run on after SIGTERM/SIGINT before they are ended',
@@ -113,6 +117,7 @@ const kinds: Record<ConfigKey, Kind> = {
   context_variables: 'list',
   tenant_pattern: 'string',
   value_pattern: 'string',
+  role_pattern: 'string',
   superuser_bypass: 'list',
   handshake_timeout: 'seconds',
   shutdown_timeout: 'seconds',
@@ -254,7 +259,7 @@ export function loadConfig(sources: ConfigSources = {}): ProxyConfig {
 }
 
 function validate(config: ProxyConfig): ProxyConfig {
-  for (const key of ['tenant_pattern', 'value_pattern'] as const) {
+  for (const key of ['tenant_pattern', 'value_pattern', 'role_pattern'] as const) {
     try {
       new RegExp(config[key], 'u');
     } catch (error) {

@@ -2,7 +2,7 @@
 // `<role><tenant_separator><tenant>[<value_separator><value>…]`, e.g. `app_user.acme:alice`.
 // Everything is validated here, before a byte goes upstream; the tenant and values never reach
 // SQL except as bind parameters.
-import type { ProxyConfig } from './config.js';
+import { defaults, type ProxyConfig } from './config.js';
 import { proxyErrors } from './errors.js';
 
 export type AppRoute =
@@ -26,12 +26,15 @@ export type RouteConfig = Pick<
   | 'tenant_pattern'
   | 'value_pattern'
   | 'superuser_bypass'
->;
+> &
+  Partial<Pick<ProxyConfig, 'role_pattern'>>;
 
 export function compileRoute(config: RouteConfig): (username: string) => AppRoute {
   // Anchored as a whole, so that an alternation such as `acme|acme-eu` matches either in full.
   const tenantPattern = new RegExp(`^(?:${config.tenant_pattern})$`, 'u');
   const valuePattern = new RegExp(`^(?:${config.value_pattern})$`, 'u');
+  const rolePatternText = config.role_pattern ?? defaults.role_pattern;
+  const rolePattern = new RegExp(`^(?:${rolePatternText})$`, 'u');
   const bypass = new Set(config.superuser_bypass);
   const [, ...valueNames] = config.context_variables;
   const sep = config.tenant_separator;
@@ -49,6 +52,7 @@ export function compileRoute(config: RouteConfig): (username: string) => AppRout
     if (Buffer.byteLength(role) > maxRoleBytes)
       throw refuse(`role longer than ${String(maxRoleBytes)} bytes`);
     if (/\p{Cc}/u.test(role)) throw refuse('control character in role');
+    if (!rolePattern.test(role)) throw refuse(`role does not match ${rolePatternText}`);
     const [tenant = '', ...values] = username.slice(at + sep.length).split(vsep);
     if (tenant === '') throw refuse('empty tenant');
     if (!tenantPattern.test(tenant)) throw refuse(`tenant does not match ${config.tenant_pattern}`);

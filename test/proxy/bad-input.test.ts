@@ -24,6 +24,16 @@ t.test('bad usernames are refused with 28000 before anything reaches upstream', 
   const app = f.app.name;
   const cases: { name: string; user: string; problem: string }[] = [
     {
+      name: 'a double quote in the role',
+      user: `${app}".acme`,
+      problem: 'role does not match ^[A-Za-z_][A-Za-z0-9_.$-]{0,62}$',
+    },
+    {
+      name: 'unicode in the role',
+      user: `${app}é.acme`,
+      problem: 'role does not match ^[A-Za-z_][A-Za-z0-9_.$-]{0,62}$',
+    },
+    {
       name: 'a single quote in the tenant',
       user: `${app}.ac'me`,
       problem: `tenant does not match ${tenantPattern}`,

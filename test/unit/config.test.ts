@@ -48,6 +48,7 @@ t.test('with no sources every setting has its documented default', (t) => {
     value_separator: ':',
     context_variables: ['tenant_id'],
     tenant_pattern: '^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$',
+    role_pattern: '^[A-Za-z_][A-Za-z0-9_.$-]{0,62}$',
     value_pattern: '^[A-Za-z0-9@._+-]{1,255}$',
     superuser_bypass: ['postgres'],
     handshake_timeout: 30,
