@@ -1,7 +1,7 @@
 // Installing the SQL core: psql -f sql/setup.sql (twice), CREATE EXTENSION, graphile-migrate, and
 // the generated files staying in step with their source (make check-sql).
 import { execFile } from 'node:child_process';
-import { accessSync, constants, copyFileSync, cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, copyFileSync, cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -74,7 +74,8 @@ t.test('graphile-migrate applies the committed migrations, and setup.sql agrees 
   const env = { ...process.env, DATABASE_URL: db.url };
   const bin = join(root, 'node_modules', '.bin', 'graphile-migrate');
   const first = await run(bin, ['migrate'], { cwd: root, env });
-  t.match(first.stdout + first.stderr, /1 committed migrations executed/);
+  const committed = readdirSync(join(root, 'sql', 'migrations', 'committed')).filter((f) => f.endsWith('.sql'));
+  t.match(first.stdout + first.stderr, `${String(committed.length)} committed migrations executed`);
   const second = await run(bin, ['migrate'], { cwd: root, env });
   t.match(second.stdout + second.stderr, /Already up to date/);
   await installPgvpd(db);
