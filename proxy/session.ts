@@ -46,7 +46,11 @@ class ClientLeft extends Error {
   override name = 'ClientLeft';
 }
 
-const setContextQuery = 'select pgvpd.set_context($1)';
+// The token goes in with the built-in set_config, as a bind parameter. pgvpd.set_context would
+// check it against the record first, but the proxy has just received it from issue_context, and
+// every statement checks it against that record anyway; in a brand-new backend set_context cost
+// ~2 ms of catalog loading (docs/benchmarks.md), set_config costs what `select 1` does.
+const setContextQuery = "select pg_catalog.set_config('pgvpd.context', $1, false)";
 
 export class ClientSession {
   phase: Phase = 'startup';
