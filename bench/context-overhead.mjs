@@ -29,18 +29,27 @@
 //                         PGVPD_PG_BIN, default /usr/lib/postgresql/15/bin)
 // Results: a table on stdout and JSON in a temp file whose path is printed at the end.
 
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { appendFileSync, chownSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir, cpus } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import pg from 'pg';
+import {
+  PGBENCH,
+  cleanup,
+  cleanups,
+  connect,
+  log,
+  median,
+  positiveInt,
+  run,
+  startCluster,
+  tempDir,
+  withDatabase,
+} from './lib/cluster.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
-const PG_BIN = process.env.PGVPD_PG_BIN ?? '/usr/lib/postgresql/15/bin';
-const PGBENCH = process.env.PGVPD_PGBENCH ?? '/usr/bin/pgbench';
 const SECONDS = positiveInt(process.env.PGVPD_BENCH_SECONDS, 15);
 const ROUNDS = positiveInt(process.env.PGVPD_BENCH_ROUNDS, 3);
 const CLIENTS = 8;
@@ -50,153 +59,10 @@ const CALLS = 200_000;
 const BENCH_ROLE = 'pgvpd_bench';
 const TENANT = 't3';
 
-function positiveInt(value, fallback) {
-  if (value === undefined || value === '') return fallback;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1) throw new Error(`not a positive integer: ${value}`);
-  return n;
-}
-
-function log(msg) {
-  process.stderr.write(`[bench] ${msg}\n`);
-}
-
-const median = (xs) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-};
-
-// ---------------------------------------------------------------------------------------------
-// Processes and cleanup
-
-const cleanups = [];
-// Children still running (pgbench, pg_ctl); cleanup ends them before anything else.
-const children = new Set();
-let cleanedUp = false;
-function cleanup() {
-  if (cleanedUp) return;
-  cleanedUp = true;
-  for (const child of children) child.kill('SIGTERM');
-  for (const fn of cleanups.reverse()) {
-    try {
-      fn();
-    } catch (err) {
-      log(`cleanup: ${err.message}`);
-    }
-  }
-}
-for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
-  process.on(signal, () => {
-    log(`${signal}: cleaning up`);
-    cleanup();
-    process.exit(130);
-  });
-}
-process.on('exit', cleanup);
-
-const asRoot = process.getuid?.() === 0;
-// As root, cluster binaries run as the postgres OS user (initdb and postgres refuse root).
-function pgCommand(bin, args) {
-  const file = join(PG_BIN, bin);
-  return asRoot
-    ? ['setpriv', ['--reuid=postgres', '--regid=postgres', '--init-groups', file, ...args]]
-    : [file, args];
-}
-
-function run(file, args, { env, allowFail = false } = {}) {
-  return new Promise((resolve, reject) => {
-    const child = spawn(file, args, {
-      env: { ...process.env, ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    children.add(child);
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    child.on('error', reject);
-    child.on('close', (code) => {
-      children.delete(child);
-      if (code !== 0 && !allowFail) {
-        reject(new Error(`${file} ${args.join(' ')} exited ${code}\n${stderr}${stdout}`));
-      } else resolve({ code, stdout, stderr });
-    });
-  });
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.on('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-// Starts a throwaway cluster; returns { adminUrl, server, superuser } and registers its removal.
-async function startCluster() {
-  const dir = mkdtempSync(join(tmpdir(), 'pgvpd-bench-'));
-  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-  if (asRoot) {
-    const id = (flag) => Number(spawnSync('id', [flag, 'postgres'], { encoding: 'utf8' }).stdout);
-    chownSync(dir, id('-u'), id('-g'));
-  }
-  const data = join(dir, 'data');
-  const port = await freePort();
-  log(`initdb in ${data}`);
-  await run(...pgCommand('initdb', ['-D', data, '-U', 'postgres', '-A', 'trust', '-E', 'UTF8']));
-  const conf = [
-    `listen_addresses = '127.0.0.1'`,
-    `port = ${port}`,
-    `unix_socket_directories = '${dir}'`,
-    // Durability is irrelevant to a read-only benchmark and makes setup faster.
-    `fsync = off`,
-    `synchronous_commit = off`,
-    `full_page_writes = off`,
-  ].join('\n');
-  // Appending keeps the file's owner (postgres).
-  appendFileSync(join(data, 'postgresql.conf'), `\n# pgvpd bench\n${conf}\n`);
-  const pgctl = (...args) => pgCommand('pg_ctl', ['-D', data, ...args]);
-  cleanups.push(() => {
-    log('stopping the throwaway cluster');
-    const [file, args] = pgctl('stop', '-m', 'immediate', '-w');
-    spawnSync(file, args, { stdio: 'ignore' });
-  });
-  log(`starting PostgreSQL on 127.0.0.1:${port}`);
-  await run(...pgctl('start', '-w', '-t', '60', '-l', join(dir, 'server.log')));
-  return {
-    adminUrl: `postgresql://postgres@127.0.0.1:${port}/postgres`,
-    server: `throwaway cluster 127.0.0.1:${port}`,
-  };
-}
-
 // ---------------------------------------------------------------------------------------------
 // Database setup
 
-// The bench role's password travels in PGPASSWORD (pgbench) or the client options, not in a URL
-// that would show in the process list.
-function withDatabase(url, database, user) {
-  const u = new URL(url);
-  u.pathname = `/${database}`;
-  if (user !== undefined) {
-    u.username = user;
-    u.password = '';
-  }
-  return u.toString();
-}
-
 let benchPassword;
-async function connect(url, password) {
-  const client = new pg.Client({ connectionString: url, ...(password ? { password } : {}) });
-  // When the server goes away during cleanup, an idle client must not crash the process.
-  client.on('error', (err) => log(`connection: ${err.message}`));
-  await client.connect();
-  return client;
-}
-
 async function setupDatabase(adminUrl, external) {
   const database = external ? `pgvpd_bench_${randomBytes(4).toString('hex')}` : 'pgvpd_bench';
   const admin = await connect(adminUrl);
@@ -567,8 +433,7 @@ function report(meta, bench, calls, stmts) {
 
 async function main() {
   const external = process.env.PGVPD_BENCH_DATABASE_URL;
-  const work = mkdtempSync(join(tmpdir(), 'pgvpd-bench-scripts-'));
-  cleanups.push(() => rmSync(work, { recursive: true, force: true }));
+  const work = tempDir('pgvpd-bench-scripts-');
   const cluster = external
     ? { adminUrl: external, server: 'PGVPD_BENCH_DATABASE_URL' }
     : await startCluster();
