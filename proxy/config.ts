@@ -5,6 +5,12 @@
 import { readFileSync } from 'node:fs';
 
 export interface ProxyConfig {
+  /**
+   * app: tenant from the username, authentication relayed (docs/app-mode.md). org: org from the
+   * database name, users authenticated by the proxy against the catalog, upstream sessions
+   * pooled (docs/org-mode.md).
+   */
+  mode: 'app' | 'org';
   /** Plain listener; TLS is negotiated on it through SSLRequest when tls_cert/tls_key are set. */
   port: number;
   listen_host: string;
@@ -47,9 +53,20 @@ export interface ProxyConfig {
   control_url: string | undefined;
   control_pool_size: number;
   log_level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
+  /** Org mode: upstream sessions per (server, database, connect_as role). */
+  pool_size: number;
+  /** Org mode: seconds a client waits for a pooled session before 53300. */
+  pool_checkout_timeout: number;
+  /** Org mode: seconds an idle pooled session is kept. */
+  pool_idle_timeout: number;
+  /** Org mode: seconds after which a pooled session is closed instead of reused. */
+  pool_max_lifetime: number;
+  /** Org mode: pgpass-format file with the passwords of connect_as roles (mode 0600). */
+  connect_as_passfile: string | undefined;
 }
 
 export const defaults: ProxyConfig = {
+  mode: 'app',
   port: 6432,
   listen_host: '127.0.0.1',
   upstream_host: '127.0.0.1',
@@ -72,12 +89,18 @@ export const defaults: ProxyConfig = {
   control_url: undefined,
   control_pool_size: 2,
   log_level: 'info',
+  pool_size: 20,
+  pool_checkout_timeout: 5,
+  pool_idle_timeout: 300,
+  pool_max_lifetime: 3600,
+  connect_as_passfile: undefined,
 };
 
 export type ConfigKey = keyof ProxyConfig;
 
 /** One line per setting, for `pgvpd serve --help` and the docs. */
 export const descriptions: Record<ConfigKey, string> = {
+  mode: 'app (tenant from the username) or org (org from the database name, catalog users, pooling)',
   port: 'port to listen on',
   listen_host: 'address to listen on',
   upstream_host: 'PostgreSQL host',
@@ -103,11 +126,18 @@ export const descriptions: Record<ConfigKey, string> = {
     'connection string of the control connections (a pgvpd_proxy member); pgpass is honoured',
   control_pool_size: 'control connections per database',
   log_level: 'trace, debug, info, warn, error, fatal or silent',
+  pool_size: 'org mode: pooled upstream sessions per server, database and role',
+  pool_checkout_timeout: 'org mode: seconds a client waits for a pooled session',
+  pool_idle_timeout: 'org mode: seconds an idle pooled session is kept',
+  pool_max_lifetime: 'org mode: seconds before a pooled session is replaced',
+  connect_as_passfile: "org mode: pgpass-format file with the connect_as roles' passwords",
 };
 
-type Kind = 'port' | 'string' | 'optional' | 'list' | 'boolean' | 'seconds' | 'count' | 'level';
+type Kind =
+  'mode' | 'port' | 'string' | 'optional' | 'list' | 'boolean' | 'seconds' | 'count' | 'level';
 
 const kinds: Record<ConfigKey, Kind> = {
+  mode: 'mode',
   port: 'port',
   listen_host: 'string',
   upstream_host: 'string',
@@ -130,6 +160,11 @@ const kinds: Record<ConfigKey, Kind> = {
   control_url: 'optional',
   control_pool_size: 'count',
   log_level: 'level',
+  pool_size: 'count',
+  pool_checkout_timeout: 'seconds',
+  pool_idle_timeout: 'seconds',
+  pool_max_lifetime: 'seconds',
+  connect_as_passfile: 'optional',
 };
 
 export const configKeys = Object.keys(kinds) as ConfigKey[];
@@ -190,6 +225,9 @@ function coerce(key: ConfigKey, raw: unknown, where: string): unknown {
       if (!Number.isInteger(value) || value < 1) return bad('a positive integer');
       return value;
     }
+    case 'mode':
+      if (text !== 'app' && text !== 'org') return bad('app or org');
+      return text;
     case 'level':
       if (typeof text !== 'string' || !levels.includes(text)) return bad(levels.join('|'));
       return text;

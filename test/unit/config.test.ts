@@ -40,6 +40,7 @@ function loadError(sources: ConfigSources): unknown {
 
 t.test('with no sources every setting has its documented default', (t) => {
   const expected: ProxyConfig = {
+    mode: 'app',
     port: 6432,
     listen_host: '127.0.0.1',
     upstream_host: '127.0.0.1',
@@ -62,6 +63,11 @@ t.test('with no sources every setting has its documented default', (t) => {
     control_url: undefined,
     control_pool_size: 2,
     log_level: 'info',
+    pool_size: 20,
+    pool_checkout_timeout: 5,
+    pool_idle_timeout: 300,
+    pool_max_lifetime: 3600,
+    connect_as_passfile: undefined,
   };
   t.same(loadConfig(), expected);
   t.same(defaults, expected, 'the exported defaults are the same values');

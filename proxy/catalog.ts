@@ -1,0 +1,146 @@
+// Org mode's view of the catalog: a snapshot of servers, orgs and org users held in memory,
+// loaded over a pgvpd_proxy connection with pgvpd.catalog_snapshot() and reloaded whenever the
+// database says `NOTIFY pgvpd_catalog`. A lost connection keeps the last snapshot in service and
+// reconnects every second; a reload that fails keeps the old snapshot too.
+import pg from 'pg';
+import type { Logger } from './logger.js';
+
+export interface CatalogServer {
+  name: string;
+  host: string | null;
+  port: number | null;
+  tls: 'disable' | 'require' | 'verify-full';
+}
+
+export interface CatalogOrg {
+  id: string;
+  database_name: string;
+  status: 'active' | 'suspended';
+  placement: 'shared' | 'dedicated';
+  server: string;
+  target_database: string;
+}
+
+export interface CatalogUser {
+  org_id: string;
+  username: string;
+  verifier: string;
+  connect_as: string;
+}
+
+export interface Snapshot {
+  servers: CatalogServer[];
+  orgs: CatalogOrg[];
+  users: CatalogUser[];
+}
+
+export class Catalog {
+  private byDatabase = new Map<string, CatalogOrg>();
+  private users = new Map<string, CatalogUser>();
+  private servers = new Map<string, CatalogServer>();
+  private client: pg.Client | undefined;
+  private closed = false;
+  private reloading: Promise<void> | undefined;
+  private retry: NodeJS.Timeout | undefined;
+  /** How many snapshots have been loaded (tests watch it to see a NOTIFY take effect). */
+  loads = 0;
+
+  constructor(
+    private readonly url: string,
+    private readonly log: Logger,
+  ) {}
+
+  /** Loads the first snapshot (failing loudly if it cannot) and starts listening. */
+  async start(): Promise<void> {
+    await this.connect();
+  }
+
+  org(databaseName: string): CatalogOrg | undefined {
+    return this.byDatabase.get(databaseName);
+  }
+
+  user(orgId: string, username: string): CatalogUser | undefined {
+    return this.users.get(`${orgId}\0${username}`);
+  }
+
+  server(name: string): CatalogServer | undefined {
+    return this.servers.get(name);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    clearTimeout(this.retry);
+    await this.client?.end().catch(() => undefined);
+  }
+
+  private async connect(): Promise<void> {
+    const client = new pg.Client({ connectionString: this.url, application_name: 'pgvpd-catalog' });
+    client.on('error', (error) => {
+      this.log.warn(
+        { event: 'catalog', err: error.message },
+        'catalog connection lost; keeping the last snapshot',
+      );
+    });
+    client.on('end', () => {
+      if (this.client === client) this.client = undefined;
+      this.scheduleReconnect();
+    });
+    client.on('notification', () => {
+      void this.reload();
+    });
+    await client.connect();
+    await client.query('listen pgvpd_catalog');
+    this.client = client;
+    // Loaded after LISTEN, so that no change can fall between the load and the subscription.
+    await this.reload();
+  }
+
+  private scheduleReconnect(): void {
+    if (this.closed || this.retry) return;
+    this.retry = setTimeout(() => {
+      this.retry = undefined;
+      this.connect().catch((error: unknown) => {
+        this.log.warn(
+          { event: 'catalog', err: (error as Error).message },
+          'catalog reconnect failed',
+        );
+        this.scheduleReconnect();
+      });
+    }, 1000);
+    this.retry.unref();
+  }
+
+  private reload(): Promise<void> {
+    // Coalesce bursts of notifications: one reload runs, one more follows if asked meanwhile.
+    const run = async (): Promise<void> => {
+      const client = this.client;
+      if (!client) return;
+      const { rows } = await client.query<{ snapshot: Snapshot }>(
+        'select pgvpd.catalog_snapshot() as snapshot',
+      );
+      const snapshot = rows[0]?.snapshot;
+      if (!snapshot) throw new Error('pgvpd.catalog_snapshot() returned nothing');
+      this.apply(snapshot);
+    };
+    const previous = this.reloading ?? Promise.resolve();
+    const next = previous.then(run, run).catch((error: unknown) => {
+      this.log.warn(
+        { event: 'catalog', err: (error as Error).message },
+        'catalog reload failed; keeping the last snapshot',
+      );
+    });
+    this.reloading = next;
+    return next;
+  }
+
+  private apply(snapshot: Snapshot): void {
+    this.servers = new Map(snapshot.servers.map((s) => [s.name, s]));
+    this.byDatabase = new Map(snapshot.orgs.map((o) => [o.database_name, o]));
+    this.users = new Map(snapshot.users.map((u) => [`${u.org_id}\0${u.username}`, u]));
+    this.loads += 1;
+    this.log.debug(
+      { event: 'catalog', orgs: snapshot.orgs.length, users: snapshot.users.length },
+      'catalog loaded',
+    );
+  }
+}
