@@ -11,15 +11,16 @@ const file = [
   'malformed:line',
 ].join('\n');
 
-t.test('pgpass lines are parsed with escapes and malformed lines skipped', async (t) => {
+t.test('pgpass lines are parsed with escapes and malformed lines skipped', (t) => {
   t.same(parsePassfile(file), [
     { host: 'db1.example', port: '5432', database: 'acme', user: 'alice_ro', password: 'first' },
     { host: '*', port: '*', database: 'acme', user: 'alice_ro', password: 'second' },
     { host: '127.0.0.1', port: '6543', database: '*', user: '*', password: 'wild:card\\' },
   ]);
+  t.end();
 });
 
-t.test('the first matching line gives the password; wildcards match anything', async (t) => {
+t.test('the first matching line gives the password; wildcards match anything', (t) => {
   const entries = parsePassfile(file);
   const cases = [
     {
@@ -32,4 +33,5 @@ t.test('the first matching line gives the password; wildcards match anything', a
   ];
   for (const c of cases)
     t.equal(lookupPassword(entries, c.want), c.password, JSON.stringify(c.want));
+  t.end();
 });
