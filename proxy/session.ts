@@ -4,19 +4,19 @@
 // never a silent close. Nothing the client sends after authentication reaches the upstream
 // before the signed context is set; after that, bytes flow through pipe() with no per-message work.
 import type { Socket } from 'node:net';
-import { TLSSocket, type SecureContext } from 'node:tls';
+import type { SecureContext } from 'node:tls';
 import { Parser } from 'pg-protocol/dist/parser';
 import { serialize } from 'pg-protocol/dist/serializer';
 import type { CancelKeys } from './cancel-keys.js';
+import { ClientEdge, ClientLeft } from './client-edge.js';
 import type { ProxyConfig } from './config.js';
 import type { ControlPools } from './control.js';
 import { ProxyError, proxyErrors } from './errors.js';
 import type { Logger } from './logger.js';
 import { ScramClient, md5Response } from './password-answers.js';
-import { AuthCode, BackendCode, FrontendCode } from './protocol/codes.js';
-import { PacketReader, PeerClosed, ProtocolViolation, type Message } from './protocol/reader.js';
+import { AuthCode, BackendCode } from './protocol/codes.js';
+import { PeerClosed, type Message } from './protocol/reader.js';
 import * as send from './protocol/server-messages.js';
-import { decodeStartup, type StartupPacket } from './protocol/startup.js';
 import type { AppRoute } from './route.js';
 import { connectUpstream, sendCancel, type Upstream, type UpstreamTarget } from './upstream.js';
 
@@ -41,11 +41,6 @@ class RelayedFailure extends Error {
   }
 }
 
-/** The client left (Terminate or close) during the handshake. */
-class ClientLeft extends Error {
-  override name = 'ClientLeft';
-}
-
 // The token goes in with the built-in set_config, as a bind parameter. pgvpd.set_context would
 // check it against the record first, but the proxy has just received it from issue_context, and
 // every statement checks it against that record anyway; in a brand-new backend set_context cost
@@ -54,9 +49,7 @@ const setContextQuery = "select pg_catalog.set_config('pgvpd.context', $1, false
 
 export class ClientSession {
   phase: Phase = 'startup';
-  private client: Socket | TLSSocket;
-  private readonly clientReader: PacketReader;
-  private clientTls = false;
+  private readonly edge: ClientEdge;
   private upstream: Upstream | undefined;
   private route: AppRoute | undefined;
   private database = '';
@@ -72,11 +65,13 @@ export class ClientSession {
     socket: Socket,
     private readonly deps: SessionDeps,
   ) {
-    this.client = socket;
-    socket.setNoDelay(true);
-    this.clientReader = new PacketReader(socket);
     this.log = deps.logger.child({
       client: `${socket.remoteAddress ?? '?'}:${String(socket.remotePort ?? 0)}`,
+    });
+    this.edge = new ClientEdge(socket, {
+      tls: deps.tls,
+      log: this.log,
+      onCancel: (processId, secretKey) => this.forwardCancel(processId, secretKey),
     });
   }
 
@@ -86,7 +81,7 @@ export class ClientSession {
       this.fail(proxyErrors.handshakeTimeout(this.phase, seconds));
     }, seconds * 1000);
     try {
-      const parameters = await this.startup();
+      const parameters = await this.edge.startup();
       if (parameters === undefined || this.phase === 'closed') return;
       this.enter('route');
       const username = parameters.get('user');
@@ -154,70 +149,6 @@ export class ClientSession {
     this.fail(proxyErrors.shuttingDown());
   }
 
-  // ── startup ──────────────────────────────────────────────────────────────────────────────
-  private async startup(): Promise<Map<string, string> | undefined> {
-    for (let negotiations = 0; ; negotiations++) {
-      const packet = await this.clientPacket();
-      switch (packet.kind) {
-        case 'ssl':
-        case 'gssenc':
-          if (negotiations > 1 || this.clientTls)
-            throw proxyErrors.protocolViolation('unexpected encryption request');
-          if (packet.kind === 'ssl' && this.deps.tls) {
-            if (this.clientReader.pending > 0) throw proxyErrors.plaintextAfterSslRequest();
-            this.client.write(send.acceptTls);
-            await this.upgradeClient(this.deps.tls);
-          } else {
-            this.client.write(send.refuseEncryption);
-          }
-          continue;
-        case 'cancel':
-          await this.forwardCancel(packet.processId, packet.secretKey);
-          return undefined;
-        case 'startup':
-          if ((packet.version & 0xffff) !== 0 || packet.protocolOptions.length > 0) {
-            this.client.write(send.negotiateProtocolVersion(0, packet.protocolOptions));
-          }
-          return packet.parameters;
-      }
-    }
-  }
-
-  private async clientPacket(): Promise<StartupPacket> {
-    let body: Buffer;
-    try {
-      body = await this.clientReader.startupPacket();
-    } catch (error) {
-      if (error instanceof ProtocolViolation) throw proxyErrors.protocolViolation(error.message);
-      throw new ClientLeft();
-    }
-    try {
-      return decodeStartup(body);
-    } catch (error) {
-      if (error instanceof ProtocolViolation) throw proxyErrors.protocolViolation(error.message);
-      throw error;
-    }
-  }
-
-  private async upgradeClient(context: SecureContext): Promise<void> {
-    const secure = new TLSSocket(this.client, { isServer: true, secureContext: context });
-    await new Promise<void>((resolve, reject) => {
-      secure.once('secure', resolve);
-      secure.once('error', reject);
-      secure.once('close', () => {
-        reject(new ClientLeft());
-      });
-    }).catch((error: unknown) => {
-      this.log.info({ event: 'tls', err: (error as Error).message }, 'client TLS handshake failed');
-      throw new ClientLeft();
-    });
-    secure.removeAllListeners('error');
-    secure.on('error', () => undefined);
-    this.clientReader.switchTo(secure);
-    this.client = secure;
-    this.clientTls = true;
-  }
-
   private async forwardCancel(processId: number, secretKey: Buffer): Promise<void> {
     const target = this.deps.cancelKeys.find(processId, secretKey);
     this.log.info({ event: 'cancel', known: target !== undefined }, 'cancel request');
@@ -236,7 +167,7 @@ export class ClientSession {
         case BackendCode.ErrorResponse as number:
           throw this.relayedFailure(message);
         case BackendCode.NoticeResponse as number:
-          this.client.write(message.raw);
+          this.edge.socket.write(message.raw);
           continue;
         case BackendCode.Authentication as number:
           break;
@@ -248,11 +179,11 @@ export class ClientSession {
       const method = message.body.readInt32BE(0);
       switch (method) {
         case AuthCode.Ok as number:
-          this.client.write(message.raw);
+          this.edge.socket.write(message.raw);
           return;
         case AuthCode.CleartextPassword as number:
-          this.client.write(message.raw);
-          upstream.socket.write((await this.fromClientPassword()).raw);
+          this.edge.socket.write(message.raw);
+          upstream.socket.write((await this.edge.password()).raw);
           continue;
         case AuthCode.MD5Password as number: {
           const password = await this.askPassword('md5');
@@ -267,21 +198,21 @@ export class ClientSession {
           const mechanisms = message.body.toString('utf8', 4).split('\0').filter(Boolean);
           if (!mechanisms.includes('SCRAM-SHA-256'))
             throw proxyErrors.unsupportedAuth(mechanisms.join(', '));
-          if (this.clientTls && this.deps.upstream.tls) {
+          if (this.edge.tls && this.deps.upstream.tls) {
             await this.scramWithPassword(upstream);
           } else {
             // Channel binding would bind to the proxy's certificate, which upstream cannot check.
-            this.client.write(send.authenticationSASL(['SCRAM-SHA-256']));
-            upstream.socket.write((await this.fromClientPassword()).raw);
+            this.edge.socket.write(send.authenticationSASL(['SCRAM-SHA-256']));
+            upstream.socket.write((await this.edge.password()).raw);
           }
           continue;
         }
         case AuthCode.SASLContinue as number:
-          this.client.write(message.raw);
-          upstream.socket.write((await this.fromClientPassword()).raw);
+          this.edge.socket.write(message.raw);
+          upstream.socket.write((await this.edge.password()).raw);
           continue;
         case AuthCode.SASLFinal as number:
-          this.client.write(message.raw);
+          this.edge.socket.write(message.raw);
           continue;
         case AuthCode.KerberosV5 as number:
           throw proxyErrors.unsupportedAuth('Kerberos V5');
@@ -301,10 +232,10 @@ export class ClientSession {
    * password and answers upstream itself. Only over TLS unless configured otherwise.
    */
   private async askPassword(method: string): Promise<string> {
-    if (!this.clientTls && !this.deps.config.allow_password_without_tls)
+    if (!this.edge.tls && !this.deps.config.allow_password_without_tls)
       throw proxyErrors.passwordNeedsTls(method);
-    this.client.write(send.authenticationCleartextPassword());
-    const message = await this.fromClientPassword();
+    this.edge.socket.write(send.authenticationCleartextPassword());
+    const message = await this.edge.password();
     const end = message.body.indexOf(0);
     return message.body.toString('utf8', 0, end < 0 ? message.body.length : end);
   }
@@ -338,23 +269,6 @@ export class ClientSession {
     return message;
   }
 
-  private async fromClientPassword(): Promise<Message> {
-    let message: Message;
-    try {
-      message = await this.clientReader.message();
-    } catch (error) {
-      if (error instanceof ProtocolViolation) throw proxyErrors.protocolViolation(error.message);
-      throw new ClientLeft();
-    }
-    if (message.code === (FrontendCode.Terminate as number)) throw new ClientLeft();
-    if (message.code !== (FrontendCode.Password as number)) {
-      throw proxyErrors.protocolViolation(
-        `expected password response, got message type ${JSON.stringify(String.fromCharCode(message.code))}`,
-      );
-    }
-    return message;
-  }
-
   private async fromUpstream(upstream: Upstream): Promise<Message> {
     try {
       return await upstream.reader.message(1024 * 1024);
@@ -365,7 +279,7 @@ export class ClientSession {
   }
 
   private relayedFailure(message: Message): RelayedFailure {
-    this.client.write(message.raw);
+    this.edge.socket.write(message.raw);
     const code = parseError(message).code;
     this.log.info({ event: 'auth', result: 'refused', code }, 'upstream refused the session');
     return new RelayedFailure(code);
@@ -449,7 +363,7 @@ export class ClientSession {
     const ready = held.pop();
     if (!ready || !this.backend) throw proxyErrors.upstreamProtocol('no ReadyForQuery');
     this.clientKey = this.deps.cancelKeys.issue(this.backend);
-    this.client.write(
+    this.edge.socket.write(
       Buffer.concat([
         ...held,
         send.backendKeyData(this.clientKey.processId, this.clientKey.secretKey),
@@ -460,9 +374,9 @@ export class ClientSession {
 
   // ── pipe ─────────────────────────────────────────────────────────────────────────────────
   private pipe(upstream: Upstream): void {
-    const client = this.client;
+    const client = this.edge.socket;
     const server = upstream.socket;
-    const early = this.clientReader.release();
+    const early = this.edge.reader.release();
     const late = upstream.reader.release();
     if (late.length > 0) client.write(late);
     if (early.length > 0) server.write(early);
@@ -489,8 +403,8 @@ export class ClientSession {
         { event: 'refused', kind: error.kind, code: error.code, phase: this.phase },
         error.logMessage,
       );
-      if (!this.client.destroyed && this.client.writable) {
-        this.client.write(
+      if (!this.edge.socket.destroyed && this.edge.socket.writable) {
+        this.edge.socket.write(
           send.errorResponse({
             severity: 'FATAL',
             code: error.code,
@@ -503,8 +417,8 @@ export class ClientSession {
       this.log.debug({ event: 'closed', reason: error.name, phase: this.phase }, error.message);
     } else {
       this.log.error({ event: 'error', phase: this.phase, err: error }, 'unexpected failure');
-      if (!this.client.destroyed) {
-        this.client.write(
+      if (!this.edge.socket.destroyed) {
+        this.edge.socket.write(
           send.errorResponse({
             severity: 'FATAL',
             code: 'XX000',
@@ -522,8 +436,8 @@ export class ClientSession {
     this.phase = 'closed';
     if (this.clientKey)
       this.deps.cancelKeys.revoke(this.clientKey.processId, this.clientKey.secretKey);
-    this.client.end();
-    this.client.destroySoon();
+    this.edge.socket.end();
+    this.edge.socket.destroySoon();
     if (this.upstream) {
       const socket = this.upstream.socket;
       if (!wasPiped && !socket.destroyed) socket.end(serialize.end());
