@@ -90,6 +90,23 @@ export const proxyErrors = {
       undefined,
       `could not establish the tenant context: ${reason}`,
     ),
+  unknownDatabase: (database: string) =>
+    new ProxyError('unknown_database', '3D000', `database "${database}" does not exist`),
+  orgSuspended: (database: string) =>
+    new ProxyError(
+      'org_suspended',
+      '28000',
+      `the organization of database "${database}" is suspended`,
+      "Ask the organization's administrator to resume it.",
+    ),
+  noUpstreamPassword: (role: string, host: string, port: number, database: string) =>
+    new ProxyError(
+      'no_upstream_password',
+      '08006',
+      'the proxy cannot log in upstream for this user',
+      undefined,
+      `no password for connect_as role ${role} on ${host}:${String(port)}/${database} in connect_as_passfile`,
+    ),
   shuttingDown: () =>
     new ProxyError(
       'shutting_down',

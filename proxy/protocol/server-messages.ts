@@ -55,6 +55,29 @@ export function authenticationSASL(mechanisms: string[]): Buffer {
   );
 }
 
+export function authenticationSASLContinue(data: string): Buffer {
+  return message(
+    BackendCode.Authentication,
+    Buffer.concat([int32(AuthCode.SASLContinue), Buffer.from(data, 'utf8')]),
+  );
+}
+
+export function authenticationSASLFinal(data: string): Buffer {
+  return message(
+    BackendCode.Authentication,
+    Buffer.concat([int32(AuthCode.SASLFinal), Buffer.from(data, 'utf8')]),
+  );
+}
+
+export function parameterStatus(name: string, value: string): Buffer {
+  return message(BackendCode.ParameterStatus, Buffer.concat([cstring(name), cstring(value)]));
+}
+
+/** ReadyForQuery with transaction status 'I' (idle). */
+export function readyForQueryIdle(): Buffer {
+  return message(BackendCode.ReadyForQuery, Buffer.from('I', 'ascii'));
+}
+
 export function authenticationOk(): Buffer {
   return message(BackendCode.Authentication, int32(AuthCode.Ok));
 }
