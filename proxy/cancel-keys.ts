@@ -2,10 +2,13 @@
 // it stands for, so a CancelRequest reaches the right backend and a client never learns (or
 // can guess from its own key) an upstream secret.
 import { randomInt } from 'node:crypto';
+import type { UpstreamTarget } from './upstream.js';
 
 export interface CancelTarget {
   processId: number;
   secretKey: number;
+  /** The backend's server, when it is not the proxy's configured upstream (org mode). */
+  upstream?: UpstreamTarget | undefined;
 }
 
 export class CancelKeys {

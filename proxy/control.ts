@@ -6,6 +6,8 @@ import { parse as parseConnectionString } from 'pg-connection-string';
 import pg from 'pg';
 
 export interface ContextRequest {
+  /** Server of the session when it is not control_url's (org mode, dedicated placement). */
+  server?: { host: string; port: number } | undefined;
   database: string;
   backendPid: number;
   tenant: string;
@@ -27,11 +29,17 @@ export class ControlPools {
     this.base = parsed as pg.PoolConfig;
   }
 
-  private pool(database: string): pg.Pool {
-    let pool = this.pools.get(database);
+  /**
+   * The control role logs in with control_url's credentials on every server: in org mode a
+   * dedicated org may live on another server, where a role of the same name and password exists.
+   */
+  private pool(database: string, server?: { host: string; port: number }): pg.Pool {
+    const id = JSON.stringify([server?.host ?? null, server?.port ?? null, database]);
+    let pool = this.pools.get(id);
     if (!pool) {
       pool = new pg.Pool({
         ...this.base,
+        ...(server ? { host: server.host, port: server.port } : {}),
         database,
         max: this.size,
         idleTimeoutMillis: 60_000,
@@ -43,14 +51,14 @@ export class ControlPools {
       });
       // An idle control connection that dies is replaced on the next checkout.
       pool.on('error', () => undefined);
-      this.pools.set(database, pool);
+      this.pools.set(id, pool);
     }
     return pool;
   }
 
   /** Calls pgvpd.issue_context for the backend; returns the signed token. */
   async issue(request: ContextRequest): Promise<string> {
-    const { rows } = await this.pool(request.database).query<{ token: string }>(
+    const { rows } = await this.pool(request.database, request.server).query<{ token: string }>(
       'select pgvpd.issue_context($1::int, $2::text, $3::text, $4::jsonb) as token',
       [request.backendPid, request.tenant, request.user, JSON.stringify(request.values)],
     );
@@ -64,8 +72,12 @@ export class ControlPools {
    * client FATAL 57P01 itself, framed correctly, through the raw pipe. pgvpd.end_session ends
    * only sessions that carry a pgvpd context.
    */
-  async terminate(database: string, backendPid: number): Promise<boolean> {
-    const { rows } = await this.pool(database).query<{ ended: boolean }>(
+  async terminate(
+    database: string,
+    backendPid: number,
+    server?: { host: string; port: number },
+  ): Promise<boolean> {
+    const { rows } = await this.pool(database, server).query<{ ended: boolean }>(
       'select pgvpd.end_session($1::int) as ended',
       [backendPid],
     );

@@ -153,9 +153,11 @@ export class ClientSession {
     const target = this.deps.cancelKeys.find(processId, secretKey);
     this.log.info({ event: 'cancel', known: target !== undefined }, 'cancel request');
     if (target)
-      await sendCancel(this.deps.upstream, target.processId, target.secretKey).catch(
-        () => undefined,
-      );
+      await sendCancel(
+        target.upstream ?? this.deps.upstream,
+        target.processId,
+        target.secretKey,
+      ).catch(() => undefined);
     this.close();
   }
 
