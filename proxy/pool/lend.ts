@@ -1,0 +1,132 @@
+// Lending a checked-out session to a client: bytes flow both ways, upstream → client untouched,
+// client → upstream through ClientFramer (which holds back the client's Terminate and knows
+// whether the client left between messages). The loan ends when either side leaves or the proxy
+// stops it; by then both sockets are detached and paused, and whatever the backend still sends
+// waits for the pool's reader, which SessionPool.release() re-attaches before the reset.
+import type { Duplex } from 'node:stream';
+import { ClientFramer } from './client-framer.js';
+import type { PooledSession } from './upstream-login.js';
+
+export type LoanEnd =
+  /** The client sent Terminate (held back from the backend). */
+  | 'client-terminated'
+  /** The client's connection ended or failed without Terminate. */
+  | 'client-closed'
+  /** The client sent a message the framer cannot frame. */
+  | 'client-violation'
+  /** The backend's connection ended (its FATAL, if any, went to the client). */
+  | 'upstream-closed'
+  /** The proxy called stop(). */
+  | 'stopped';
+
+export interface LoanResult {
+  reason: LoanEnd;
+  /**
+   * The client left between two whole messages and the backend is still connected: the session
+   * may go back through SessionPool.release() (whose reset still checks it). Otherwise discard.
+   */
+  reusable: boolean;
+}
+
+export interface Loan {
+  /** Settles once the loan has ended and both sockets are detached; never rejects. */
+  readonly ended: Promise<LoanResult>;
+  /** Ends the loan from the proxy's side. */
+  stop(): void;
+}
+
+/**
+ * Attaches a checked-out session to a client. `clientEarly`: bytes the client sent after the
+ * handshake that were already read (PacketReader.release() on the client's reader); they go first.
+ * The caller keeps its own 'error' listener on the client and closes the client when the loan
+ * ends; the loan never closes either socket.
+ */
+export function lend(session: PooledSession, client: Duplex, clientEarly?: Buffer): Loan {
+  const upstream = session.socket;
+  const framer = new ClientFramer();
+  const state = { done: false };
+  let settle: (result: LoanResult) => void = () => undefined;
+  const ended = new Promise<LoanResult>((resolve) => (settle = resolve));
+
+  const resumeUpstream = (): void => {
+    if (!state.done) upstream.resume();
+  };
+  const resumeClient = (): void => {
+    if (!state.done) client.resume();
+  };
+  const fromUpstream = (chunk: Buffer): void => {
+    if (!client.write(chunk)) {
+      upstream.pause();
+      client.once('drain', resumeUpstream);
+    }
+  };
+  const fromClient = (chunk: Buffer): void => {
+    if (state.done) return;
+    const { forward, end } = framer.push(chunk);
+    if (forward.length > 0 && !upstream.write(forward)) {
+      client.pause();
+      upstream.once('drain', resumeClient);
+    }
+    if (end === 'terminate') finish('client-terminated');
+    else if (end === 'violation') finish('client-violation');
+  };
+  const clientGone = (): void => {
+    finish('client-closed');
+  };
+  const upstreamGone = (): void => {
+    finish('upstream-closed');
+  };
+
+  function finish(reason: LoanEnd): void {
+    if (state.done) return;
+    state.done = true;
+    client.off('data', fromClient);
+    client.off('end', clientGone);
+    client.off('close', clientGone);
+    client.off('error', clientGone);
+    client.off('drain', resumeUpstream);
+    upstream.off('data', fromUpstream);
+    upstream.off('end', upstreamGone);
+    upstream.off('close', upstreamGone);
+    upstream.off('error', upstreamGone);
+    upstream.off('drain', resumeClient);
+    client.pause();
+    upstream.pause();
+    const connected = !session.broken && !upstream.destroyed && !upstream.readableEnded;
+    settle({
+      reason,
+      reusable:
+        reason !== 'upstream-closed' &&
+        reason !== 'client-violation' &&
+        connected &&
+        framer.atBoundary,
+    });
+  }
+
+  const late = session.reader.release();
+  if (late.length > 0) client.write(late);
+  if (session.broken || upstream.destroyed || upstream.readableEnded) {
+    finish('upstream-closed');
+    return { ended, stop: () => undefined };
+  }
+  if (clientEarly && clientEarly.length > 0) fromClient(clientEarly);
+  if (!state.done && (client.destroyed || client.readableEnded)) finish('client-closed');
+  if (!state.done) {
+    client.on('data', fromClient);
+    client.once('end', clientGone);
+    client.once('close', clientGone);
+    client.once('error', clientGone);
+    upstream.on('data', fromUpstream);
+    upstream.once('end', upstreamGone);
+    upstream.once('close', upstreamGone);
+    upstream.once('error', upstreamGone);
+    client.resume();
+    upstream.resume();
+  }
+  return {
+    ended,
+    stop: () => {
+      finish('stopped');
+    },
+  };
+}

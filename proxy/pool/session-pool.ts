@@ -1,0 +1,447 @@
+// Session pooling (pool_mode = session): upstream sessions are kept per key (server, database,
+// role) and lent to one client at a time. A key's sessions are in exactly one of three places:
+//   idle     — reset, reader attached, ready for the next checkout (taken LIFO: the warmest)
+//   busy     — checked out; the caller drives it (statements, then lend()), or being reset
+//   opening  — a login in progress (counted, so that size holds while it runs)
+// A checkout that finds no idle session and no room waits in the key's FIFO queue, up to
+// checkoutTimeoutMs, then fails with 53300. A released session is reset (statements.ts) and goes
+// back only if the reset proves it clean; a closed, failed, unknown or too old session is ended.
+import { serialize } from 'pg-protocol/dist/serializer';
+import type { ProxyError } from '../errors.js';
+import type { Logger } from '../logger.js';
+import { poolErrors } from './pool-errors.js';
+import { resetSession, runExtended, runSimple } from './statements.js';
+import { poolKeyId, type PoolKey, type PooledSession } from './upstream-login.js';
+
+export interface SessionPoolOptions {
+  /** Sessions per key, counting idle, busy and opening ones. */
+  size: number;
+  /** How long a checkout waits in the queue before failing with 53300. */
+  checkoutTimeoutMs: number;
+  /** An idle session unused this long is closed; 0 keeps idle sessions. */
+  idleTimeoutMs: number;
+  /** A session this old is closed instead of reused (never while checked out); 0: no limit. */
+  maxLifetimeMs: number;
+  /** How long the reset of a released session may take (default 5000). */
+  resetTimeoutMs?: number;
+  /** How often idle sessions are checked (default: a quarter of the shortest limit, 50 ms–10 s). */
+  reapIntervalMs?: number;
+  /** Opens a new session of the key (upstream-login.ts, with the key's password). */
+  login: (key: PoolKey) => Promise<PooledSession>;
+  logger: Logger;
+}
+
+export interface PoolKeyStats {
+  server: string;
+  database: string;
+  role: string;
+  idle: number;
+  busy: number;
+  opening: number;
+  waiting: number;
+}
+
+export interface PoolStats {
+  idle: number;
+  busy: number;
+  opening: number;
+  waiting: number;
+  /** Sessions opened since the pool started. */
+  opened: number;
+  /** Sessions ended since the pool started. */
+  closed: number;
+  /** Checkouts that failed with 53300. */
+  timeouts: number;
+  keys: PoolKeyStats[];
+}
+
+interface Waiter {
+  resolve: (session: PooledSession) => void;
+  reject: (error: Error) => void;
+  settled: boolean;
+  timer: NodeJS.Timeout | undefined;
+  cleanup: () => void;
+}
+
+interface Entry {
+  id: string;
+  key: PoolKey;
+  idle: PooledSession[];
+  busy: Set<PooledSession>;
+  opening: number;
+  queue: Waiter[];
+}
+
+export class SessionPool {
+  private readonly entries = new Map<string, Entry>();
+  private readonly logins = new Set<Promise<unknown>>();
+  private readonly ended = new WeakSet<PooledSession>();
+  private readonly resetting = new WeakSet<PooledSession>();
+  private readonly reaper: NodeJS.Timeout | undefined;
+  private readonly log: Logger;
+  private readonly resetTimeoutMs: number;
+  private closed = false;
+  private counters = { opened: 0, closed: 0, timeouts: 0 };
+
+  constructor(private readonly opts: SessionPoolOptions) {
+    if (!Number.isInteger(opts.size) || opts.size < 1)
+      throw new RangeError(`pool size must be a positive integer, got ${opts.size}`);
+    this.log = opts.logger.child({ component: 'pool' });
+    this.resetTimeoutMs = opts.resetTimeoutMs ?? 5000;
+    const limits = [opts.idleTimeoutMs, opts.maxLifetimeMs].filter((ms) => ms > 0);
+    const interval =
+      opts.reapIntervalMs ??
+      (limits.length === 0 ? undefined : Math.min(10_000, Math.max(50, Math.min(...limits) / 4)));
+    if (interval !== undefined) {
+      this.reaper = setInterval(() => {
+        this.reap();
+      }, interval);
+      this.reaper.unref();
+    }
+  }
+
+  /**
+   * A session of the key for the caller's exclusive use, until release() or discard(). Rejects
+   * with the login's error, with 53300 after checkoutTimeoutMs in the queue, with 57P01 once the
+   * pool is closing, or with the signal's reason if it aborts first.
+   */
+  checkout(key: PoolKey, signal?: AbortSignal): Promise<PooledSession> {
+    if (this.closed) return Promise.reject(poolErrors.closed());
+    if (signal?.aborted) return Promise.reject(abortReason(signal));
+    const entry = this.entry(key);
+    return new Promise<PooledSession>((resolve, reject) => {
+      const waiter: Waiter = { resolve, reject, settled: false, timer: undefined, cleanup: noop };
+      if (signal) {
+        const onAbort = (): void => {
+          this.unqueue(entry, waiter);
+          settleWith(waiter, () => {
+            reject(abortReason(signal));
+          });
+        };
+        signal.addEventListener('abort', onAbort, { once: true });
+        waiter.cleanup = () => {
+          signal.removeEventListener('abort', onAbort);
+        };
+      }
+      entry.queue.push(waiter);
+      this.dispatch(entry);
+      if (!waiter.settled && entry.queue.includes(waiter)) {
+        waiter.timer = setTimeout(() => {
+          this.unqueue(entry, waiter);
+          this.counters.timeouts += 1;
+          const error = poolErrors.exhausted(
+            key.role,
+            key.database,
+            this.opts.size,
+            this.opts.checkoutTimeoutMs,
+          );
+          this.log.warn(
+            { event: 'pool_exhausted', role: key.role, database: key.database },
+            error.message,
+          );
+          settleWith(waiter, () => {
+            reject(error);
+          });
+        }, this.opts.checkoutTimeoutMs);
+      }
+    });
+  }
+
+  /**
+   * Takes back a checked-out session: the pool's reader is re-attached, the session is reset
+   * (ROLLBACK, DISCARD ALL) and kept only if that proves it clean and idle; otherwise, or if it is
+   * closed or older than maxLifetimeMs, it is ended. The caller must have detached any client
+   * first (a Loan has ended). Never rejects.
+   */
+  async release(session: PooledSession): Promise<void> {
+    const entry = this.entries.get(poolKeyId(session.key));
+    if (this.closed) {
+      this.end(session, 'pool closed');
+      return;
+    }
+    if (!entry?.busy.has(session) || this.resetting.has(session)) {
+      this.log.warn(
+        { event: 'pool_release_unknown', pid: session.backendPid },
+        'released a session that is not checked out',
+      );
+      return;
+    }
+    let reason = this.unusable(session, Date.now());
+    if (reason === undefined) {
+      session.reader.switchTo(session.socket);
+      session.socket.resume();
+      this.resetting.add(session);
+      reason = await resetSession(session, this.resetTimeoutMs);
+      this.resetting.delete(session);
+      if (reason !== undefined)
+        this.log.info(
+          { event: 'pool_reset_failed', pid: session.backendPid, reason },
+          'pooled session not reusable after its client left',
+        );
+    }
+    entry.busy.delete(session);
+    if (reason === undefined && !this.isClosed()) {
+      session.lastUsedAt = Date.now();
+      entry.idle.push(session);
+    } else {
+      this.end(session, reason ?? 'pool closed');
+    }
+    this.dispatch(entry);
+  }
+
+  /** Ends a checked-out session instead of returning it (its state is unknown or unwanted). */
+  discard(session: PooledSession, reason = 'discarded'): void {
+    const entry = this.entries.get(poolKeyId(session.key));
+    entry?.busy.delete(session);
+    this.end(session, reason);
+    if (entry) this.dispatch(entry);
+  }
+
+  /** Runs a simple Query on a checked-out session with no client attached. */
+  runSimple(session: PooledSession, sql: string): Promise<void> {
+    return runSimple(session, sql);
+  }
+
+  /** Runs one parameterised statement on a checked-out session with no client attached. */
+  runExtended(session: PooledSession, sql: string, params: string[]): Promise<void> {
+    return runExtended(session, sql, params);
+  }
+
+  /** Ends every session (Terminate), fails every waiting checkout with 57P01, stops reaping. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.reaper) clearInterval(this.reaper);
+    const sockets: PooledSession['socket'][] = [];
+    for (const entry of this.entries.values()) {
+      for (const waiter of entry.queue.splice(0)) {
+        settleWith(waiter, () => {
+          waiter.reject(poolErrors.closed());
+        });
+      }
+      for (const session of [...entry.idle, ...entry.busy]) {
+        sockets.push(session.socket);
+        this.end(session, 'pool closed');
+      }
+      entry.idle = [];
+      entry.busy.clear();
+    }
+    this.entries.clear();
+    await Promise.all([...this.logins].map((login) => login.catch(noop)));
+    await Promise.all(sockets.map(closed));
+  }
+
+  stats(): PoolStats {
+    const keys = [...this.entries.values()].map((entry): PoolKeyStats => ({
+      server: `${entry.key.target.host}:${entry.key.target.port}`,
+      database: entry.key.database,
+      role: entry.key.role,
+      idle: entry.idle.length,
+      busy: entry.busy.size,
+      opening: entry.opening,
+      waiting: entry.queue.length,
+    }));
+    const sum = (field: 'idle' | 'busy' | 'opening' | 'waiting'): number =>
+      keys.reduce((total, key) => total + key[field], 0);
+    return {
+      idle: sum('idle'),
+      busy: sum('busy'),
+      opening: sum('opening'),
+      waiting: sum('waiting'),
+      ...this.counters,
+      keys,
+    };
+  }
+
+  /** A method, not the field: the pool may close while a release awaits its reset. */
+  private isClosed(): boolean {
+    return this.closed;
+  }
+
+  // ── internals ────────────────────────────────────────────────────────────────────────────
+  private entry(key: PoolKey): Entry {
+    const id = poolKeyId(key);
+    let entry = this.entries.get(id);
+    if (!entry) {
+      entry = { id, key, idle: [], busy: new Set(), opening: 0, queue: [] };
+      this.entries.set(id, entry);
+    }
+    return entry;
+  }
+
+  /** Serves the queue in order: idle sessions first, then new ones while there is room. */
+  private dispatch(entry: Entry): void {
+    while (entry.queue.length > 0 && !this.closed) {
+      const session = this.takeIdle(entry);
+      if (session) {
+        const waiter = entry.queue.shift();
+        if (waiter) this.grant(entry, waiter, session);
+        continue;
+      }
+      if (entry.idle.length + entry.busy.size + entry.opening >= this.opts.size) return;
+      const waiter = entry.queue.shift();
+      if (waiter) this.open(entry, waiter);
+    }
+  }
+
+  private takeIdle(entry: Entry): PooledSession | undefined {
+    const now = Date.now();
+    for (let session = entry.idle.pop(); session; session = entry.idle.pop()) {
+      const reason = this.unusable(session, now);
+      if (reason === undefined) return session;
+      this.end(session, reason);
+    }
+    return undefined;
+  }
+
+  private grant(entry: Entry, waiter: Waiter, session: PooledSession): void {
+    entry.busy.add(session);
+    session.lastUsedAt = Date.now();
+    settleWith(waiter, () => {
+      waiter.resolve(session);
+    });
+  }
+
+  private open(entry: Entry, waiter: Waiter): void {
+    // The pool had room: whatever the login takes, this checkout no longer waits for the pool.
+    clearTimeout(waiter.timer);
+    entry.opening += 1;
+    const login = this.opts.login(entry.key).then(
+      (session) => {
+        entry.opening -= 1;
+        this.counters.opened += 1;
+        this.log.debug(
+          { event: 'pool_open', pid: session.backendPid, role: entry.key.role },
+          'pooled session opened',
+        );
+        session.socket.once('close', () => {
+          this.dropIdle(entry, session);
+        });
+        if (this.closed) {
+          this.end(session, 'pool closed');
+          settleWith(waiter, () => {
+            waiter.reject(poolErrors.closed());
+          });
+          return;
+        }
+        if (waiter.settled) {
+          // The checkout was aborted meanwhile: the fresh session is as good as an idle one.
+          entry.idle.push(session);
+          this.dispatch(entry);
+        } else {
+          this.grant(entry, waiter, session);
+        }
+      },
+      (error: unknown) => {
+        entry.opening -= 1;
+        const failure = error instanceof Error ? error : new Error(String(error));
+        this.log.warn(
+          {
+            event: 'pool_login_failed',
+            role: entry.key.role,
+            database: entry.key.database,
+            code: (failure as Partial<ProxyError>).code,
+          },
+          (failure as Partial<ProxyError>).logMessage ?? failure.message,
+        );
+        settleWith(waiter, () => {
+          waiter.reject(failure);
+        });
+        this.dispatch(entry);
+      },
+    );
+    this.logins.add(login);
+    void login.finally(() => this.logins.delete(login));
+  }
+
+  /** Why a session must not be handed out again, or undefined. */
+  private unusable(session: PooledSession, now: number): string | undefined {
+    if (session.broken || session.socket.destroyed || session.socket.readableEnded)
+      return 'connection closed';
+    if (this.opts.maxLifetimeMs > 0 && now - session.createdAt >= this.opts.maxLifetimeMs)
+      return 'max lifetime reached';
+    // An idle backend says nothing unless it is going away (57P01 and the like) or something
+    // changed under it; either way it is not the session that was reset.
+    if (session.reader.pending > 0) return 'unsolicited message while idle';
+    return undefined;
+  }
+
+  private unqueue(entry: Entry, waiter: Waiter): void {
+    const index = entry.queue.indexOf(waiter);
+    if (index >= 0) entry.queue.splice(index, 1);
+  }
+
+  private dropIdle(entry: Entry, session: PooledSession): void {
+    const index = entry.idle.indexOf(session);
+    if (index < 0) return;
+    entry.idle.splice(index, 1);
+    this.end(session, 'connection closed while idle');
+  }
+
+  private reap(): void {
+    const now = Date.now();
+    for (const entry of this.entries.values()) {
+      const keep: PooledSession[] = [];
+      for (const session of entry.idle) {
+        const reason =
+          this.unusable(session, now) ??
+          (this.opts.idleTimeoutMs > 0 && now - session.lastUsedAt >= this.opts.idleTimeoutMs
+            ? 'idle timeout'
+            : undefined);
+        if (reason === undefined) keep.push(session);
+        else this.end(session, reason);
+      }
+      entry.idle = keep;
+      if (
+        keep.length === 0 &&
+        entry.busy.size === 0 &&
+        entry.opening === 0 &&
+        entry.queue.length === 0
+      )
+        this.entries.delete(entry.id);
+    }
+  }
+
+  /** Closes a session that left the pool's books: Terminate, then the socket. */
+  private end(session: PooledSession, reason: string): void {
+    if (this.ended.has(session)) return;
+    this.ended.add(session);
+    this.counters.closed += 1;
+    this.log.debug(
+      { event: 'pool_close', pid: session.backendPid, reason },
+      'pooled session closed',
+    );
+    session.broken = true;
+    const socket = session.socket;
+    if (socket.destroyed) return;
+    if (socket.writable) socket.end(serialize.end());
+    socket.destroySoon();
+    // A peer that reads nothing would keep 'finish' from coming; do not wait for it forever.
+    setTimeout(() => socket.destroy(), 1000).unref();
+  }
+}
+
+function settleWith(waiter: Waiter, settle: () => void): void {
+  if (waiter.settled) return;
+  waiter.settled = true;
+  clearTimeout(waiter.timer);
+  waiter.cleanup();
+  settle();
+}
+
+function abortReason(signal: AbortSignal): Error {
+  return signal.reason instanceof Error ? signal.reason : new Error('checkout aborted');
+}
+
+function closed(socket: PooledSession['socket']): Promise<void> {
+  if (socket.destroyed) return Promise.resolve();
+  return new Promise((resolve) => {
+    socket.once('close', () => {
+      resolve();
+    });
+  });
+}
+
+function noop(): void {
+  // nothing to do
+}

@@ -1,0 +1,169 @@
+// Statements the proxy runs itself on a pooled session while no client is attached: the setup
+// before a client gets it (signed context, the client's startup parameters) and the reset after.
+// Simple query (§55.2.2) and one unnamed extended-protocol round (§55.2.3), each read up to
+// ReadyForQuery. Only one statement at a time per session; the caller serialises.
+import { serialize } from 'pg-protocol/dist/serializer';
+import { proxyErrors } from '../errors.js';
+import { BackendCode } from '../protocol/codes.js';
+import type { Message } from '../protocol/reader.js';
+import { poolErrors } from './pool-errors.js';
+import type { PooledSession } from './upstream-login.js';
+import {
+  ResultCode,
+  commandTag,
+  errorFields,
+  parameterStatus,
+  upstreamMessage,
+  type ErrorFields,
+} from './wire.js';
+
+/** Runs one simple Query; rejects with the statement's SQLSTATE and message if it failed. */
+export async function runSimple(session: PooledSession, sql: string): Promise<void> {
+  usable(session);
+  session.socket.write(serialize.query(sql));
+  await untilReady(session);
+}
+
+/** Parse/Bind/Execute/Sync of an unnamed statement with text parameters (values stay out of SQL). */
+export async function runExtended(
+  session: PooledSession,
+  sql: string,
+  params: string[],
+): Promise<void> {
+  usable(session);
+  session.socket.write(
+    Buffer.concat([
+      serialize.parse({ text: sql }),
+      serialize.bind({ values: params }),
+      serialize.execute(),
+      serialize.sync(),
+    ]),
+  );
+  await untilReady(session);
+}
+
+function usable(session: PooledSession): void {
+  if (session.broken || session.socket.destroyed)
+    throw poolErrors.sessionBroken(session.backendPid, 'connection closed');
+}
+
+async function next(session: PooledSession, phase: string): Promise<Message> {
+  try {
+    return await upstreamMessage(session.reader, phase);
+  } catch (error) {
+    session.broken = true;
+    throw error;
+  }
+}
+
+async function untilReady(session: PooledSession): Promise<void> {
+  let failure: ErrorFields | undefined;
+  for (;;) {
+    const message = await next(session, 'a pooled statement');
+    switch (message.code) {
+      case BackendCode.ErrorResponse as number:
+        failure ??= errorFields(message.body);
+        continue;
+      case BackendCode.ParameterStatus as number: {
+        const [name, value] = parameterStatus(message.body);
+        session.parameters.set(name, value);
+        continue;
+      }
+      case BackendCode.ReadyForQuery as number:
+        if (failure) throw poolErrors.statementFailed(failure);
+        return;
+      case BackendCode.NoticeResponse as number:
+      case ResultCode.NotificationResponse as number:
+      case ResultCode.ParseComplete as number:
+      case ResultCode.BindComplete as number:
+      case ResultCode.ParameterDescription as number:
+      case ResultCode.RowDescription as number:
+      case ResultCode.NoData as number:
+      case ResultCode.DataRow as number:
+      case ResultCode.CommandComplete as number:
+      case ResultCode.EmptyQueryResponse as number:
+      case ResultCode.PortalSuspended as number:
+        continue;
+      default:
+        // COPY and the like: the pool cannot drive them, and the session's state is now unknown.
+        session.broken = true;
+        throw proxyErrors.upstreamProtocol(
+          `message type ${String.fromCharCode(message.code)} in answer to a pooled statement`,
+        );
+    }
+  }
+}
+
+/** The two statements of a reset, in order, as two Query messages. */
+const resetSteps = ['ROLLBACK', 'DISCARD ALL'] as const;
+const resetMessages = Buffer.concat(resetSteps.map((sql) => serialize.query(sql)));
+
+/**
+ * Resets a session a client has left: `ROLLBACK` ends any transaction (a warning if none), then
+ * `DISCARD ALL` drops everything else of the session's state (settings, role, temp tables,
+ * prepared statements, cursors, LISTEN, advisory locks, plans, sequences). They go as two Query
+ * messages: in one query string DISCARD ALL would run inside the string's implicit transaction
+ * and fail (25001).
+ *
+ * The answer must be exactly what these two statements produce; anything else (results of a
+ * statement the client left behind, COPY, a message completing bytes the client left half-sent)
+ * means the session's state is not known, and it must not be reused. Resolves to undefined when
+ * the session is clean and idle, else to the reason it is not.
+ */
+export async function resetSession(
+  session: PooledSession,
+  timeoutMs: number,
+): Promise<string | undefined> {
+  if (session.broken || session.socket.destroyed) return 'connection closed';
+  if (session.reader.pending > 0) return 'unread output from the last client';
+  session.socket.write(resetMessages);
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<string>((resolve) => {
+    timer = setTimeout(() => {
+      resolve(`no answer within ${timeoutMs} ms`);
+    }, timeoutMs);
+  });
+  const check = checkReset(session);
+  // After a timeout the read stays pending until the caller destroys the socket.
+  check.catch(() => undefined);
+  try {
+    return await Promise.race([
+      check.catch((error: unknown) => (error as Error).message),
+      deadline,
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function checkReset(session: PooledSession): Promise<string | undefined> {
+  for (const step of resetSteps) {
+    let completed = false;
+    for (;;) {
+      const message = await next(session, 'the reset of a pooled session');
+      const code = message.code;
+      if (code === (BackendCode.NoticeResponse as number)) continue;
+      if (code === (ResultCode.NotificationResponse as number)) continue;
+      if (code === (BackendCode.ParameterStatus as number)) {
+        const [name, value] = parameterStatus(message.body);
+        session.parameters.set(name, value);
+        continue;
+      }
+      if (code === (ResultCode.CommandComplete as number) && !completed) {
+        const tag = commandTag(message.body);
+        if (tag !== step) return `unexpected ${JSON.stringify(tag)} in answer to ${step}`;
+        completed = true;
+        continue;
+      }
+      if (code === (BackendCode.ReadyForQuery as number) && completed) {
+        if (step === 'DISCARD ALL' && message.body[0] !== 0x49) return 'not idle after the reset';
+        break;
+      }
+      if (code === (BackendCode.ErrorResponse as number))
+        return `${step} failed: ${errorFields(message.body).message}`;
+      return `unexpected message type ${String.fromCharCode(code)} in answer to ${step}`;
+    }
+  }
+  if (session.reader.pending > 0) return 'more output after the reset';
+  return undefined;
+}

@@ -1,0 +1,241 @@
+// Opening one pooled upstream session: the proxy logs in as a connect_as role with the password
+// from its own configuration (org-mode clients never see the upstream's challenge), answers
+// whatever method pg_hba asks for (SCRAM-SHA-256, MD5, cleartext, trust; §55.2.1/§55.3) and
+// waits for the backend to be ready. Failures are ProxyErrors: 08006 when the server cannot be
+// reached or talked to, the upstream's own SQLSTATE when it refuses (28P01, 3D000, 53300…).
+import { serialize } from 'pg-protocol/dist/serializer';
+import { proxyErrors } from '../errors.js';
+import { ScramClient, md5Response } from '../password-answers.js';
+import { AuthCode, BackendCode } from '../protocol/codes.js';
+import type { Message, PacketReader } from '../protocol/reader.js';
+import { connectUpstream, type Upstream, type UpstreamTarget } from '../upstream.js';
+import { poolErrors } from './pool-errors.js';
+import { errorFields, parameterStatus, upstreamMessage } from './wire.js';
+
+/** What makes two upstream sessions interchangeable: same server, database and role. */
+export interface PoolKey {
+  target: UpstreamTarget;
+  database: string;
+  role: string;
+}
+
+/** Identity of a key as a string (TLS settings other than on/off do not split a pool). */
+export function poolKeyId(key: PoolKey): string {
+  return JSON.stringify([key.target.host, key.target.port, key.target.tls, key.database, key.role]);
+}
+
+/** One authenticated upstream session, idle in the pool or lent to a client. */
+export interface PooledSession {
+  readonly key: PoolKey;
+  readonly socket: Upstream['socket'];
+  /** Reads the session's messages whenever no client is attached (see lend.ts). */
+  readonly reader: PacketReader;
+  readonly backendPid: number;
+  readonly secretKey: number;
+  /** ParameterStatus values as last reported by the backend. */
+  readonly parameters: Map<string, string>;
+  readonly createdAt: number;
+  lastUsedAt: number;
+  /** Set once the socket closed or failed, or the session's state is unknown: never reused. */
+  broken: boolean;
+}
+
+export interface LoginOptions {
+  /** The connect_as role's password; undefined when the server trusts the role. */
+  password: string | undefined;
+  /** application_name of the upstream session (default "pgvpd"). */
+  applicationName?: string;
+  /** Further startup parameters (e.g. client_encoding); user and database cannot be overridden. */
+  parameters?: Record<string, string>;
+  /** Bound on connect + TLS + authentication (default 30 s). */
+  timeoutMs?: number;
+}
+
+export async function loginUpstream(key: PoolKey, options: LoginOptions): Promise<PooledSession> {
+  const timeoutMs = options.timeoutMs ?? 30_000;
+  let upstream: Upstream | undefined;
+  const race = { timedOut: false };
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => {
+      race.timedOut = true;
+      upstream?.socket.destroy();
+      reject(poolErrors.loginTimeout(key.target.host, key.target.port, timeoutMs));
+    }, timeoutMs);
+  });
+  const work = (async () => {
+    const opened = await connectUpstream(key.target);
+    if (race.timedOut) {
+      opened.socket.destroy();
+      throw poolErrors.loginTimeout(key.target.host, key.target.port, timeoutMs);
+    }
+    upstream = opened;
+    return handshake(key, opened, options);
+  })();
+  // Whichever loses the race must not surface as an unhandled rejection.
+  work.catch(() => undefined);
+  try {
+    return await Promise.race([work, deadline]);
+  } catch (error) {
+    upstream?.socket.destroy();
+    throw error;
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function handshake(
+  key: PoolKey,
+  upstream: Upstream,
+  options: LoginOptions,
+): Promise<PooledSession> {
+  const { socket, reader } = upstream;
+  // Once a client is piped the reader stops listening; this keeps a late error from crashing.
+  socket.on('error', () => undefined);
+  socket.write(
+    serialize.startup({
+      application_name: options.applicationName ?? 'pgvpd',
+      ...options.parameters,
+      user: key.role,
+      database: key.database,
+    }),
+  );
+  await authenticate(key, reader, (data) => socket.write(data), options.password);
+
+  const parameters = new Map<string, string>();
+  let backend: { pid: number; secretKey: number } | undefined;
+  for (;;) {
+    const message = await upstreamMessage(reader, 'pooled login');
+    switch (message.code) {
+      case BackendCode.ParameterStatus as number: {
+        const [name, value] = parameterStatus(message.body);
+        parameters.set(name, value);
+        continue;
+      }
+      case BackendCode.BackendKeyData as number:
+        if (message.body.length !== 8)
+          throw proxyErrors.upstreamProtocol('BackendKeyData of unexpected length');
+        backend = { pid: message.body.readInt32BE(0), secretKey: message.body.readInt32BE(4) };
+        continue;
+      case BackendCode.NoticeResponse as number:
+        continue;
+      case BackendCode.ErrorResponse as number:
+        throw poolErrors.loginRefused(key.role, key.database, errorFields(message.body));
+      case BackendCode.ReadyForQuery as number: {
+        if (!backend) throw proxyErrors.upstreamProtocol('no BackendKeyData before ReadyForQuery');
+        const now = Date.now();
+        const session: PooledSession = {
+          key,
+          socket,
+          reader,
+          backendPid: backend.pid,
+          secretKey: backend.secretKey,
+          parameters,
+          createdAt: now,
+          lastUsedAt: now,
+          broken: socket.destroyed,
+        };
+        const markBroken = (): void => {
+          session.broken = true;
+        };
+        socket.on('error', markBroken);
+        socket.once('close', markBroken);
+        return session;
+      }
+      default:
+        throw proxyErrors.upstreamProtocol(
+          `message type ${String.fromCharCode(message.code)} before ReadyForQuery`,
+        );
+    }
+  }
+}
+
+async function authenticate(
+  key: PoolKey,
+  reader: PacketReader,
+  write: (data: Buffer) => void,
+  password: string | undefined,
+): Promise<void> {
+  const need = (method: string): string => {
+    if (password === undefined) throw poolErrors.noPassword(key.role, method);
+    return password;
+  };
+  let scram: ScramClient | undefined;
+  let serverVerified = false;
+  for (;;) {
+    const message = await authMessage(key, reader);
+    const method = message.body.readInt32BE(0);
+    switch (method) {
+      case AuthCode.Ok as number:
+        // A server that starts SCRAM must prove it knows the verifier before letting us in.
+        if (scram && !serverVerified)
+          throw proxyErrors.upstreamProtocol('SCRAM ended without the server signature');
+        return;
+      case AuthCode.CleartextPassword as number:
+        write(serialize.password(need('password')));
+        continue;
+      case AuthCode.MD5Password as number:
+        write(serialize.password(md5Response(key.role, need('md5'), message.body.subarray(4, 8))));
+        continue;
+      case AuthCode.SASL as number: {
+        const mechanisms = message.body.toString('utf8', 4).split('\0').filter(Boolean);
+        if (!mechanisms.includes('SCRAM-SHA-256'))
+          throw proxyErrors.unsupportedAuth(mechanisms.join(', '));
+        scram = new ScramClient(need('SCRAM-SHA-256'));
+        write(serialize.sendSASLInitialResponseMessage('SCRAM-SHA-256', scram.firstMessage()));
+        continue;
+      }
+      case AuthCode.SASLContinue as number: {
+        const client = scram;
+        if (!client) throw proxyErrors.upstreamProtocol('SASLContinue without SASL');
+        const serverFirst = message.body.toString('utf8', 4);
+        write(
+          serialize.sendSCRAMClientFinalMessage(scramStep(() => client.finalMessage(serverFirst))),
+        );
+        continue;
+      }
+      case AuthCode.SASLFinal as number: {
+        const client = scram;
+        if (!client) throw proxyErrors.upstreamProtocol('SASLFinal without SASL');
+        const serverFinal = message.body.toString('utf8', 4);
+        scramStep(() => {
+          client.verifyFinal(serverFinal);
+        });
+        serverVerified = true;
+        continue;
+      }
+      case AuthCode.KerberosV5 as number:
+        throw proxyErrors.unsupportedAuth('Kerberos V5');
+      case AuthCode.GSS as number:
+      case AuthCode.GSSContinue as number:
+        throw proxyErrors.unsupportedAuth('GSSAPI');
+      case AuthCode.SSPI as number:
+        throw proxyErrors.unsupportedAuth('SSPI');
+      default:
+        throw proxyErrors.unsupportedAuth(`method ${method}`);
+    }
+  }
+}
+
+/** An Authentication message; an ErrorResponse here is the upstream refusing the role. */
+async function authMessage(key: PoolKey, reader: PacketReader): Promise<Message> {
+  for (;;) {
+    const message = await upstreamMessage(reader, 'pooled login');
+    if (message.code === (BackendCode.ErrorResponse as number))
+      throw poolErrors.loginRefused(key.role, key.database, errorFields(message.body));
+    if (message.code === (BackendCode.NoticeResponse as number)) continue;
+    if (message.code !== (BackendCode.Authentication as number) || message.body.length < 4)
+      throw proxyErrors.upstreamProtocol(
+        `message type ${String.fromCharCode(message.code)} during authentication`,
+      );
+    return message;
+  }
+}
+
+function scramStep<T>(step: () => T): T {
+  try {
+    return step();
+  } catch (error) {
+    throw proxyErrors.upstreamProtocol((error as Error).message);
+  }
+}
