@@ -2,14 +2,21 @@
 // (stop accepting, let sessions finish for shutdown_timeout, then end the rest with 57P01).
 import { readFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
-import { createSecureContext } from 'node:tls';
+import { createSecureContext, type SecureContext } from 'node:tls';
 import { CancelKeys } from './cancel-keys.js';
 import { ConfigError, type ProxyConfig } from './config.js';
 import { ControlPools } from './control.js';
 import { createLogger, type Logger } from './logger.js';
 import { compileRoute } from './route.js';
 import { ClientSession } from './session.js';
-import { upstreamTarget } from './upstream.js';
+import { AuthThrottle } from './auth-throttle.js';
+import { Catalog } from './catalog.js';
+import { OrgSession, type OrgDeps } from './org-session.js';
+import { lookupPassword, readPassfile } from './passfile.js';
+import { SessionPool } from './pool/session-pool.js';
+import { loginUpstream } from './pool/upstream-login.js';
+import { newMockSecret } from './scram-server.js';
+import { upstreamTarget, type UpstreamTarget } from './upstream.js';
 
 export interface ProxyHandle {
   /** The port actually listened on (useful with port 0). */
@@ -22,6 +29,69 @@ export interface ProxyHandle {
    * end, then ends the rest with 57P01 and resolves when all are closed.
    */
   close(timeoutSeconds?: number): Promise<void>;
+}
+
+/** What the listener needs of a session, in either mode. */
+interface ProxySession {
+  readonly done: Promise<void>;
+  run(): Promise<void>;
+  terminate(): Promise<void>;
+  close(): void;
+}
+
+/**
+ * Org mode's shared parts: the catalog snapshot (loaded before the first client is accepted,
+ * so a proxy that cannot read its catalog does not start), the session pool, the auth throttle.
+ */
+async function startOrgMode(
+  config: ProxyConfig,
+  deps: {
+    control: ControlPools;
+    cancelKeys: CancelKeys;
+    tls: SecureContext | undefined;
+    upstream: UpstreamTarget;
+  },
+  logger: Logger,
+): Promise<{ deps: OrgDeps; close(): Promise<void> }> {
+  const passwords =
+    config.connect_as_passfile === undefined ? [] : readPassfile(config.connect_as_passfile);
+  const catalog = new Catalog(config.control_url ?? '', logger);
+  await catalog.start();
+  const pool = new SessionPool({
+    size: config.pool_size,
+    checkoutTimeoutMs: config.pool_checkout_timeout * 1000,
+    idleTimeoutMs: config.pool_idle_timeout * 1000,
+    maxLifetimeMs: config.pool_max_lifetime * 1000,
+    logger,
+    login: (key) =>
+      loginUpstream(key, {
+        password: lookupPassword(passwords, {
+          host: key.target.host,
+          port: key.target.port,
+          database: key.database,
+          user: key.role,
+        }),
+        applicationName: 'pgvpd',
+      }),
+  });
+  return {
+    deps: {
+      config,
+      catalog,
+      pool,
+      control: deps.control,
+      cancelKeys: deps.cancelKeys,
+      tls: deps.tls,
+      logger,
+      throttle: new AuthThrottle(),
+      mockSecret: newMockSecret(),
+      defaultUpstream: deps.upstream,
+    },
+    close: async () => {
+      await pool.close();
+      await catalog.close();
+    },
+  };
 }
 
 export interface ProxyOptions {
@@ -55,11 +125,14 @@ export async function startProxy(
     tls,
     logger,
   };
-  const sessions = new Set<ClientSession>();
+  const org = config.mode === 'org' ? await startOrgMode(config, deps, logger) : undefined;
+  const sessions = new Set<ProxySession>();
 
   const server: Server = createServer({ noDelay: true }, (socket: Socket) => {
     socket.on('error', () => undefined);
-    const session = new ClientSession(socket, deps);
+    const session: ProxySession = org
+      ? new OrgSession(socket, org.deps)
+      : new ClientSession(socket, deps);
     sessions.add(session);
     void session.done.then(() => sessions.delete(session));
     void session.run();
@@ -122,6 +195,7 @@ export async function startProxy(
         clearTimeout(cut);
       }
       await stopped;
+      await org?.close();
       await control.close();
       logger.info({ event: 'stopped' }, 'pgvpd proxy stopped');
     })();
