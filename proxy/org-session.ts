@@ -242,18 +242,20 @@ export class OrgSession {
         `issue_context: ${(error as Error).message}`,
       );
     }
-    await this.deps.pool.runExtended(
-      session,
-      "select pg_catalog.set_config('pgvpd.context', $1, false)",
-      [token],
-    );
+    // The client's parameters first, then the context, so that none of them can touch it; a
+    // `pgvpd.*` startup parameter is not the client's to set at all.
     for (const [name, value] of parameters) {
-      if (notSettings.has(name)) continue;
+      if (notSettings.has(name) || name.toLowerCase().startsWith('pgvpd.')) continue;
       await this.deps.pool.runExtended(session, 'select pg_catalog.set_config($1, $2, false)', [
         name,
         value,
       ]);
     }
+    await this.deps.pool.runExtended(
+      session,
+      "select pg_catalog.set_config('pgvpd.context', $1, false)",
+      [token],
+    );
   }
 
   /** ParameterStatus of the session, a proxy-issued BackendKeyData, ReadyForQuery. */

@@ -115,3 +115,28 @@ t.test(
     t.same(await seen(beta), { tenant: f.orgs.beta, rows: ['b1', 'b2', 'b3'] }, 'beta resumed');
   },
 );
+
+t.test(
+  'startup parameters are applied to the pooled session, but never pgvpd.* ones',
+  async (t) => {
+    const { Client } = (await import('pg')).default;
+    const client = new Client({
+      host: '127.0.0.1',
+      port: f.proxy.port,
+      database: 'beta-db',
+      user: 'alice',
+      password: 'alice-at-beta',
+      application_name: 'reporting-tool',
+      options: '-c pgvpd.context=forged',
+    });
+    client.on('error', () => undefined);
+    await client.connect();
+    t.teardown(() => client.end().catch(() => undefined));
+    const row = (
+      await client.query<{ app: string; tenant: string }>(
+        `select current_setting('application_name') as app, pgvpd.current_tenant_id() as tenant`,
+      )
+    ).rows[0]!;
+    t.same(row, { app: 'reporting-tool', tenant: f.orgs.beta });
+  },
+);
