@@ -9,10 +9,13 @@ import { Command, CommanderError } from 'commander';
 import * as demo from './commands/demo.js';
 import * as doctor from './commands/doctor.js';
 import * as lint from './commands/lint.js';
+import * as org from './commands/org.js';
 import * as protect from './commands/protect.js';
 import * as serve from './commands/serve.js';
+import * as server from './commands/server.js';
 import * as setup from './commands/setup.js';
 import * as status from './commands/status.js';
+import * as user from './commands/user.js';
 import { CliExit, formatFailure } from './cli-exit.js';
 import { processIo, type CliIo } from './io.js';
 import { packageVersion } from './package-root.js';
@@ -44,6 +47,9 @@ export function createProgram(io: CliIo = processIo): Command {
   status.register(program, io);
   lint.register(program, io);
   doctor.register(program, io);
+  org.register(program, io);
+  user.register(program, io);
+  server.register(program, io);
   return program;
 }
 
