@@ -928,21 +928,22 @@ $$;
 -- The org catalog, part 1: servers (architecture §5, §6).
 -- Why: in org mode the proxy routes each org to a database on some PostgreSQL server; the catalog
 -- names those servers once, and orgs refer to them by name. The built-in server `default` means
--- "the proxy's own upstream": its host, port and tls are NULL, and the proxy uses its own settings.
--- Guarantees: server names match ^[a-z0-9][a-z0-9_-]{0,62}$; every other server has a host, a port
--- in 1..65535 and a tls mode (disable, require, verify-full); `default` always exists; a server that
--- still holds an org cannot be removed. Writes go through SECURITY DEFINER functions that only
--- pgvpd_admin may execute.
+-- "the proxy's own upstream": its host and port are NULL, and the proxy uses its own settings
+-- (its tls, 'disable', means nothing).
+-- Guarantees: server names match ^[a-z0-9][a-z0-9_-]{0,62}$; every server but `default` has a host
+-- and a port in 1..65535; every server has a tls mode (disable, require, verify-full); `default`
+-- always exists; a server that still holds an org cannot be removed. Writes go through SECURITY
+-- DEFINER functions that only pgvpd_admin may execute.
 
 create table if not exists pgvpd_private.servers (
   name text primary key check (name ~ '^[a-z0-9][a-z0-9_-]{0,62}$'),
   host text check (host ~ '^[^[:cntrl:][:space:]]{1,255}$'),
   port integer check (port between 1 and 65535),
-  tls text check (tls in ('disable', 'require', 'verify-full')),
+  tls text not null default 'disable' check (tls in ('disable', 'require', 'verify-full')),
   created_at timestamptz not null default pg_catalog.clock_timestamp(),
   constraint servers_default_has_no_address check (
-    case when name = 'default' then host is null and port is null and tls is null
-         else host is not null and port is not null and tls is not null end)
+    case when name = 'default' then host is null and port is null
+         else host is not null and port is not null end)
 );
 select pg_catalog.pg_extension_config_dump('pgvpd_private.servers', 'where name <> ''default''');
 
@@ -1658,7 +1659,7 @@ $$;
 -- is consistent (one MVCC snapshot), and EXECUTE for pgvpd_proxy only: it is the one place that
 -- hands out verifiers.
 -- Shape:
---   {"servers": [{"name", "host", "port", "tls"}],        -- default: host, port, tls null
+--   {"servers": [{"name", "host", "port", "tls"}],        -- default: host and port null
 --    "orgs":    [{"id", "database_name", "status", "placement", "server", "target_database"}],
 --    "users":   [{"org_id", "username", "verifier", "connect_as"}]}
 -- Suspended orgs are listed (status "suspended"): the proxy refuses them with a clear message

@@ -27,12 +27,19 @@ listener.on('notification', (message) => {
 await listener.query('listen pgvpd_catalog');
 
 /**
- * Runs `sql` as the admin and returns the notifications that follow it. A marker NOTIFY sent
- * afterwards on the same connection arrives after them, so waiting for it waits for all of them.
+ * Runs `sql` as the admin and returns its rows and the notifications that followed it. Notifications
+ * arrive in commit order; a marker NOTIFY sent afterwards on the same connection arrives after
+ * them, so everything received up to the marker is this statement's (every change in this file
+ * goes through here).
  */
-async function notificationsOf(sql: string, params: unknown[] = []): Promise<Payload[]> {
-  received.length = 0;
-  await admin.query(sql, params).catch(() => undefined);
+async function run(
+  sql: string,
+  params: unknown[] = [],
+): Promise<{ rows: Record<string, string>[]; payloads: Payload[] }> {
+  const rows = await admin.query<Record<string, string>>(sql, params).then(
+    (result) => result.rows,
+    () => [],
+  );
   const marker = randomBytes(6).toString('hex');
   await admin.query(`select pg_notify('pgvpd_catalog', $1)`, [marker]);
   const deadline = Date.now() + 5000;
@@ -40,7 +47,12 @@ async function notificationsOf(sql: string, params: unknown[] = []): Promise<Pay
     if (Date.now() > deadline) throw new Error('the marker notification never arrived');
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
-  return received.filter((p) => p !== marker).map((p) => JSON.parse(p) as Payload);
+  const batch = received.splice(0, received.indexOf(marker) + 1).slice(0, -1);
+  return { rows, payloads: batch.map((p) => JSON.parse(p) as Payload) };
+}
+
+async function notificationsOf(sql: string, params: unknown[] = []): Promise<Payload[]> {
+  return (await run(sql, params)).payloads;
 }
 
 const verifier = `SCRAM-SHA-256$4096:${randomBytes(16).toString('base64')}$${randomBytes(32).toString('base64')}:${randomBytes(32).toString('base64')}`;
@@ -56,9 +68,9 @@ t.test('each kind of change notifies with the table, the operation and the key',
   t.same(await notificationsOf(`select pgvpd.reserved_name_remove('kept')`), [
     { table: 'reserved_names', op: 'DELETE', id: 'kept' },
   ]);
-  orgId = (await admin.query<{ id: string }>(`select pgvpd.org_create('N', 'notified') as id`))
-    .rows[0]!.id;
-  t.same(await notificationsOf('select 1'), [{ table: 'orgs', op: 'INSERT', id: orgId }]);
+  const created = await run(`select pgvpd.org_create('N', 'notified') as id`);
+  orgId = created.rows[0]!.id!;
+  t.same(created.payloads, [{ table: 'orgs', op: 'INSERT', id: orgId }]);
   t.same(await notificationsOf('select pgvpd.org_suspend($1)', [orgId]), [
     { table: 'orgs', op: 'UPDATE', id: orgId },
   ]);
@@ -81,7 +93,7 @@ t.test('each kind of change notifies with the table, the operation and the key',
   t.same(await notificationsOf('select pgvpd.user_remove($1, $2)', [orgId, 'nora']), [
     { table: 'org_users', op: 'DELETE', id: orgId },
   ]);
-  await admin.query('select pgvpd.user_add($1, $2, $3, $4)', [orgId, 'nils', verifier, app.name]);
+  await run('select pgvpd.user_add($1, $2, $3, $4)', [orgId, 'nils', verifier, app.name]);
   t.same(await notificationsOf('select pgvpd.org_remove($1)', [orgId]), [
     { table: 'org_users', op: 'DELETE', id: orgId },
     { table: 'orgs', op: 'DELETE', id: orgId },
@@ -92,16 +104,15 @@ t.test('each kind of change notifies with the table, the operation and the key',
 });
 
 t.test('no payload carries a verifier or a username', async (t) => {
-  const { id } = (
-    await admin.query<{ id: string }>(`select pgvpd.org_create('S', 'secretive') as id`)
-  ).rows[0]!;
+  const created = await run(`select pgvpd.org_create('S', 'secretive') as id`);
+  const id = created.rows[0]!.id!;
   const added = await notificationsOf('select pgvpd.user_add($1, $2, $3, $4)', [
     id,
     'sam',
     verifier,
     app.name,
   ]);
-  const all = [...added];
+  const all = [...created.payloads, ...added];
   const payloads = await notificationsOf('select pgvpd.user_set_verifier($1, $2, $3)', [
     id,
     'sam',
@@ -116,9 +127,7 @@ t.test('no payload carries a verifier or a username', async (t) => {
 });
 
 t.test('a rolled-back change, a refused one and a no-op notify nobody', async (t) => {
-  const { id } = (await admin.query<{ id: string }>(`select pgvpd.org_create('Q', 'quiet') as id`))
-    .rows[0]!;
-  await notificationsOf('select 1'); // its own notification, out of the way
+  const id = (await run(`select pgvpd.org_create('Q', 'quiet') as id`)).rows[0]!.id!;
   t.same(
     await notificationsOf(
       `begin; select pgvpd.org_suspend('${id}'); select pgvpd.server_add('n2', 'h', 1); rollback`,

@@ -86,7 +86,7 @@ t.test('servers', (t) => {
     const { rows } = await admin.query(
       `select name, host, port, tls from pgvpd.servers() where name = 'default'`,
     );
-    t.same(rows, [{ name: 'default', host: null, port: null, tls: null }]);
+    t.same(rows, [{ name: 'default', host: null, port: null, tls: 'disable' }]);
   });
 
   t.test('server_add records a server and servers() lists it with its org count', async (t) => {
@@ -618,7 +618,7 @@ t.test('the snapshot and who may call what', (t) => {
     const { snapshot } = (await client.query('select pgvpd.catalog_snapshot() as snapshot')).rows[0]!;
     t.same(snapshot, {
       servers: [
-        { name: 'default', host: null, port: null, tls: null },
+        { name: 'default', host: null, port: null, tls: 'disable' },
         { name: 'west', host: 'db-west', port: 5433, tls: 'require' },
       ],
       orgs: [
