@@ -126,6 +126,14 @@ export class OrgSession {
       );
       this.session = undefined;
       this.close();
+      if (end.reason === 'client-closed') {
+        // The client vanished without Terminate, perhaps with a statement still running: cancel
+        // it, so that the backend does not go on working for nobody and the reset (or the
+        // discard) happens now rather than after the pool's reset timeout.
+        await sendCancel(session.key.target, session.backendPid, session.secretKey).catch(
+          () => undefined,
+        );
+      }
       if (end.reusable) await this.deps.pool.release(session);
       else this.deps.pool.discard(session, end.reason);
     } catch (error) {

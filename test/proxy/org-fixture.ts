@@ -11,13 +11,17 @@ import { createLogger } from '../../proxy/logger.js';
 import { makeVerifier } from '../../proxy/scram-verifier.js';
 import { startProxy, type ProxyHandle } from '../../proxy/server.js';
 import { createTestDatabase, type TestDatabase, type TestLike } from '../support/postgres.js';
-import { installPgvpd, loginRole } from '../support/pgvpd.js';
+import { installPgvpd, loginRole, type LoginRole } from '../support/pgvpd.js';
 
 export interface OrgFixture {
   db: TestDatabase;
   proxy: ProxyHandle;
   orgs: { acme: string; beta: string };
   connectAs: string;
+  /** The connect_as role's password (the passfile's, for any host). */
+  connectAsPassword: string;
+  /** control_url's login role, a pgvpd_proxy member. */
+  proxyRole: LoginRole;
   /** A connected client through the proxy, ended at teardown. */
   connect(database: string, user: string, password: string): Promise<pg.Client>;
 }
@@ -86,6 +90,8 @@ export async function orgFixture(
     proxy,
     orgs: { acme, beta },
     connectAs,
+    connectAsPassword: rolePassword,
+    proxyRole,
     async connect(database, user, password) {
       const client = new pg.Client({
         host: '127.0.0.1',
