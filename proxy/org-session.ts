@@ -250,20 +250,21 @@ export class OrgSession {
         `issue_context: ${(error as Error).message}`,
       );
     }
-    // The client's parameters first, then the context, so that none of them can touch it; a
-    // `pgvpd.*` startup parameter is not the client's to set at all.
+    // One statement, one round trip: the client's parameters first, then the context (a
+    // target list is evaluated in order), so that none of them can touch it; a `pgvpd.*`
+    // startup parameter is not the client's to set at all.
+    const values: string[] = [];
+    const calls: string[] = [];
     for (const [name, value] of parameters) {
       if (notSettings.has(name) || name.toLowerCase().startsWith('pgvpd.')) continue;
-      await this.deps.pool.runExtended(session, 'select pg_catalog.set_config($1, $2, false)', [
-        name,
-        value,
-      ]);
+      values.push(name, value);
+      calls.push(
+        `pg_catalog.set_config($${String(values.length - 1)}, $${String(values.length)}, false)`,
+      );
     }
-    await this.deps.pool.runExtended(
-      session,
-      "select pg_catalog.set_config('pgvpd.context', $1, false)",
-      [token],
-    );
+    values.push(token);
+    calls.push(`pg_catalog.set_config('pgvpd.context', $${String(values.length)}, false)`);
+    await this.deps.pool.runExtended(session, `select ${calls.join(', ')}`, values);
   }
 
   /** ParameterStatus of the session, a proxy-issued BackendKeyData, ReadyForQuery. */
