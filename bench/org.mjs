@@ -493,11 +493,11 @@ function report(meta, bench, summary) {
   out.push('', 'TPS samples by round (and ratios within each round):');
   for (const kind of ['churn', 'steady']) {
     for (const [n, xs] of Object.entries(bench[kind])) {
-      out.push(`  ${kind.padEnd(6)} ${n.padEnd(13)} ${xs.map((x) => fmt(x.tps)).join(', ')}`);
+      out.push(`  ${kind.padEnd(6)} ${n.padEnd(15)} ${xs.map((x) => fmt(x.tps)).join(', ')}`);
     }
   }
   for (const [key, xs] of Object.entries(summary.roundRatios)) {
-    out.push(`  ${key.padEnd(20)} ${xs.map((x) => `${x.toFixed(3)}×`).join(', ')}`);
+    out.push(`  ${key.padEnd(22)} ${xs.map((x) => `${x.toFixed(3)}×`).join(', ')}`);
   }
 
   const lat = summary.latency;
