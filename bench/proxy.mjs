@@ -36,18 +36,22 @@
 //                              PGVPD_PGBOUNCER)
 // Results: a table on stdout and JSON in a temp file whose path is printed at the end.
 
-import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { connect as tcpConnect } from 'node:net';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import {
+  CLK_TCK,
+  cpuTicks,
+  memory,
+  startServer,
+  startPgbouncer as startSharedPgbouncer,
+  stopServers,
+} from './lib/servers.mjs';
+import {
   PGBENCH,
-  asPostgres,
-  children,
   cleanup,
   connect,
   freePort,
@@ -58,12 +62,10 @@ import {
   run,
   sleep,
   startCluster,
-  tempDir,
   withDatabase,
 } from './lib/cluster.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
-const PGBOUNCER = process.env.PGVPD_PGBOUNCER ?? '/usr/sbin/pgbouncer';
 const SECONDS = positiveInt(process.env.PGVPD_BENCH_SECONDS, 15);
 const ROUNDS = positiveInt(process.env.PGVPD_BENCH_ROUNDS, 3);
 const CONNECTS = positiveInt(process.env.PGVPD_BENCH_CONNECTS, 300);
@@ -104,119 +106,17 @@ const CPU_TARGET_US = 40;
 const CONNECT_TARGET_MS = 1;
 const RSS_TARGET_MB = 150;
 
-const CLK_TCK = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout) || 100;
-
 // ---------------------------------------------------------------------------------------------
-// /proc
+// Long-running children: the proxies (process helpers and /proc readings in lib/servers.mjs)
 
-function cpuTicks(pid) {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  // Fields after "(comm)": state is field 3, utime 14, stime 15.
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return Number(fields[11]) + Number(fields[12]);
-}
-
-function memory(pid) {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = (key) => Number(status.match(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm'))?.[1]);
-  return { rssMb: kb('VmRSS') / 1024, hwmMb: kb('VmHWM') / 1024 };
-}
-
-// ---------------------------------------------------------------------------------------------
-// Long-running children: the proxies
-
-// Set once the run is over, so that the proxies' exits are not reported.
-let stopping = false;
-
-function waitForPort(port, child, timeoutMs = 20_000) {
-  const deadline = Date.now() + timeoutMs;
-  return new Promise((resolve, reject) => {
-    const attempt = () => {
-      if (child.exitCode !== null || child.signalCode !== null) {
-        reject(new Error(`exited (${child.exitCode ?? child.signalCode}) before listening`));
-        return;
-      }
-      const s = tcpConnect({ host: '127.0.0.1', port });
-      s.once('connect', () => {
-        s.destroy();
-        resolve();
-      });
-      s.once('error', () => {
-        s.destroy();
-        if (Date.now() > deadline)
-          reject(new Error(`not listening on ${port} after ${timeoutMs} ms`));
-        else setTimeout(attempt, 100);
-      });
-    };
-    attempt();
+function startPgbouncer(pgPort, scramVerifier) {
+  return startSharedPgbouncer(pgPort, {
+    database: DATABASE,
+    user: APP_ROLE,
+    verifier: scramVerifier,
+    maxClientConn: SESSIONS + 100,
+    poolSize: SESSIONS + 20,
   });
-}
-
-/** Starts a server process and waits until it accepts connections on `port`. */
-async function startServer(name, file, args, port, { cwd, env } = {}) {
-  const child = spawn(file, args, {
-    cwd,
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.add(child);
-  let output = '';
-  const keep = (d) => {
-    output = (output + d).slice(-4000);
-  };
-  child.stdout.on('data', keep);
-  child.stderr.on('data', keep);
-  child.on('exit', (code, signal) => {
-    children.delete(child);
-    if (!stopping) log(`${name} exited (${code ?? signal})${output ? `: ${output.trim()}` : ''}`);
-  });
-  try {
-    await new Promise((resolve, reject) => {
-      child.once('error', reject);
-      waitForPort(port, child).then(resolve, reject);
-    });
-  } catch (err) {
-    child.kill('SIGKILL');
-    throw new Error(`${name}: ${err.message}${output ? `\n${output.trim()}` : ''}`, { cause: err });
-  }
-  log(`${name} listening on 127.0.0.1:${port} (pid ${child.pid})`);
-  return { child, pid: child.pid, port, output: () => output };
-}
-
-async function startPgbouncer(pgPort, scramVerifier) {
-  const dir = tempDir('pgvpd-bench-pgbouncer-', { forPostgres: true });
-  const port = await freePort();
-  const userlist = join(dir, 'userlist.txt');
-  const ini = join(dir, 'pgbouncer.ini');
-  writeFileSync(userlist, `"${APP_ROLE}" "${scramVerifier}"\n`, { mode: 0o600 });
-  writeFileSync(
-    ini,
-    [
-      '[databases]',
-      `${DATABASE} = host=127.0.0.1 port=${pgPort} dbname=${DATABASE}`,
-      '[pgbouncer]',
-      'listen_addr = 127.0.0.1',
-      `listen_port = ${port}`,
-      'unix_socket_dir =',
-      'auth_type = scram-sha-256',
-      `auth_file = ${userlist}`,
-      'pool_mode = session',
-      `max_client_conn = ${SESSIONS + 100}`,
-      `default_pool_size = ${SESSIONS + 20}`,
-      'log_connections = 0',
-      'log_disconnections = 0',
-      'ignore_startup_parameters = extra_float_digits',
-      `logfile = ${join(dir, 'pgbouncer.log')}`,
-      '',
-    ].join('\n'),
-  );
-  for (const f of [userlist, ini]) {
-    // The directory is the postgres user's; the files must be too.
-    spawnSync('chown', ['postgres:postgres', f]);
-  }
-  const version = spawnSync(PGBOUNCER, ['--version'], { encoding: 'utf8' }).stdout.split('\n')[0];
-  const server = await startServer('pgbouncer', ...asPostgres(PGBOUNCER, [ini]), port);
-  return { ...server, version };
 }
 
 async function startRawPipe(pgPort) {
@@ -808,7 +708,7 @@ async function main() {
     writeFileSync(json, JSON.stringify({ meta, summary, samples: bench }, null, 2) + '\n');
     process.stdout.write(`results: ${json}\n`);
   } finally {
-    stopping = true;
+    stopServers();
     await db.end();
   }
 }
@@ -819,7 +719,7 @@ main().then(
   },
   (err) => {
     log(`failed: ${err.stack ?? err}`);
-    stopping = true;
+    stopServers();
     cleanup();
     process.exitCode = 1;
   },

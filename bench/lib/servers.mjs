@@ -1,6 +1,5 @@
 // Long-running children of the benchmarks (proxies, PgBouncer) and what /proc says about them.
-// The same helpers as in bench/proxy.mjs, shared here so that other benchmarks need not copy
-// them; every child is registered in cluster.mjs's `children`, so cleanup() (also on Ctrl-C)
+// Shared by bench/proxy.mjs and bench/org.mjs; every child is registered in cluster.mjs's `children`, so cleanup() (also on Ctrl-C)
 // ends it.
 
 import { spawn, spawnSync } from 'node:child_process';
