@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { loadConfig, type ConfigKey } from '../../proxy/config.js';
-import { createLogger } from '../../proxy/logger.js';
+import { createLogger, type Logger } from '../../proxy/logger.js';
 import { makeVerifier } from '../../proxy/scram-verifier.js';
 import { startProxy, type ProxyHandle } from '../../proxy/server.js';
 import { createTestDatabase, type TestDatabase, type TestLike } from '../support/postgres.js';
@@ -29,6 +29,7 @@ export interface OrgFixture {
 export async function orgFixture(
   t: TestLike,
   overrides: Partial<Record<ConfigKey, unknown>> = {},
+  opts: { logger?: Logger } = {},
 ): Promise<OrgFixture> {
   const db = await createTestDatabase(t);
   await installPgvpd(db);
@@ -83,7 +84,7 @@ export async function orgFixture(
       ...overrides,
     },
   });
-  const proxy = await startProxy(config, { logger: createLogger(config.log_level) });
+  const proxy = await startProxy(config, { logger: opts.logger ?? createLogger(config.log_level) });
   t.teardown(() => proxy.close(1));
   return {
     db,
