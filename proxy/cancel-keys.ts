@@ -2,7 +2,7 @@
 // it stands for, so a CancelRequest reaches the right backend and a client never learns (or
 // can guess from its own key) an upstream secret.
 import { randomInt } from 'node:crypto';
-import type { UpstreamTarget } from './upstream.js';
+import { sendCancel, type UpstreamTarget } from './upstream.js';
 
 export interface CancelTarget {
   processId: number;
@@ -29,6 +29,20 @@ export class CancelKeys {
   find(processId: number, secretKey: Buffer): CancelTarget | undefined {
     if (secretKey.length !== 4) return undefined;
     return this.keys.get(keyOf(processId, secretKey.readInt32BE(0)));
+  }
+
+  /**
+   * Forwards a client's CancelRequest to the backend its key stands for, on that backend's server
+   * (`fallback` when the key names none); an unknown key is ignored, as PostgreSQL does.
+   * Returns whether the key was known.
+   */
+  async forward(processId: number, secretKey: Buffer, fallback: UpstreamTarget): Promise<boolean> {
+    const target = this.find(processId, secretKey);
+    if (!target) return false;
+    await sendCancel(target.upstream ?? fallback, target.processId, target.secretKey).catch(
+      () => undefined,
+    );
+    return true;
   }
 
   revoke(processId: number, secretKey: number): void {

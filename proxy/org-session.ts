@@ -287,15 +287,12 @@ export class OrgSession {
   }
 
   private async forwardCancel(processId: number, secretKey: Buffer): Promise<void> {
-    const target = this.deps.cancelKeys.find(processId, secretKey);
-    this.log.info({ event: 'cancel', known: target !== undefined }, 'cancel request');
-    if (target) {
-      await sendCancel(
-        target.upstream ?? this.deps.defaultUpstream,
-        target.processId,
-        target.secretKey,
-      ).catch(() => undefined);
-    }
+    const known = await this.deps.cancelKeys.forward(
+      processId,
+      secretKey,
+      this.deps.defaultUpstream,
+    );
+    this.log.info({ event: 'cancel', known }, 'cancel request');
     this.close();
   }
 

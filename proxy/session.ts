@@ -18,7 +18,7 @@ import { AuthCode, BackendCode } from './protocol/codes.js';
 import { PeerClosed, type Message } from './protocol/reader.js';
 import * as send from './protocol/server-messages.js';
 import type { AppRoute } from './route.js';
-import { connectUpstream, sendCancel, type Upstream, type UpstreamTarget } from './upstream.js';
+import { connectUpstream, type Upstream, type UpstreamTarget } from './upstream.js';
 
 export const phases = ['startup', 'route', 'auth', 'context', 'pipe', 'closed'] as const;
 export type Phase = (typeof phases)[number];
@@ -150,14 +150,8 @@ export class ClientSession {
   }
 
   private async forwardCancel(processId: number, secretKey: Buffer): Promise<void> {
-    const target = this.deps.cancelKeys.find(processId, secretKey);
-    this.log.info({ event: 'cancel', known: target !== undefined }, 'cancel request');
-    if (target)
-      await sendCancel(
-        target.upstream ?? this.deps.upstream,
-        target.processId,
-        target.secretKey,
-      ).catch(() => undefined);
+    const known = await this.deps.cancelKeys.forward(processId, secretKey, this.deps.upstream);
+    this.log.info({ event: 'cancel', known }, 'cancel request');
     this.close();
   }
 
