@@ -38,6 +38,8 @@
 //
 // Usage: npm run bench:org  (env: PGVPD_BENCH_SECONDS, PGVPD_BENCH_ROUNDS, PGVPD_BENCH_CONNECTS,
 //                            PGVPD_PG_BIN, PGVPD_PGBENCH, PGVPD_PGBOUNCER)
+// For manual runs: PGVPD_BENCH_HOLD=1 sets everything up, prints a pgbench line per target and
+// waits for Ctrl-C; PGVPD_BENCH_NODE_ARGS adds node options to the proxies (e.g. --cpu-prof).
 // Results: a table on stdout and JSON in a temp file whose path is printed at the end.
 
 import { randomBytes } from 'node:crypto';
@@ -187,7 +189,10 @@ async function startPgvpd(name, command, { pgPort, controlUrl, proxyPassword, pa
   return startServer(
     name,
     process.execPath,
-    command.map((a) => fill[a] ?? a),
+    [
+      ...(process.env.PGVPD_BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? []),
+      ...command.map((a) => fill[a] ?? a),
+    ],
     port,
     {
       cwd: ROOT,
@@ -542,6 +547,18 @@ function report(meta, bench, summary) {
 
 // ---------------------------------------------------------------------------------------------
 
+/** PGVPD_BENCH_HOLD: keep the servers up for manual runs and profiling until Ctrl-C. */
+async function hold(targets) {
+  for (const t of Object.values(targets)) {
+    process.stdout.write(
+      `${t.name.padEnd(10)} pid ${String(t.pid ?? '-').padEnd(8)} PGPASSWORD=${t.password} ` +
+        `${PGBENCH} -n -S -C -c 8 -j 2 -T 10 -h 127.0.0.1 -p ${t.port} -U ${t.user} ${t.database}\n`,
+    );
+  }
+  log('holding the servers; Ctrl-C ends the run');
+  await new Promise((resolve) => process.once('SIGINT', resolve));
+}
+
 async function main() {
   if (!existsSync(join(ROOT, 'dist/proxy/scram-verifier.js'))) {
     throw new Error('dist/proxy/scram-verifier.js does not exist (run npm run build)');
@@ -605,6 +622,11 @@ async function main() {
       t.tenant ??= null;
       const row = await checkTarget(t);
       log(`check ${t.name}: role ${row.role}, tenant ${row.tenant}, ${row.branches} branches`);
+    }
+
+    if (process.env.PGVPD_BENCH_HOLD) {
+      await hold(targets);
+      return;
     }
 
     log(`pgbench: ${RUNS.length} runs × ${ROUNDS} rounds × ${SECONDS} s`);

@@ -34,6 +34,12 @@ export class AuthThrottle {
     return Math.min(this.options.maxMs, this.options.baseMs * 2 ** (over - 1));
   }
 
+  /** Whether a failure from the address is still remembered. */
+  recentlyFailed(address: string, now = Date.now()): boolean {
+    const entry = this.failures.get(address);
+    return entry !== undefined && now - entry.last <= this.options.forgetMs;
+  }
+
   succeed(address: string): void {
     this.failures.delete(address);
   }

@@ -11,7 +11,7 @@ import type { Socket } from 'node:net';
 import type { SecureContext } from 'node:tls';
 import type { AuthThrottle } from './auth-throttle.js';
 import type { CancelKeys } from './cancel-keys.js';
-import type { Catalog, CatalogOrg } from './catalog.js';
+import type { Catalog, CatalogOrg, CatalogUser } from './catalog.js';
 import { ClientEdge, ClientLeft } from './client-edge.js';
 import type { ProxyConfig } from './config.js';
 import type { ControlPools } from './control.js';
@@ -58,7 +58,7 @@ export class OrgSession {
   private session: PooledSession | undefined;
   private loan: Loan | undefined;
   private clientKey: { processId: number; secretKey: number } | undefined;
-  private readonly abort = new AbortController();
+  private abort: AbortController | undefined;
   private finished!: () => void;
   /** Resolves once the session is closed, whatever the reason. */
   readonly done = new Promise<void>((resolve) => (this.finished = resolve));
@@ -97,26 +97,41 @@ export class OrgSession {
       );
 
       this.enter('auth');
-      const connectAs = await this.authenticate(org, username);
+      const user = this.deps.catalog.user(org.id, username);
+      const key = user ? this.keyOf(org, user.connect_as) : undefined;
+      // While the client derives its SCRAM key (milliseconds of its CPU), an idle pooled session
+      // is readied for it: context issued, parameters applied. Failed authentication hands it
+      // back to be reset like any released session.
+      let early: Promise<PooledSession> | undefined;
+      let authOk: Buffer;
+      try {
+        authOk = await this.authenticate(username, user, () => {
+          if (key && !this.deps.throttle.recentlyFailed(this.address))
+            early = this.readyEarly(key, org, username, parameters);
+        });
+      } catch (error) {
+        if (early) await this.giveBack(early);
+        throw error;
+      }
       this.log.info({ event: 'auth', result: 'ok', org: org.id, user: username }, 'authenticated');
 
       this.enter('context');
-      const key: PoolKey = {
-        target: this.targetOf(org),
-        database: org.target_database,
-        role: connectAs,
-      };
-      const session = await this.deps.pool.checkout(key, this.abort.signal);
-      this.session = session;
-      if (this.isClosed()) {
-        this.session = undefined;
-        await this.deps.pool.release(session);
-        return;
+      let session = early ? await early : undefined;
+      if (!session) {
+        // The verifier matched, so the user and its key exist.
+        if (!key) throw new Error('authenticated a user the catalog does not have');
+        session = await this.deps.pool.checkout(key, this.signal());
+        this.session = session;
+        if (this.isClosed()) {
+          this.session = undefined;
+          await this.deps.pool.release(session);
+          return;
+        }
+        await this.prepare(session, org, username, parameters);
       }
-      await this.prepare(session, org, username, parameters);
       this.enter('pipe');
       clearTimeout(timer);
-      this.release(session, key.target);
+      this.ready(session, authOk);
       const loan = lend(session, this.edge.socket, this.edge.reader.release());
       this.loan = loan;
       const end = await loan.ended;
@@ -167,6 +182,13 @@ export class OrgSession {
     this.fail(proxyErrors.shuttingDown());
   }
 
+  /** Aborts a waiting checkout when the client goes; made only when a checkout may wait. */
+  private signal(): AbortSignal {
+    this.abort ??= new AbortController();
+    if (this.phase === 'closed') this.abort.abort();
+    return this.abort.signal;
+  }
+
   private isClosed(): boolean {
     return this.phase === 'closed';
   }
@@ -176,16 +198,23 @@ export class OrgSession {
     this.phase = phase;
   }
 
-  /** SCRAM-SHA-256 by the proxy; returns the connect_as role. */
-  private async authenticate(org: CatalogOrg, username: string): Promise<string> {
-    const user = this.deps.catalog.user(org.id, username);
+  /**
+   * SCRAM-SHA-256 by the proxy. `onClientFirst` runs once the client's first message is in and
+   * the client is about to derive its key. Returns AuthenticationSASLFinal + AuthenticationOk,
+   * for the caller to send together with the rest of the handshake.
+   */
+  private async authenticate(
+    username: string,
+    user: CatalogUser | undefined,
+    onClientFirst: () => void,
+  ): Promise<Buffer> {
     const scram = ScramServer.forUser(username, user?.verifier, this.deps.mockSecret);
     this.edge.write(send.authenticationSASL([scramMechanism]));
     try {
       const initial = decodeSASLInitialResponse((await this.edge.password()).body);
-      this.edge.write(
-        send.authenticationSASLContinue(scram.receiveClientFirst(initial.mechanism, initial.data)),
-      );
+      const serverFirst = scram.receiveClientFirst(initial.mechanism, initial.data);
+      onClientFirst();
+      this.edge.write(send.authenticationSASLContinue(serverFirst));
       const outcome = scram.receiveClientFinal(
         decodeSASLResponse((await this.edge.password()).body),
       );
@@ -199,15 +228,56 @@ export class OrgSession {
         throw outcome.error;
       }
       this.deps.throttle.succeed(this.address);
-      this.edge.write(
-        Buffer.concat([send.authenticationSASLFinal(outcome.serverFinal), send.authenticationOk()]),
-      );
+      return Buffer.concat([
+        send.authenticationSASLFinal(outcome.serverFinal),
+        send.authenticationOk(),
+      ]);
     } catch (error) {
       if (error instanceof ProtocolViolation) throw proxyErrors.protocolViolation(error.message);
       throw error;
     }
-    // The verifier matched, so the user exists.
-    return user?.connect_as ?? '';
+  }
+
+  private keyOf(org: CatalogOrg, connectAs: string): PoolKey {
+    return { target: this.targetOf(org), database: org.target_database, role: connectAs };
+  }
+
+  /**
+   * Before authentication: an idle session of the key, if there is one at once (this never
+   * makes the pool grow or anyone wait), readied for the client. Undefined when none is idle.
+   */
+  private readyEarly(
+    key: PoolKey,
+    org: CatalogOrg,
+    username: string,
+    parameters: Map<string, string>,
+  ): Promise<PooledSession> | undefined {
+    const session = this.deps.pool.checkoutIdle(key);
+    if (!session) return undefined;
+    this.session = session;
+    const ready = this.prepare(session, org, username, parameters).then(
+      () => session,
+      (error: unknown) => {
+        // Not yet the client's: a failed statement is reset like a release, not discarded for
+        // good, so that an unauthenticated client cannot make the pool throw sessions away.
+        if (this.session === session) {
+          this.session = undefined;
+          void this.deps.pool.release(session);
+        }
+        throw error;
+      },
+    );
+    ready.catch(() => undefined);
+    return ready;
+  }
+
+  /** Authentication failed: a session readied early goes back to the pool, to be reset. */
+  private async giveBack(early: Promise<PooledSession>): Promise<void> {
+    const session = await early.catch(() => undefined);
+    if (session && this.session === session) {
+      this.session = undefined;
+      void this.deps.pool.release(session);
+    }
   }
 
   private targetOf(org: CatalogOrg): UpstreamTarget {
@@ -267,18 +337,22 @@ export class OrgSession {
     await this.deps.pool.runExtended(session, `select ${calls.join(', ')}`, values);
   }
 
-  /** ParameterStatus of the session, a proxy-issued BackendKeyData, ReadyForQuery. */
-  private release(session: PooledSession, target: UpstreamTarget): void {
+  /**
+   * The end of the handshake in one write: authentication's last messages, the session's
+   * ParameterStatus, a proxy-issued BackendKeyData and ReadyForQuery.
+   */
+  private ready(session: PooledSession, authOk: Buffer): void {
     this.clientKey = this.deps.cancelKeys.issue({
       processId: session.backendPid,
       secretKey: session.secretKey,
-      upstream: target,
+      upstream: session.key.target,
     });
     const statuses = [...session.parameters].map(([name, value]) =>
       send.parameterStatus(name, value),
     );
     this.edge.write(
       Buffer.concat([
+        authOk,
         ...statuses,
         send.backendKeyData(this.clientKey.processId, this.clientKey.secretKey),
         send.readyForQueryIdle(),
@@ -335,7 +409,7 @@ export class OrgSession {
   close(): void {
     if (this.phase === 'closed') return;
     this.phase = 'closed';
-    this.abort.abort();
+    this.abort?.abort();
     if (this.clientKey)
       this.deps.cancelKeys.revoke(this.clientKey.processId, this.clientKey.secretKey);
     this.edge.socket.end();

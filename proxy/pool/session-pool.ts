@@ -148,6 +148,22 @@ export class SessionPool {
   }
 
   /**
+   * An idle session of the key at once, or undefined: never waits, never opens a session and
+   * never goes ahead of a queued checkout. For work started before the client has authenticated
+   * (org-session.ts), which must not make the pool grow or make anyone wait.
+   */
+  checkoutIdle(key: PoolKey): PooledSession | undefined {
+    if (this.closed) return undefined;
+    const entry = this.entries.get(poolKeyId(key));
+    if (!entry || entry.queue.length > 0) return undefined;
+    const session = this.takeIdle(entry);
+    if (!session) return undefined;
+    entry.busy.add(session);
+    session.lastUsedAt = Date.now();
+    return session;
+  }
+
+  /**
    * Takes back a checked-out session: the pool's reader is re-attached, the session is reset
    * (ROLLBACK, DISCARD ALL) and kept only if that proves it clean and idle; otherwise, or if it is
    * closed or older than maxLifetimeMs, it is ended. The caller must have detached any client
