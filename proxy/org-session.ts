@@ -333,7 +333,7 @@ export class OrgSession {
       );
     }
     values.push(token);
-    calls.push(`pg_catalog.set_config('pgvpd.context', $${String(values.length)}, false)`);
+    calls.push(`pgvpd.set_context($${String(values.length)})`);
     await this.deps.pool.runExtended(session, `select ${calls.join(', ')}`, values);
   }
 

@@ -41,11 +41,11 @@ class RelayedFailure extends Error {
   }
 }
 
-// The token goes in with the built-in set_config, as a bind parameter. pgvpd.set_context would
-// check it against the record first, but the proxy has just received it from issue_context, and
-// every statement checks it against that record anyway; in a brand-new backend set_context cost
-// ~2 ms of catalog loading (docs/benchmarks.md), set_config costs what `select 1` does.
-const setContextQuery = "select pg_catalog.set_config('pgvpd.context', $1, false)";
+// The token goes in through pgvpd.set_context, as a bind parameter: one function on both context
+// paths. It checks the token against the record issue_context wrote; where the server has loaded
+// the guard module it also copies the verified values into settings no client can set, which the
+// built-in set_config could not do (the module makes pgvpd.* superuser-only).
+const setContextQuery = 'select pgvpd.set_context($1)';
 
 export class ClientSession {
   phase: Phase = 'startup';

@@ -1,6 +1,8 @@
 // pgvpd setup: installs or upgrades pgvpd's SQL by applying the committed migrations with
 // graphile-migrate, which records what it applied in schema graphile_migrate. Migration 000001 is
 // idempotent, so this also works on a database that got the SQL from `psql -f sql/setup.sql`.
+// Then it chooses the context path (pgvpd.choose_context_path(): guard when the server has loaded
+// the pgvpd_guard module, SQL otherwise).
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Command } from 'commander';
@@ -44,12 +46,19 @@ export function register(program: Command, io: CliIo): void {
         // error handler, which exits the process.
         clearAllPools();
       }
-      const { version, database } = await withClient(url, (client) =>
-        queryOne<{ version: string; database: string }>(
+      // Every time, not only when a migration ran: the server may have loaded (or dropped) the
+      // guard module since the last setup.
+      const { version, database, path } = await withClient(url, (client) =>
+        queryOne<{ version: string; database: string; path: string }>(
           client,
-          'select pgvpd.version() as version, current_database() as database',
+          'select pgvpd.version() as version, current_database() as database, pgvpd.choose_context_path() as path',
         ),
       );
       io.out(`pgvpd ${version} is installed in database ${database}\n`);
+      io.out(
+        path === 'guard'
+          ? 'context path: guard (the pgvpd_guard module is loaded: verified once per session, read as settings no client can set)\n'
+          : 'context path: sql (the pgvpd_guard module is not loaded: every statement verifies the context)\n',
+      );
     });
 }

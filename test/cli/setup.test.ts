@@ -14,6 +14,18 @@ const { version } = JSON.parse(
 const committed = readdirSync(new URL('../../sql/migrations/committed/', import.meta.url))
   .filter((file) => file.endsWith('.sql'))
   .sort();
+/** The line setup ends with: the context path it chose for the run's server. */
+async function pathLine(db: TestDatabase): Promise<string> {
+  const { rows } = await db.query<{ loaded: boolean }>(
+    `select exists (select from pg_settings where name = 'pgvpd.guard' and context = 'internal') as loaded`,
+  );
+  return rows[0]!.loaded ? guardLine : sqlLine;
+}
+const guardLine =
+  'context path: guard (the pgvpd_guard module is loaded: verified once per session, read as settings no client can set)\n';
+const sqlLine =
+  'context path: sql (the pgvpd_guard module is not loaded: every statement verifies the context)\n';
+
 const ran =
   committed.map((file) => `graphile-migrate: Running migration '${file}'\n`).join('') +
   `graphile-migrate: ${String(committed.length)} committed migrations executed\n`;
@@ -24,7 +36,7 @@ async function count(db: TestDatabase, sql: string): Promise<number> {
 
 t.test('installs on a fresh database, then reports it up to date the second time', async (t) => {
   const db = await createTestDatabase(t);
-  const installed = `pgvpd ${version} is installed in database ${db.name}\n`;
+  const installed = `pgvpd ${version} is installed in database ${db.name}\n` + (await pathLine(db));
 
   t.same(await pgvpd('setup', '--db', db.url), { code: 0, out: ran + installed, err: '' });
   t.same(await pgvpd('setup', '--db', db.url), {
@@ -51,7 +63,7 @@ t.test('migrates a database installed with setup.sql and keeps its protected tab
 
   t.same(await pgvpd('setup', '--db', db.url), {
     code: 0,
-    out: ran + `pgvpd ${version} is installed in database ${db.name}\n`,
+    out: ran + `pgvpd ${version} is installed in database ${db.name}\n` + (await pathLine(db)),
     err: '',
   });
   t.same((await db.query('select kid from pgvpd_private.signing_key')).rows, key.rows, 'same key');

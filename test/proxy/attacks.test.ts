@@ -26,11 +26,29 @@ attackSuite(t, {
   },
 });
 
-t.test('a context forged in the startup packet options is replaced by the proxy’s', async (t) => {
-  const client = await f.connect(f.userFor('a'), f.app.password, {
-    options: '-c pgvpd.context=v1.forged.1.e30.AAAA',
-  });
-  t.same(await base.visible(client), { a: 2, b: 0, total: 2 });
+t.test('a context forged in the startup packet options never counts', async (t) => {
+  const forged = { options: '-c pgvpd.context=v1.forged.1.e30.AAAA' };
+  const path = (await base.db.query<{ path: string }>('select path from pgvpd.context_path()'))
+    .rows[0]!.path;
+  if (path === 'guard') {
+    // The guard module makes pgvpd.context superuser-only: PostgreSQL itself refuses the login.
+    const error = await f.connect(f.userFor('a'), f.app.password, forged).then(
+      () => undefined,
+      (e: unknown) => e as { severity?: string; code?: string; message: string },
+    );
+    t.same(
+      { severity: error?.severity, code: error?.code, message: error?.message },
+      {
+        severity: 'FATAL',
+        code: '42501',
+        message: 'permission denied to set parameter "pgvpd.context"',
+      },
+      'guard path: the upstream refuses the connection',
+    );
+  } else {
+    const client = await f.connect(f.userFor('a'), f.app.password, forged);
+    t.same(await base.visible(client), { a: 2, b: 0, total: 2 }, 'SQL path: replaced by the proxy');
+  }
 });
 
 t.test('queries sent before ReadyForQuery run only after the context is set', async (t) => {

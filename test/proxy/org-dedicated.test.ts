@@ -4,50 +4,15 @@
 // `second` with org C dedicated to it. The proxy then logs in there as the same connect_as role
 // (the passfile matches any host) and issues C's context there with control_url's credentials, so
 // that cluster has a pgvpd_proxy member of the same name and password.
-import { readFileSync, rmSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import type pg from 'pg';
 import t from 'tap';
 import { makeVerifier } from '../../proxy/scram-verifier.js';
 import { backendPid, connect as connectUrl, setupSqlPath, sqlstate } from '../support/pgvpd.js';
-import {
-  privateRunDir,
-  startServer,
-  stopLocalSync,
-  stopServer,
-  systemBinDir,
-  type ServerState,
-} from '../support/server.js';
+import { secondCluster } from '../support/second-cluster.js';
 import { backendKey, sendCancelRequest, waitFor } from './clients-support.js';
 import { orgFixture } from './org-fixture.js';
 import { failure, openClient, seen } from './org-support.js';
-
-/** A second local cluster (never the run's own server, whatever PGVPD_TEST_SERVER says). */
-async function secondCluster(): Promise<ServerState> {
-  const runDir = privateRunDir();
-  const saved = process.env.PGVPD_TEST_SERVER;
-  process.env.PGVPD_TEST_SERVER = systemBinDir() === undefined ? 'embedded' : 'system';
-  let state: ServerState;
-  try {
-    state = await startServer(runDir, process.pid);
-  } catch (error) {
-    rmSync(runDir, { recursive: true, force: true });
-    throw error;
-  } finally {
-    if (saved === undefined) delete process.env.PGVPD_TEST_SERVER;
-    else process.env.PGVPD_TEST_SERVER = saved;
-  }
-  // A crash must not leave a postmaster behind.
-  const onExit = (): void => {
-    stopLocalSync(state);
-    rmSync(runDir, { recursive: true, force: true });
-  };
-  process.once('exit', onExit);
-  t.teardown(async () => {
-    process.off('exit', onExit);
-    await stopServer(runDir);
-  });
-  return state;
-}
 
 function withDatabase(url: string, database: string): string {
   const parsed = new URL(url);
@@ -55,7 +20,7 @@ function withDatabase(url: string, database: string): string {
   return parsed.toString();
 }
 
-const second = await secondCluster();
+const second = await secondCluster(t);
 const f = await orgFixture(t);
 
 // On the second cluster: the dedicated database with pgvpd, the same two roles, C's rows.

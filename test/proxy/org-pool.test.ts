@@ -161,8 +161,21 @@ t.test('a fresh context per checkout, and one session lent to two orgs in turn',
   t.same(await seen(beta), { tenant: f.orgs.beta, rows: ['b1', 'b2', 'b3'] }, 'beta’s view only');
   // acme's earlier tokens were issued for this very backend; they are no longer on record.
   t.equal(await sqlstate(beta.query('select pgvpd.set_context($1)', [a.token])), '28000');
-  await beta.query("select set_config('pgvpd.context', $1, false)", [b.token]);
-  t.same(await seen(beta), { tenant: null, rows: [] }, 'a replayed acme token shows nothing');
+  const path = (await f.db.query<{ path: string }>('select path from pgvpd.context_path()'))
+    .rows[0]!.path;
+  const replay = (): Promise<unknown> =>
+    beta.query("select set_config('pgvpd.context', $1, false)", [b.token]);
+  if (path === 'guard') {
+    t.equal(await sqlstate(replay()), '42501', 'guard path: pgvpd.context is not the client’s');
+    t.same(
+      await seen(beta),
+      { tenant: f.orgs.beta, rows: ['b1', 'b2', 'b3'] },
+      'beta’s view still',
+    );
+  } else {
+    await replay();
+    t.same(await seen(beta), { tenant: null, rows: [] }, 'a replayed acme token shows nothing');
+  }
   await beta.end();
 
   // And back to acme, on the same backend, with acme's view again.

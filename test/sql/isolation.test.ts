@@ -23,8 +23,13 @@ t.test('returns zero rows for a garbage, truncated or empty token', async (t) =>
     'valid shape, own pid, no signature': `v1.x.${ownPid}.e30.`,
     'huge value': 'v1.'.padEnd(100_000, 'A'),
   };
+  const guard =
+    (await f.db.query<{ path: string }>('select path from pgvpd.context_path()')).rows[0]!.path === 'guard';
   for (const [name, value] of Object.entries(cases)) {
-    await client.query(`select set_config('pgvpd.context', $1, false)`, [value]);
+    // Written the way a client could, or refused where the guard module makes that impossible.
+    const write = client.query(`select set_config('pgvpd.context', $1, false)`, [value]);
+    t.equal(await sqlstate(write), guard ? '42501' : 'no error', `${name}: written by the client`);
+    t.equal(await sqlstate(client.query('select pgvpd.set_context($1)', [value])), '28000', `${name}: set_context refuses it`);
     t.same(await f.visible(client), { a: 0, b: 0, total: 0 }, name);
     t.equal(await client.query('select pgvpd.current_tenant_id() as v').then((r) => r.rows[0].v), null, `${name}: current_tenant_id() is NULL`);
   }

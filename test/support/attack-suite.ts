@@ -2,7 +2,10 @@
 // application role with a valid context, tries everything we know to read tenant b's rows.
 // Each attack ends in zero rows of b, or in a permission error with its exact SQLSTATE.
 // It runs twice: with contexts set the proxy's way by hand (test/sql/attacks.test.ts) and with
-// sessions that really come through the proxy (test/proxy/attacks.test.ts).
+// sessions that really come through the proxy (test/proxy/attacks.test.ts); and on whichever
+// context path the database uses (docs/guard.md). On the SQL path a client may write
+// pgvpd.context, and what it writes verifies nothing (zero rows); on the guard path the write
+// itself is refused (42501) and the verified context stays.
 import type pg from 'pg';
 import type { Test } from 'tap';
 import { connect, sqlstate, type LoginRole } from './pgvpd.js';
@@ -19,7 +22,38 @@ export interface AttackFixture {
 }
 
 export function attackSuite(t: Test, f: AttackFixture): void {
+  let guardPath: boolean | undefined;
+  /** Whether the database uses the guard path (the pgvpd_guard module). */
+  const guard = async (): Promise<boolean> =>
+    (guardPath ??=
+      (await f.db.query<{ path: string }>('select path from pgvpd.context_path()')).rows[0]!
+        .path === 'guard');
+
+  /**
+   * The client writes pgvpd.context itself. SQL path: the write succeeds and the session sees no
+   * rows at all. Guard path: 42501, and the session keeps its own rows, none of b's.
+   */
+  async function writeContext(
+    t: Test,
+    client: pg.Client,
+    write: () => Promise<unknown>,
+    own: { a: number; b: number; total: number },
+  ): Promise<void> {
+    if (await guard()) {
+      t.equal(await sqlstate(write()), '42501', 'the guard module refuses the write');
+      t.same(await f.visible(client), own, 'the verified context stays as it was');
+    } else {
+      t.equal(await sqlstate(write()), 'no error', 'pgvpd.context is writable on the SQL path');
+      t.same(
+        await f.visible(client),
+        { a: 0, b: 0, total: 0 },
+        'what was written verifies nothing',
+      );
+    }
+  }
+
   /** Base64url helpers to take a token apart the way an attacker would. */
+  const own = { a: 2, b: 0, total: 2 };
   const b64 = {
     decode: (s: string) => Buffer.from(s, 'base64url').toString('utf8'),
     encode: (s: string) => Buffer.from(s, 'utf8').toString('base64url'),
@@ -37,8 +71,7 @@ export function attackSuite(t: Test, f: AttackFixture): void {
       JSON.stringify({ ...JSON.parse(b64.decode(payload!)), t: 'b' }),
     );
     const forged = `${v}.${kid}.${pid}.${forgedPayload}.${b64.encode('not-a-real-mac-but-32-bytes-long')}`;
-    await client.query(`set pgvpd.context = '${forged}'`);
-    t.same(await f.visible(client), { a: 0, b: 0, total: 0 }, 'the forged token verifies nothing');
+    await writeContext(t, client, () => client.query(`set pgvpd.context = '${forged}'`), own);
     t.equal(
       await sqlstate(client.query('select pgvpd.set_context($1)', [forged])),
       '28000',
@@ -50,11 +83,11 @@ export function attackSuite(t: Test, f: AttackFixture): void {
     const { client } = await f.sessionFor('a');
     const { client: other, token: tokenB } = await f.sessionFor('b');
     t.same(await f.visible(other), { a: 0, b: 3, total: 3 }, 'the token works in its own session');
-    await client.query(`select set_config('pgvpd.context', $1, false)`, [tokenB]);
-    t.same(
-      await f.visible(client),
-      { a: 0, b: 0, total: 0 },
-      'another backend’s token is worth nothing',
+    await writeContext(
+      t,
+      client,
+      () => client.query(`select set_config('pgvpd.context', $1, false)`, [tokenB]),
+      own,
     );
     t.equal(await sqlstate(client.query('select pgvpd.set_context($1)', [tokenB])), '28000');
   });
@@ -65,9 +98,28 @@ export function attackSuite(t: Test, f: AttackFixture): void {
     const payload = JSON.parse(b64.decode(parts[3]!)) as Record<string, unknown>;
     parts[3] = b64.encode(JSON.stringify({ ...payload, t: 'b' }));
     const tampered = parts.join('.');
-    await client.query(`select set_config('pgvpd.context', $1, false)`, [tampered]);
-    t.same(await f.visible(client), { a: 0, b: 0, total: 0 });
+    await writeContext(
+      t,
+      client,
+      () => client.query(`select set_config('pgvpd.context', $1, false)`, [tampered]),
+      own,
+    );
     t.equal(await sqlstate(client.query('select pgvpd.set_context($1)', [tampered])), '28000');
+  });
+
+  t.test('the tenant and user settings cannot be written either', async (t) => {
+    const { client } = await f.sessionFor('a');
+    for (const name of ['pgvpd.tenant_id', 'pgvpd.user_id', 'pgvpd.values']) {
+      const write = (): Promise<unknown> =>
+        client.query(`select set_config($1, $2, false)`, [name, '"b"']);
+      if (await guard()) {
+        t.equal(await sqlstate(write()), '42501', `set_config('${name}') is refused`);
+      } else {
+        // Placeholders nothing reads on the SQL path.
+        t.equal(await sqlstate(write()), 'no error', `${name} is a mere placeholder`);
+      }
+      t.same(await f.visible(client), own, `after writing ${name}`);
+    }
   });
 
   t.test('RESET ALL leaves the session with no rows at all', async (t) => {
@@ -163,12 +215,15 @@ export function attackSuite(t: Test, f: AttackFixture): void {
     const { client } = await f.sessionFor(null);
     const { token: tokenB } = await f.sessionFor('b');
     await client.query('begin');
-    await client.query(`select set_config('pgvpd.context', $1, false)`, [tokenB]);
+    t.equal(
+      await sqlstate(client.query(`select set_config('pgvpd.context', $1, false)`, [tokenB])),
+      (await guard()) ? '42501' : 'no error',
+    );
     await client.query('rollback');
     t.same(await f.visible(client), { a: 0, b: 0, total: 0 });
   });
 
-  t.test('retiring the signing key ends the context; rotation alone does not', async (t) => {
+  t.test('retiring the signing key voids its tokens; rotation alone does not', async (t) => {
     const { client } = await f.sessionFor('a');
     const admin = await connect(f.db.url);
     t.teardown(() => admin.end());
@@ -186,10 +241,22 @@ export function attackSuite(t: Test, f: AttackFixture): void {
     const { client: fresh, token } = await f.sessionFor('a');
     t.not(token!.split('.')[1], oldKid, 'new tokens are signed with the new key');
     await admin.query('select pgvpd.retire_key($1)', [oldKid]);
+    // The guard path verified the token once, when it was set: the session keeps what was
+    // verified until it ends or resets (docs/guard.md); a new set_context with the token fails.
     t.same(
       await f.visible(client),
-      { a: 0, b: 0, total: 0 },
-      'a token under the retired key is void',
+      (await guard()) ? own : { a: 0, b: 0, total: 0 },
+      (await guard())
+        ? 'guard path: the live session keeps its verified context'
+        : 'SQL path: a token under the retired key is void at once',
+    );
+    const oldToken = (
+      await client.query<{ v: string }>(`select current_setting('pgvpd.context') as v`)
+    ).rows[0]!.v;
+    t.equal(
+      await sqlstate(client.query('select pgvpd.set_context($1)', [oldToken])),
+      '28000',
+      'a token under the retired key is refused when set',
     );
     t.same(
       await f.visible(fresh),

@@ -107,7 +107,12 @@ export async function testCertificates(): Promise<TestCertificates> {
   return ensureTestCertificates(certificateDir((await serverState()).runDir));
 }
 
-function withDatabase(url: string, database: string, user?: string, password?: string): string {
+export function withDatabase(
+  url: string,
+  database: string,
+  user?: string,
+  password?: string,
+): string {
   const parsed = new URL(url);
   parsed.pathname = `/${encodeURIComponent(database)}`;
   if (user !== undefined) {

@@ -177,6 +177,37 @@ export function stopLocalSync(state: ServerState): void {
   );
 }
 
+/**
+ * Restarts a local cluster with another shared_preload_libraries (tests of what setup does when
+ * the server loads the guard module, or stops loading it). The port stays the same.
+ */
+export function restartLocal(state: ServerState, preload: string): void {
+  if (state.binDir === undefined || state.dataDir === undefined)
+    throw new Error(`a ${state.kind} server cannot be restarted by the harness`);
+  const testConf = join(state.dataDir, 'pgvpd-test.conf');
+  const conf = readFileSync(testConf, 'utf8').replace(
+    /^shared_preload_libraries = '[^']*'$/m,
+    `shared_preload_libraries = '${preload}'`,
+  );
+  writeFileSync(testConf, conf);
+  run(
+    join(state.binDir, 'pg_ctl'),
+    [
+      '-D',
+      state.dataDir,
+      '-l',
+      join(state.runDir, 'postgres.log'),
+      '-m',
+      'fast',
+      '-w',
+      '-t',
+      '60',
+      'restart',
+    ],
+    state.runDir,
+  );
+}
+
 /** Removes run directories left behind by runs that were killed before their `after` ran. */
 function cleanStaleRunDirs(): void {
   for (const entry of readdirSync(tmpdir())) {

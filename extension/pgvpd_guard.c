@@ -1,0 +1,77 @@
+/*
+ * pgvpd_guard: the settings that carry a verified tenant context, as settings no client can set.
+ *
+ * Loaded through shared_preload_libraries (or lazily, by the first call of pgvpd_guard_loaded()),
+ * it defines the pgvpd.* settings the context needs as PGC_SUSET: only a superuser, or a role
+ * granted SET on the parameter (pgvpd_admin, which owns pgvpd.set_context), may change them. SET,
+ * set_config, ALTER ROLE/DATABASE ... SET and startup options from anyone else are refused with
+ * 42501; RESET ALL and DISCARD ALL bring them back to '' (no tenant: zero rows). The prefix is
+ * reserved, so no other pgvpd.* placeholder can be made up.
+ *
+ * pgvpd.set_context() verifies a token once and copies its values here; pgvpd.current_tenant_id()
+ * and pgvpd.context() then read them as plain settings (see sql/migrations, the guard path).
+ */
+#include "postgres.h"
+
+#include "fmgr.h"
+#include "utils/guc.h"
+
+PG_MODULE_MAGIC;
+
+static char *pgvpd_context = NULL;
+static char *pgvpd_tenant_id = NULL;
+static char *pgvpd_user_id = NULL;
+static char *pgvpd_values = NULL;
+static char *pgvpd_guard = NULL;
+
+void		_PG_init(void);
+
+static void
+define_guarded(const char *name, const char *description, char **variable)
+{
+	DefineCustomStringVariable(name,
+							   description,
+							   "Set only by pgvpd.set_context() after it verified a signed context.",
+							   variable,
+							   "",
+							   PGC_SUSET,
+							   GUC_NOT_IN_SAMPLE | GUC_DISALLOW_IN_FILE,
+							   NULL, NULL, NULL);
+}
+
+void
+_PG_init(void)
+{
+	define_guarded("pgvpd.context", "The signed context token of this session.", &pgvpd_context);
+	define_guarded("pgvpd.tenant_id", "The verified tenant of this session.", &pgvpd_tenant_id);
+	define_guarded("pgvpd.user_id", "The verified user of this session.", &pgvpd_user_id);
+	define_guarded("pgvpd.values", "The verified extra context values (a JSON object).",
+				   &pgvpd_values);
+	DefineCustomStringVariable("pgvpd.guard",
+							   "Version of the pgvpd guard module loaded in this session.",
+							   NULL,
+							   &pgvpd_guard,
+							   "1",
+							   PGC_INTERNAL,
+							   GUC_NOT_IN_SAMPLE | GUC_DISALLOW_IN_FILE,
+							   NULL, NULL, NULL);
+#if PG_VERSION_NUM >= 150000
+	MarkGUCPrefixReserved("pgvpd");
+#else
+	EmitWarningsOnPlaceholders("pgvpd");
+#endif
+}
+
+/*
+ * true. Its point is that calling it loads this library: a guard-path function that calls it
+ * either runs with the guarded settings defined (a placeholder a client set before is dropped
+ * when the library defines the setting) or fails because the library is gone. Never a
+ * client-made placeholder read as a tenant.
+ */
+PG_FUNCTION_INFO_V1(pgvpd_guard_loaded);
+
+Datum
+pgvpd_guard_loaded(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(true);
+}

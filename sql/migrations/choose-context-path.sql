@@ -1,0 +1,1 @@
+select pgvpd.choose_context_path();

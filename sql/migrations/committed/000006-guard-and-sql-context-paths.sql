@@ -1,0 +1,189 @@
+--! Previous: sha1:fb7058bfb9e80af04c075ab9d5c9b8880a3eadd0
+--! Hash: sha1:6e48a522e4af542d5c4c2b14b27a67dfd216635c
+--! Message: guard and sql context paths
+
+--! split: 1-current.sql
+-- The two context paths (architecture §3, docs/guard.md).
+-- Why: on the SQL path every statement verifies the session's token against its record (a
+-- SECURITY DEFINER call and a lookup per statement). Where the server has loaded the guard module
+-- (extension/pgvpd_guard.c), the pgvpd.* settings are superuser-only: set_context verifies the
+-- token once and copies the verified values into them, and the accessors become plain, inlinable
+-- reads of settings no client can set. Which path a database uses is decided by setup from what
+-- the server has loaded (pgvpd.choose_context_path(), run at the end of every setup), and
+-- recorded, so that status and doctor can show it and catch a server that changed since.
+--
+-- On both paths an empty pgvpd.context means no context: clearing the carrier (RESET ALL, DISCARD
+-- ALL, org_purge_rows) clears the tenant.
+
+create table if not exists pgvpd_private.context_path (
+  only_row boolean primary key default true check (only_row),
+  path text not null check (path in ('sql', 'guard')),
+  chosen_at timestamptz not null default pg_catalog.now()
+);
+alter table pgvpd_private.context_path owner to pgvpd_admin;
+revoke all on pgvpd_private.context_path from public;
+insert into pgvpd_private.context_path (path) values ('sql') on conflict (only_row) do nothing;
+
+-- Whether this session has the guard module: it defines pgvpd.guard as an internal setting,
+-- which nothing else can make (a client's placeholder would be a user setting).
+create or replace function pgvpd_private.guard_module_loaded() returns boolean
+language sql stable set search_path = ''
+as $$
+  select exists (select from pg_catalog.pg_settings s where s.name = 'pgvpd.guard' and s.context = 'internal')
+$$;
+alter function pgvpd_private.guard_module_loaded() owner to pgvpd_admin;
+revoke all on function pgvpd_private.guard_module_loaded() from public;
+
+-- The path this database uses, whether the module is loaded in this session, and what to do when
+-- the two disagree (null when they agree). For `pgvpd status` and `pgvpd doctor`.
+create or replace function pgvpd.context_path(out path text, out module_loaded boolean, out problem text)
+language sql stable security definer set search_path = ''
+as $$
+  select p.path,
+         pgvpd_private.guard_module_loaded(),
+         case
+           when p.path = 'sql' and pgvpd_private.guard_module_loaded() then
+             'the pgvpd_guard module is loaded but this database uses the SQL path: run pgvpd setup (as a superuser) again'
+           when p.path = 'guard' and not pgvpd_private.guard_module_loaded() then
+             'this database uses the guard path but the pgvpd_guard module is not loaded: add it to shared_preload_libraries and restart, or run pgvpd setup again to go back to the SQL path (until then each session loads the module on first use, and fails if its file is gone)'
+         end
+    from pgvpd_private.context_path p
+$$;
+alter function pgvpd.context_path() owner to pgvpd_admin;
+revoke all on function pgvpd.context_path() from public;
+grant execute on function pgvpd.context_path() to public;
+
+-- Chooses the path from what the server has loaded, (re)defines set_context, current_tenant_id
+-- and context for it, and records it. Run by setup after the migrations, every time; the guard
+-- path needs a superuser (a C function, and SET on the guarded settings for pgvpd_admin).
+create or replace function pgvpd.choose_context_path() returns text
+language plpgsql volatile set search_path = ''
+as $fn$
+declare
+  v_guard boolean := pgvpd_private.guard_module_loaded();
+begin
+  if v_guard then
+    if not (select r.rolsuper from pg_catalog.pg_roles r where r.rolname = current_user) then
+      raise exception using errcode = '42501',
+        message = 'pgvpd: the pgvpd_guard module is loaded, and only a superuser can set up its path',
+        hint = 'run pgvpd setup (or this function) once as a superuser';
+    end if;
+    execute $sql$
+      create or replace function pgvpd.guard_loaded() returns boolean
+      language c stable parallel safe as '$libdir/pgvpd_guard', 'pgvpd_guard_loaded'
+    $sql$;
+    alter function pgvpd.guard_loaded() owner to pgvpd_admin;
+    -- (dynamic: GRANT ... ON PARAMETER is PostgreSQL 15 syntax)
+    execute 'grant set on parameter pgvpd.context, pgvpd.tenant_id, pgvpd.user_id, pgvpd.values to pgvpd_admin';
+
+    -- Verified once, against the record issue() wrote for this backend and token; the values are
+    -- then copied into settings only pgvpd_admin (this function's owner) may set.
+    execute $sql$
+      create or replace function pgvpd.set_context(p_token text) returns text
+      language sql volatile security definer set search_path = ''
+      as $$
+        select case
+                 when c.pid is null then pgvpd_private.refuse_token(p_token)
+                 when pgvpd.guard_loaded()
+                  and pg_catalog.set_config('pgvpd.tenant_id', c.tenant, false) is not null
+                  and pg_catalog.set_config('pgvpd.user_id', coalesce(c.username, ''), false) is not null
+                  and pg_catalog.set_config('pgvpd.values', c.vals::text, false) is not null
+                  and pg_catalog.set_config('pgvpd.context', p_token, false) is not null
+                   then c.tenant
+               end
+          from (select 1) as one
+          left join pgvpd_private.session_context c
+            on c.pid = pg_catalog.pg_backend_pid() and c.token = p_token
+      $$
+    $sql$;
+    -- Plain SQL without SECURITY DEFINER or SET, so that the planner inlines it. guard_loaded()
+    -- loads the module if a session has not: a placeholder a client set before is then dropped,
+    -- and without the module's file the statement fails instead of reading a client's value.
+    execute $sql$
+      create or replace function pgvpd.current_tenant_id() returns text
+      language sql stable parallel restricted
+      as $$
+        select case
+                 when pgvpd.guard_loaded() and pg_catalog.current_setting('pgvpd.context', true) <> ''
+                   then nullif(pg_catalog.current_setting('pgvpd.tenant_id', true), '')
+               end
+      $$
+    $sql$;
+    execute $sql$
+      create or replace function pgvpd.context(p_key text) returns text
+      language sql stable parallel restricted
+      as $$
+        select case
+                 when pgvpd.guard_loaded() and pg_catalog.current_setting('pgvpd.context', true) <> '' then
+                   case p_key
+                     when 'tenant' then nullif(pg_catalog.current_setting('pgvpd.tenant_id', true), '')
+                     when 'user' then nullif(pg_catalog.current_setting('pgvpd.user_id', true), '')
+                     else nullif(pg_catalog.current_setting('pgvpd.values', true), '')::jsonb ->> p_key
+                   end
+               end
+      $$
+    $sql$;
+  else
+    -- The SQL path: the same definitions as migrations 000001 and 000003.
+    execute $sql$
+      create or replace function pgvpd.set_context(p_token text) returns text
+      language sql volatile security definer set search_path = ''
+      as $$
+        select case
+                 when c.pid is null then pgvpd_private.refuse_token(p_token)
+                 when pg_catalog.set_config('pgvpd.context', p_token, false) is not null then c.tenant
+               end
+          from (select 1) as one
+          left join pgvpd_private.session_context c
+            on c.pid = pg_catalog.pg_backend_pid() and c.token = p_token
+      $$
+    $sql$;
+    execute $sql$
+      create or replace function pgvpd.current_tenant_id() returns text
+      language plpgsql stable security definer parallel restricted set search_path = ''
+      as $$
+      declare
+        v_tenant text;
+      begin
+        select c.tenant into v_tenant
+          from pgvpd_private.session_context c
+         where c.pid = pg_catalog.pg_backend_pid()
+           and c.token = pg_catalog.current_setting('pgvpd.context', true);
+        return v_tenant;
+      end;
+      $$
+    $sql$;
+    execute $sql$
+      create or replace function pgvpd.context(p_key text) returns text
+      language plpgsql stable security definer parallel restricted set search_path = ''
+      as $$
+      declare
+        v_value text;
+      begin
+        select case p_key when 'tenant' then c.tenant when 'user' then c.username else c.vals ->> p_key end
+          into v_value
+          from pgvpd_private.session_context c
+         where c.pid = pg_catalog.pg_backend_pid()
+           and c.token = pg_catalog.current_setting('pgvpd.context', true);
+        return v_value;
+      end;
+      $$
+    $sql$;
+    -- A guard path left behind (the module was removed): its C function goes too.
+    drop function if exists pgvpd.guard_loaded();
+  end if;
+  alter function pgvpd.set_context(text) owner to pgvpd_admin;
+  alter function pgvpd.current_tenant_id() owner to pgvpd_admin;
+  alter function pgvpd.context(text) owner to pgvpd_admin;
+  revoke all on function pgvpd.set_context(text), pgvpd.current_tenant_id(), pgvpd.context(text) from public;
+  grant execute on function pgvpd.set_context(text), pgvpd.current_tenant_id(), pgvpd.context(text) to public;
+  if v_guard then
+    revoke all on function pgvpd.guard_loaded() from public;
+    grant execute on function pgvpd.guard_loaded() to public;
+  end if;
+  update pgvpd_private.context_path
+     set path = case when v_guard then 'guard' else 'sql' end, chosen_at = pg_catalog.now();
+  return case when v_guard then 'guard' else 'sql' end;
+end;
+$fn$;
+revoke all on function pgvpd.choose_context_path() from public;
