@@ -191,3 +191,27 @@ export async function checkTables(client: pg.Client): Promise<CheckLine[]> {
   const protectedCount = rows.length;
   return [ok(`every table with a tenant column is protected (${protectedCount} protected)`)];
 }
+
+/**
+ * Which context path the database uses (docs/guard.md), and whether it still matches what the
+ * server has loaded: a module loaded or dropped since the last setup is a FAIL until setup runs.
+ */
+export async function checkContextPath(client: pg.Client): Promise<CheckLine> {
+  const row = await queryOne<{ path: string; module_loaded: boolean; problem: string | null }>(
+    client,
+    'select path, module_loaded, problem from pgvpd.context_path()',
+  );
+  if (row.problem !== null) {
+    return fail(
+      `context path ${row.path} does not match the server: ${row.problem}`,
+      row.module_loaded
+        ? 'pgvpd setup, as a superuser'
+        : 'add pgvpd_guard to shared_preload_libraries and restart, or run pgvpd setup',
+    );
+  }
+  return ok(
+    row.path === 'guard'
+      ? 'context path: guard (pgvpd_guard loaded: verified once per session, kept in settings no client can set)'
+      : 'context path: sql (pgvpd_guard not loaded: every statement verifies the context)',
+  );
+}

@@ -16,6 +16,7 @@ import {
 import { CliExit } from '../cli-exit.js';
 import {
   checkAppRoles,
+  checkContextPath,
   checkControl,
   checkInstalled,
   checkTables,
@@ -70,6 +71,7 @@ interface DatabaseLines {
   installed: CheckLine;
   roles: CheckLine[];
   tables: CheckLine[];
+  path: CheckLine;
 }
 
 /** The checks that read the --db database; each is skipped when it cannot be asked. */
@@ -77,6 +79,7 @@ async function databaseChecks(url: string): Promise<DatabaseLines> {
   const skipped = (why: string): Omit<DatabaseLines, 'installed'> => ({
     roles: [{ outcome: 'skip', text: `application roles safe: ${why}` }],
     tables: [{ outcome: 'skip', text: `tables protected: ${why}` }],
+    path: { outcome: 'skip', text: `context path: ${why}` },
   });
   let client: pg.Client;
   try {
@@ -96,6 +99,7 @@ async function databaseChecks(url: string): Promise<DatabaseLines> {
       installed: line,
       roles: await checkAppRoles(client),
       tables: await checkTables(client),
+      path: await checkContextPath(client),
     };
   } finally {
     await client.end();
@@ -107,7 +111,7 @@ export function register(program: Command, io: CliIo): void {
     .command('doctor')
     .summary('preflight checks before serving')
     .description(
-      'check that pgvpd can run safely: upstream reachable, SQL installed, application roles unable to bypass RLS, the control role able to issue context, every tenant table protected; exits 1 when a check fails',
+      'check that pgvpd can run safely: upstream reachable, SQL installed, application roles unable to bypass RLS, the control role able to issue context, every tenant table protected, the context path matching what the server loaded; exits 1 when a check fails',
     )
     .addOption(dbOption())
     .option(
@@ -133,7 +137,7 @@ export function register(program: Command, io: CliIo): void {
       const database = await databaseChecks(url);
       report(database.installed, ...database.roles);
       report(await checkControl(config.control_url));
-      report(...database.tables);
+      report(...database.tables, database.path);
 
       const failed = lines.filter((line) => line.outcome === 'FAIL').length;
       if (failed > 0) {

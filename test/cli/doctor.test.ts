@@ -14,6 +14,8 @@ const { version } = JSON.parse(
 ) as { version: string };
 
 interface Good {
+  /** doctor's last line: the context path setup chose for the run's server. */
+  pathLine: string;
   db: TestDatabase;
   app: LoginRole;
   proxy: LoginRole;
@@ -31,7 +33,13 @@ async function goodDatabase(t: Test): Promise<Good> {
   const app = await loginRole(t, db, 'app');
   const proxy = await loginRole(t, db, 'proxy');
   const url = new URL(db.url);
-  return { db, app, proxy, upstream: `${url.hostname}:${url.port}` };
+  const guard =
+    (await db.query<{ path: string }>('select path from pgvpd.context_path()')).rows[0]!.path ===
+    'guard';
+  const pathLine = guard
+    ? 'ok   context path: guard (pgvpd_guard loaded: verified once per session, kept in settings no client can set)'
+    : 'ok   context path: sql (pgvpd_guard not loaded: every statement verifies the context)';
+  return { db, app, proxy, upstream: `${url.hostname}:${url.port}`, pathLine };
 }
 
 function okLines(good: Good): string[] {
@@ -41,6 +49,7 @@ function okLines(good: Good): string[] {
     `ok   application roles safe: app_user, ${good.app.name}`,
     `ok   control role ${good.proxy.name} can issue context`,
     'ok   every table with a tenant column is protected (1 protected)',
+    good.pathLine,
   ];
 }
 
@@ -170,6 +179,7 @@ t.test('fails when pgvpd is not installed and skips the checks that need it', as
       'skip application roles safe: pgvpd SQL not installed',
       'skip control role can issue context: no control_url configured',
       'skip tables protected: pgvpd SQL not installed',
+      'skip context path: pgvpd SQL not installed',
       '1 check failed',
     ]),
     err: '',
@@ -187,6 +197,7 @@ t.test('fails on every check that needs the database when it is unreachable', as
       'skip application roles safe: no database connection',
       'skip control role can issue context: no control_url configured',
       'skip tables protected: no database connection',
+      'skip context path: no database connection',
       '2 checks failed',
     ]),
     err: '',

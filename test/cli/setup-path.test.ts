@@ -63,8 +63,20 @@ if (library === undefined || !existsSync(library)) {
       problem:
         'the pgvpd_guard module is loaded but this database uses the SQL path: run pgvpd setup (as a superuser) again',
     });
+    const doctor = await pgvpd('doctor', '--db', url);
+    t.equal(doctor.code, 1, 'doctor fails');
+    t.match(
+      doctor.out,
+      /^FAIL context path sql does not match the server: the pgvpd_guard module is loaded .* — fix: pgvpd setup, as a superuser$/m,
+      'and says why',
+    );
     t.equal(await setupSays(), 'guard');
     t.same(await contextPath(), { path: 'guard', module_loaded: true, problem: null });
+    t.match(
+      (await pgvpd('doctor', '--db', url)).out,
+      /^ok {3}context path: guard \(pgvpd_guard loaded/m,
+      'doctor shows the guard path',
+    );
 
     const client = await reconnect();
     await client.query(`
