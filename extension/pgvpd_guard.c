@@ -9,12 +9,15 @@
  * reserved, so no other pgvpd.* placeholder can be made up.
  *
  * pgvpd.set_context() verifies a token once and copies its values here; pgvpd.current_tenant_id()
- * and pgvpd.context() then read them as plain settings (see sql/migrations, the guard path).
+ * and pgvpd.context() are then the C functions below, which read them (see migration 000006, the
+ * guard path). An empty pgvpd.context means no context, whatever else is set.
  */
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/jsonb.h"
 
 PG_MODULE_MAGIC;
 
@@ -74,4 +77,62 @@ Datum
 pgvpd_guard_loaded(PG_FUNCTION_ARGS)
 {
 	PG_RETURN_BOOL(true);
+}
+
+/* The verified value, or NULL when the session has no context or the value is empty. */
+static Datum
+guarded_text(const char *value, FunctionCallInfo fcinfo)
+{
+	if (pgvpd_context == NULL || pgvpd_context[0] == '\0' || value == NULL || value[0] == '\0')
+		PG_RETURN_NULL();
+	PG_RETURN_TEXT_P(cstring_to_text(value));
+}
+
+/* pgvpd.current_tenant_id() on the guard path. */
+PG_FUNCTION_INFO_V1(pgvpd_guard_tenant_id);
+
+Datum
+pgvpd_guard_tenant_id(PG_FUNCTION_ARGS)
+{
+	return guarded_text(pgvpd_tenant_id, fcinfo);
+}
+
+/*
+ * pgvpd.context(key) on the guard path: 'tenant', 'user', or an extra value of the verified
+ * values object (strings as they are, numbers and booleans as text).
+ */
+PG_FUNCTION_INFO_V1(pgvpd_guard_context);
+
+Datum
+pgvpd_guard_context(PG_FUNCTION_ARGS)
+{
+	text	   *key = PG_GETARG_TEXT_PP(0);
+	const char *k = VARDATA_ANY(key);
+	int			len = VARSIZE_ANY_EXHDR(key);
+	Jsonb	   *values;
+	JsonbValue	found;
+
+	if (len == 6 && memcmp(k, "tenant", 6) == 0)
+		return guarded_text(pgvpd_tenant_id, fcinfo);
+	if (len == 4 && memcmp(k, "user", 4) == 0)
+		return guarded_text(pgvpd_user_id, fcinfo);
+	if (pgvpd_context == NULL || pgvpd_context[0] == '\0' || pgvpd_values == NULL ||
+		pgvpd_values[0] == '\0')
+		PG_RETURN_NULL();
+	values = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(pgvpd_values)));
+	if (!JB_ROOT_IS_OBJECT(values) ||
+		getKeyJsonValueFromContainer(&values->root, k, len, &found) == NULL)
+		PG_RETURN_NULL();
+	switch (found.type)
+	{
+		case jbvString:
+			PG_RETURN_TEXT_P(cstring_to_text_with_len(found.val.string.val, found.val.string.len));
+		case jbvNumeric:
+			PG_RETURN_TEXT_P(cstring_to_text(DatumGetCString(
+				DirectFunctionCall1(numeric_out, NumericGetDatum(found.val.numeric)))));
+		case jbvBool:
+			PG_RETURN_TEXT_P(cstring_to_text(found.val.boolean ? "true" : "false"));
+		default:
+			PG_RETURN_NULL();
+	}
 }

@@ -130,23 +130,76 @@ t.test('RESET ALL and DISCARD ALL end the context: zero rows', { skip }, async (
   }
 });
 
-t.test('the accessors inline into the policy as settings reads', { skip }, async (t) => {
+t.test('the accessors are the module’s C functions, reading the guarded settings', { skip }, async (t) => {
+  const { rows: languages } = await f.db.query<{ fn: string; lang: string; definer: boolean }>(
+    `select p.oid::regprocedure::text as fn, l.lanname as lang, p.prosecdef as definer
+       from pg_proc p join pg_language l on l.oid = p.prolang
+      where p.oid in ('pgvpd.current_tenant_id()'::regprocedure, 'pgvpd.context(text)'::regprocedure)
+      order by 1`,
+  );
+  t.same(languages, [
+    { fn: 'pgvpd.context(text)', lang: 'c', definer: false },
+    { fn: 'pgvpd.current_tenant_id()', lang: 'c', definer: false },
+  ]);
   const { client } = await f.sessionFor('a');
-  const plan = (
-    await client.query<{ 'QUERY PLAN': string }>(
-      'explain (verbose, costs off) select * from public.notes',
-    )
-  ).rows
-    .map((row) => row['QUERY PLAN'])
-    .join('\n');
-  t.match(plan, /current_setting\('pgvpd\.tenant_id'::text, true\)/, 'the setting is read');
-  t.notMatch(plan, /current_tenant_id/, 'no function call left');
+  const pid = await client.query<{ pid: number }>('select pg_backend_pid() as pid');
+  const admin = await f.proxy.query<{ token: string }>(
+    'select pgvpd.issue_context($1, $2, $3, $4) as token',
+    [pid.rows[0]!.pid, 'a', 'alice', JSON.stringify({ region: 'eu', level: 3, staff: true })],
+  );
+  await client.query('select pgvpd.set_context($1)', [admin.rows[0]!.token]);
   t.same(
     (
       await client.query(
-        `select pgvpd.current_tenant_id() as tenant, pgvpd.context('tenant') as c, current_setting('pgvpd.context') <> '' as carried`,
+        `select pgvpd.current_tenant_id() as tenant, pgvpd.context('tenant') as c_tenant,
+                pgvpd.context('user') as c_user, pgvpd.context('region') as region,
+                pgvpd.context('level') as level, pgvpd.context('staff') as staff,
+                pgvpd.context('missing') as missing, pgvpd.context(null) as null_key`,
       )
     ).rows,
-    [{ tenant: 'a', c: 'a', carried: true }],
+    [
+      {
+        tenant: 'a',
+        c_tenant: 'a',
+        c_user: 'alice',
+        region: 'eu',
+        level: '3',
+        staff: 'true',
+        missing: null,
+        null_key: null,
+      },
+    ],
+    'tenant, user and the extra values, as the SQL path gives them',
   );
+  t.same(await f.visible(client), own);
+  await client.query('discard all');
+  t.same(
+    (await client.query(`select pgvpd.current_tenant_id() as t, pgvpd.context('region') as r`))
+      .rows,
+    [{ t: null, r: null }],
+    'nothing after DISCARD ALL',
+  );
+});
+
+t.test('a token on record for an earlier backend with this pid is refused', { skip }, async (t) => {
+  // What a recycled pid looks like from inside: the record's backend start is not this backend's.
+  const { client } = await f.sessionFor(null);
+  const pid = (await client.query<{ pid: number }>('select pg_backend_pid() as pid')).rows[0]!.pid;
+  const { rows } = await f.proxy.query<{ token: string }>(
+    'select pgvpd.issue_context($1, $2) as token',
+    [pid, 'b'],
+  );
+  await f.db.query(
+    `update pgvpd_private.session_context set backend_start = backend_start - interval '1 hour' where pid = $1`,
+    [pid],
+  );
+  const error = await client.query('select pgvpd.set_context($1)', [rows[0]!.token]).then(
+    () => undefined,
+    (e: unknown) => e as pg.DatabaseError,
+  );
+  t.same(
+    { code: error?.code, message: error?.message },
+    { code: '28000', message: 'pgvpd: context token is no longer current for this backend' },
+  );
+  t.same(await f.visible(client), { a: 0, b: 0, total: 0 });
 });

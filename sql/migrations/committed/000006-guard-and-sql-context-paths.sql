@@ -1,5 +1,5 @@
 --! Previous: sha1:fb7058bfb9e80af04c075ab9d5c9b8880a3eadd0
---! Hash: sha1:6e48a522e4af542d5c4c2b14b27a67dfd216635c
+--! Hash: sha1:6abe83e1d13be666ff0cdae78259cf91022a0044
 --! Message: guard and sql context paths
 
 --! split: 1-current.sql
@@ -7,8 +7,8 @@
 -- Why: on the SQL path every statement verifies the session's token against its record (a
 -- SECURITY DEFINER call and a lookup per statement). Where the server has loaded the guard module
 -- (extension/pgvpd_guard.c), the pgvpd.* settings are superuser-only: set_context verifies the
--- token once and copies the verified values into them, and the accessors become plain, inlinable
--- reads of settings no client can set. Which path a database uses is decided by setup from what
+-- token once and copies the verified values into them, and the accessors become the module's C
+-- functions that read those settings, which no client can set. Which path a database uses is decided by setup from what
 -- the server has loaded (pgvpd.choose_context_path(), run at the end of every setup), and
 -- recorded, so that status and doctor can show it and catch a server that changed since.
 --
@@ -76,8 +76,10 @@ begin
     -- (dynamic: GRANT ... ON PARAMETER is PostgreSQL 15 syntax)
     execute 'grant set on parameter pgvpd.context, pgvpd.tenant_id, pgvpd.user_id, pgvpd.values to pgvpd_admin';
 
-    -- Verified once, against the record issue() wrote for this backend and token; the values are
-    -- then copied into settings only pgvpd_admin (this function's owner) may set.
+    -- Verified once, against the record issue() wrote for this backend and token, and for this
+    -- very backend: its start time must be the one on record, so a token that escaped a session
+    -- is worthless on a later backend that got the same pid. The values are then copied into
+    -- settings only pgvpd_admin (this function's owner) may set.
     execute $sql$
       create or replace function pgvpd.set_context(p_token text) returns text
       language sql volatile security definer set search_path = ''
@@ -94,34 +96,21 @@ begin
           from (select 1) as one
           left join pgvpd_private.session_context c
             on c.pid = pg_catalog.pg_backend_pid() and c.token = p_token
+           and c.backend_start = (select a.backend_start
+                                    from pg_catalog.pg_stat_get_activity(pg_catalog.pg_backend_pid()) a)
       $$
     $sql$;
-    -- Plain SQL without SECURITY DEFINER or SET, so that the planner inlines it. guard_loaded()
-    -- loads the module if a session has not: a placeholder a client set before is then dropped,
-    -- and without the module's file the statement fails instead of reading a client's value.
+    -- The accessors are the module's C functions reading those settings: a function call per
+    -- statement, like current_setting. (An inlinable SQL body was measured at +26 µs per
+    -- simple-protocol statement: the planner parses a SQL function's body each time it inlines
+    -- it; docs/benchmarks.md.) Being in the module, they also load it, like guard_loaded().
     execute $sql$
       create or replace function pgvpd.current_tenant_id() returns text
-      language sql stable parallel restricted
-      as $$
-        select case
-                 when pgvpd.guard_loaded() and pg_catalog.current_setting('pgvpd.context', true) <> ''
-                   then nullif(pg_catalog.current_setting('pgvpd.tenant_id', true), '')
-               end
-      $$
+      language c stable parallel restricted as '$libdir/pgvpd_guard', 'pgvpd_guard_tenant_id'
     $sql$;
     execute $sql$
       create or replace function pgvpd.context(p_key text) returns text
-      language sql stable parallel restricted
-      as $$
-        select case
-                 when pgvpd.guard_loaded() and pg_catalog.current_setting('pgvpd.context', true) <> '' then
-                   case p_key
-                     when 'tenant' then nullif(pg_catalog.current_setting('pgvpd.tenant_id', true), '')
-                     when 'user' then nullif(pg_catalog.current_setting('pgvpd.user_id', true), '')
-                     else nullif(pg_catalog.current_setting('pgvpd.values', true), '')::jsonb ->> p_key
-                   end
-               end
-      $$
+      language c stable strict parallel restricted as '$libdir/pgvpd_guard', 'pgvpd_guard_context'
     $sql$;
   else
     -- The SQL path: the same definitions as migrations 000001 and 000003.
@@ -178,8 +167,8 @@ begin
   revoke all on function pgvpd.set_context(text), pgvpd.current_tenant_id(), pgvpd.context(text) from public;
   grant execute on function pgvpd.set_context(text), pgvpd.current_tenant_id(), pgvpd.context(text) to public;
   if v_guard then
+    -- Only set_context (owner pgvpd_admin) calls it.
     revoke all on function pgvpd.guard_loaded() from public;
-    grant execute on function pgvpd.guard_loaded() to public;
   end if;
   update pgvpd_private.context_path
      set path = case when v_guard then 'guard' else 'sql' end, chosen_at = pg_catalog.now();
