@@ -1956,6 +1956,20 @@ $$;
 alter function pgvpd_private.guard_module_loaded() owner to pgvpd_admin;
 revoke all on function pgvpd_private.guard_module_loaded() from public;
 
+-- Set_context's first call on the guard path. Made here, as a placeholder, so that it belongs to
+-- the extension when pgvpd is one; choose_context_path() replaces it with the module's C function
+-- or with this placeholder again, and never drops it.
+create or replace function pgvpd.guard_loaded() returns boolean
+language plpgsql stable set search_path = ''
+as $$
+begin
+  raise exception using errcode = '55000', message = 'pgvpd: the pgvpd_guard module is not in use in this database',
+    hint = 'run pgvpd setup';
+end;
+$$;
+alter function pgvpd.guard_loaded() owner to pgvpd_admin;
+revoke all on function pgvpd.guard_loaded() from public;
+
 -- The path this database uses, whether the module is loaded in this session, and what to do when
 -- the two disagree (null when they agree). For `pgvpd status` and `pgvpd doctor`.
 create or replace function pgvpd.context_path(out path text, out module_loaded boolean, out problem text)
@@ -1989,6 +2003,12 @@ begin
       raise exception using errcode = '42501',
         message = 'pgvpd: the pgvpd_guard module is loaded, and only a superuser can set up its path',
         hint = 'run pgvpd setup (or this function) once as a superuser';
+    end if;
+    -- Loaded in this session is not enough: every session of the server must have it.
+    if pg_catalog.current_setting('shared_preload_libraries') !~ '(^|[\s,"])pgvpd_guard([\s,"]|$)' then
+      raise exception using errcode = '55000',
+        message = 'pgvpd: the pgvpd_guard module is loaded in this session but the server does not preload it',
+        hint = 'add pgvpd_guard to shared_preload_libraries and restart the server, then run pgvpd setup';
     end if;
     execute $sql$
       create or replace function pgvpd.guard_loaded() returns boolean
@@ -2080,24 +2100,67 @@ begin
       end;
       $$
     $sql$;
-    -- A guard path left behind (the module was removed): its C function goes too.
-    drop function if exists pgvpd.guard_loaded();
+    -- A guard path left behind (the module was removed): its C function goes back to the
+    -- placeholder (replaced, not dropped: it may belong to the extension).
+    execute $sql$
+      create or replace function pgvpd.guard_loaded() returns boolean
+      language plpgsql stable set search_path = ''
+      as $$
+      begin
+        raise exception using errcode = '55000', message = 'pgvpd: the pgvpd_guard module is not in use in this database',
+          hint = 'run pgvpd setup';
+      end;
+      $$
+    $sql$;
   end if;
   alter function pgvpd.set_context(text) owner to pgvpd_admin;
   alter function pgvpd.current_tenant_id() owner to pgvpd_admin;
   alter function pgvpd.context(text) owner to pgvpd_admin;
   revoke all on function pgvpd.set_context(text), pgvpd.current_tenant_id(), pgvpd.context(text) from public;
   grant execute on function pgvpd.set_context(text), pgvpd.current_tenant_id(), pgvpd.context(text) to public;
-  if v_guard then
-    -- Only set_context (owner pgvpd_admin) calls it.
-    revoke all on function pgvpd.guard_loaded() from public;
-  end if;
+  -- Only set_context (owner pgvpd_admin) calls it.
+  alter function pgvpd.guard_loaded() owner to pgvpd_admin;
+  revoke all on function pgvpd.guard_loaded() from public;
   update pgvpd_private.context_path
      set path = case when v_guard then 'guard' else 'sql' end, chosen_at = pg_catalog.now();
   return case when v_guard then 'guard' else 'sql' end;
 end;
 $fn$;
 revoke all on function pgvpd.choose_context_path() from public;
+
+-- Retiring a key voids its tokens. On the SQL path that takes the context from every live session
+-- under the key at its next statement; on the guard path a session keeps what it verified, so
+-- retire_key now also ends those sessions (pgvpd_admin holds pg_signal_backend; superusers'
+-- sessions, which it cannot signal, are left alone). Otherwise as in 000001.
+create or replace function pgvpd.retire_key(p_kid text) returns void
+language plpgsql volatile security definer set search_path = ''
+as $$
+declare
+  v_pid integer;
+begin
+  if not exists (select 1 from pgvpd_private.signing_key k where k.kid = p_kid and k.retired_at is null) then
+    raise exception using errcode = '22023', message = pg_catalog.format('pgvpd: no active signing key %L', p_kid);
+  end if;
+  if not exists (select 1 from pgvpd_private.signing_key k where k.kid <> p_kid and k.retired_at is null) then
+    raise exception using errcode = '55000',
+      message = pg_catalog.format('pgvpd: %L is the only active signing key', p_kid),
+      hint = 'call pgvpd.rotate_key() first';
+  end if;
+  update pgvpd_private.signing_key k set retired_at = pg_catalog.clock_timestamp() where k.kid = p_kid;
+  for v_pid in
+    delete from pgvpd_private.session_context c where c.kid = p_kid returning c.pid
+  loop
+    continue when v_pid = pg_catalog.pg_backend_pid()
+      or not exists (select from pgvpd_private.context_path p where p.path = 'guard');
+    begin
+      perform pg_catalog.pg_terminate_backend(v_pid);
+    exception when insufficient_privilege then
+      null;
+    end;
+  end loop;
+end;
+$$;
+alter function pgvpd.retire_key(text) owner to pgvpd_admin;
 
 -- The context path: guard when the server has loaded pgvpd_guard, SQL otherwise.
 select pgvpd.choose_context_path();

@@ -19,6 +19,15 @@
 #include "utils/guc.h"
 #include "utils/jsonb.h"
 
+/*
+ * PostgreSQL 15 brought what the guard path stands on: GRANT SET ON PARAMETER (set_context's owner
+ * is not a superuser), MarkGUCPrefixReserved, and dropping a client's placeholder value when the
+ * module defines the setting. Preloaded on an older server the module would only lock everyone out.
+ */
+#if PG_VERSION_NUM < 150000
+#error "pgvpd_guard needs PostgreSQL 15 or later"
+#endif
+
 PG_MODULE_MAGIC;
 
 static char *pgvpd_context = NULL;
@@ -58,11 +67,7 @@ _PG_init(void)
 							   PGC_INTERNAL,
 							   GUC_NOT_IN_SAMPLE | GUC_DISALLOW_IN_FILE,
 							   NULL, NULL, NULL);
-#if PG_VERSION_NUM >= 150000
 	MarkGUCPrefixReserved("pgvpd");
-#else
-	EmitWarningsOnPlaceholders("pgvpd");
-#endif
 }
 
 /*

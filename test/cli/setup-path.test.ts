@@ -53,6 +53,21 @@ if (library === undefined || !existsSync(library)) {
   t.test('without the module: the SQL path', async (t) => {
     t.equal(await setupSays(), 'sql');
     t.same(await contextPath(), { path: 'sql', module_loaded: false, problem: null });
+    const client = await reconnect();
+    await client.query(`load 'pgvpd_guard'`);
+    const error = await client.query('select pgvpd.choose_context_path()').then(
+      () => undefined,
+      (e: unknown) => e as pg.DatabaseError,
+    );
+    t.same(
+      { code: error?.code, message: error?.message },
+      {
+        code: '55000',
+        message:
+          'pgvpd: the pgvpd_guard module is loaded in this session but the server does not preload it',
+      },
+      'a module loaded by hand in one session is not the server loading it',
+    );
   });
 
   t.test('the module preloaded after install: reported, then picked up by setup', async (t) => {
@@ -72,6 +87,18 @@ if (library === undefined || !existsSync(library)) {
     );
     t.equal(await setupSays(), 'guard');
     t.same(await contextPath(), { path: 'guard', module_loaded: true, problem: null });
+    const restarted = await connect(cluster.adminUrl);
+    await restarted.query('create database pgvpd_path_ext');
+    await restarted.end();
+    const ext = await connect(withDatabase(cluster.adminUrl, 'pgvpd_path_ext'));
+    t.teardown(() => ext.end().catch(() => undefined));
+    await ext.query('create extension pgvpd cascade');
+    t.same(
+      (await ext.query('select path from pgvpd.context_path()')).rows,
+      [{ path: 'guard' }],
+      'CREATE EXTENSION chooses the guard path too',
+    );
+    await ext.end();
     t.match(
       (await pgvpd('doctor', '--db', url)).out,
       /^ok {3}context path: guard \(pgvpd_guard loaded/m,
@@ -111,6 +138,20 @@ if (library === undefined || !existsSync(library)) {
     t.match(problem, /^this database uses the guard path but the pgvpd_guard module is not loaded/);
     t.equal(await setupSays(), 'sql');
     t.same(await contextPath(), { path: 'sql', module_loaded: false, problem: null });
+    const ext = await connect(withDatabase(cluster.adminUrl, 'pgvpd_path_ext'));
+    t.teardown(() => ext.end().catch(() => undefined));
+    t.same(
+      (await ext.query('select pgvpd.choose_context_path() as path')).rows,
+      [{ path: 'sql' }],
+      'an extension install goes back to the SQL path as well',
+    );
+    await ext.query('drop extension pgvpd cascade');
+    t.same(
+      (await ext.query(`select count(*)::int as n from pg_proc where proname = 'guard_loaded'`))
+        .rows,
+      [{ n: 0 }],
+      'and DROP EXTENSION leaves nothing of the guard path behind',
+    );
     const client = await reconnect();
     await client.query(`select pgvpd.assume_tenant('b')`);
     t.equal(
