@@ -3,11 +3,11 @@
 // context_path() says setup must run again, and it then ends on the guard path, where the
 // application role cannot set the guarded settings; the module taken away → back to SQL.
 import { execFileSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type pg from 'pg';
 import t from 'tap';
-import { connect, sqlstate } from '../support/pgvpd.js';
+import { connect, setupSqlPath, sqlstate } from '../support/pgvpd.js';
 import { withDatabase } from '../support/postgres.js';
 import { secondCluster } from '../support/second-cluster.js';
 import { restartLocal, systemBinDir } from '../support/server.js';
@@ -78,6 +78,40 @@ if (library === undefined || !existsSync(library)) {
       problem:
         'the pgvpd_guard module is loaded but this database uses the SQL path: run pgvpd setup (as a superuser) again',
     });
+    // Setup in eight databases of one cluster at once, with the cluster-wide SET grants not
+    // made yet: each grants what is missing, and a clash over the same pg_parameter_acl rows
+    // ("tuple concurrently updated") is tried again, not an error.
+    const names = Array.from({ length: 8 }, (_, i) => `pgvpd_path_${String(i + 1)}`);
+    const fresh = await connect(cluster.adminUrl);
+    for (const name of names) {
+      await fresh.query(`create database ${name}`);
+      const c = await connect(withDatabase(cluster.adminUrl, name));
+      await c.query(readFileSync(setupSqlPath, 'utf8'));
+      await c.end();
+    }
+    const choices: string[] = [];
+    for (let attempt = 0; attempt < 3; attempt += 1) {
+      await fresh.query(
+        `revoke set on parameter pgvpd.context, pgvpd.tenant_id, pgvpd.user_id, pgvpd.values from pgvpd_admin`,
+      );
+      const clients = await Promise.all(
+        names.map((name) => connect(withDatabase(cluster.adminUrl, name))),
+      );
+      choices.push(
+        ...(await Promise.all(
+          clients.map((c) =>
+            c.query<{ path: string }>('select pgvpd.choose_context_path() as path').then(
+              (r) => r.rows[0]!.path,
+              (error: unknown) => `failed: ${(error as Error).message}`,
+            ),
+          ),
+        )),
+      );
+      await Promise.all(clients.map((c) => c.end()));
+    }
+    await fresh.end();
+    t.same(choices, Array<string>(24).fill('guard'), '3 × 8 concurrent setups, all guard');
+
     const doctor = await pgvpd('doctor', '--db', url);
     t.equal(doctor.code, 1, 'doctor fails');
     t.match(

@@ -1,5 +1,5 @@
 --! Previous: sha1:fb7058bfb9e80af04c075ab9d5c9b8880a3eadd0
---! Hash: sha1:352208b06397e1381cc2e21674ef5a7042cda63f
+--! Hash: sha1:59158cd0c979b5fec875ab8e88ad85a3eff6b8e5
 --! Message: guard and sql context paths
 
 --! split: 1-current.sql
@@ -75,6 +75,7 @@ language plpgsql volatile set search_path = ''
 as $fn$
 declare
   v_guard boolean := pgvpd_private.guard_module_loaded();
+  v_try integer;
 begin
   if v_guard then
     if not (select r.rolsuper from pg_catalog.pg_roles r where r.rolname = current_user) then
@@ -93,8 +94,21 @@ begin
       language c stable parallel safe as '$libdir/pgvpd_guard', 'pgvpd_guard_loaded'
     $sql$;
     alter function pgvpd.guard_loaded() owner to pgvpd_admin;
-    -- (dynamic: GRANT ... ON PARAMETER is PostgreSQL 15 syntax)
-    execute 'grant set on parameter pgvpd.context, pgvpd.tenant_id, pgvpd.user_id, pgvpd.values to pgvpd_admin';
+    -- The grant is cluster-wide (pg_parameter_acl): two databases of one cluster running setup at
+    -- once would update the same rows and one fails with "tuple concurrently updated". So grant
+    -- only what is missing, and try again after such a clash. (Dynamic: PostgreSQL 15 syntax.)
+    for v_try in 1..50 loop
+      exit when (select pg_catalog.bool_and(pg_catalog.has_parameter_privilege('pgvpd_admin', p, 'SET'))
+                   from pg_catalog.unnest(array['pgvpd.context', 'pgvpd.tenant_id', 'pgvpd.user_id', 'pgvpd.values']) as p);
+      begin
+        execute 'grant set on parameter pgvpd.context, pgvpd.tenant_id, pgvpd.user_id, pgvpd.values to pgvpd_admin';
+      exception when others then
+        if v_try = 50 then
+          raise;
+        end if;
+        perform pg_catalog.pg_sleep(0.02);
+      end;
+    end loop;
 
     -- Verified once, against the record issue() wrote for this backend and token, and for this
     -- very backend: its start time must be the one on record, so a token that escaped a session
