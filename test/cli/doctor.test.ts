@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { readFileSync } from 'node:fs';
 import t, { type Test } from 'tap';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
-import { installPgvpd, loginRole, type LoginRole } from '../support/pgvpd.js';
+import { contextPath, installPgvpd, loginRole, type LoginRole } from '../support/pgvpd.js';
 import { closedPort, pgvpd } from './run-cli.js';
 
 const { version } = JSON.parse(
@@ -33,9 +33,7 @@ async function goodDatabase(t: Test): Promise<Good> {
   const app = await loginRole(t, db, 'app');
   const proxy = await loginRole(t, db, 'proxy');
   const url = new URL(db.url);
-  const guard =
-    (await db.query<{ path: string }>('select path from pgvpd.context_path()')).rows[0]!.path ===
-    'guard';
+  const guard = (await contextPath(db)) === 'guard';
   const pathLine = guard
     ? 'ok   context path: guard (pgvpd_guard loaded: verified once per session, kept in settings no client can set)'
     : 'ok   context path: sql (pgvpd_guard not loaded: every statement verifies the context)';

@@ -5,6 +5,7 @@ import net from 'node:net';
 import t from 'tap';
 import { serialize } from 'pg-protocol/dist/serializer';
 import { attackSuite } from '../support/attack-suite.js';
+import { contextPath } from '../support/pgvpd.js';
 import { testRoles } from '../support/postgres.js';
 import { fixture } from '../sql/fixture.js';
 import { proxyFixture } from './fixture.js';
@@ -28,8 +29,7 @@ attackSuite(t, {
 
 t.test('a context forged in the startup packet options never counts', async (t) => {
   const forged = { options: '-c pgvpd.context=v1.forged.1.e30.AAAA' };
-  const path = (await base.db.query<{ path: string }>('select path from pgvpd.context_path()'))
-    .rows[0]!.path;
+  const path = await contextPath(base.db);
   if (path === 'guard') {
     // The guard module makes pgvpd.context superuser-only: PostgreSQL itself refuses the login.
     const error = await f.connect(f.userFor('a'), f.app.password, forged).then(

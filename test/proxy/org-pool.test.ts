@@ -4,7 +4,7 @@
 // backend killed under a client, cancel through the pool, and a fresh context per checkout.
 import pg from 'pg';
 import t from 'tap';
-import { backendPid, sqlstate } from '../support/pgvpd.js';
+import { backendPid, contextPath, sqlstate } from '../support/pgvpd.js';
 import type { TestLike } from '../support/postgres.js';
 import { backendKey, sendCancelRequest, waitFor } from './clients-support.js';
 import { orgFixture } from './org-fixture.js';
@@ -161,8 +161,7 @@ t.test('a fresh context per checkout, and one session lent to two orgs in turn',
   t.same(await seen(beta), { tenant: f.orgs.beta, rows: ['b1', 'b2', 'b3'] }, 'beta’s view only');
   // acme's earlier tokens were issued for this very backend; they are no longer on record.
   t.equal(await sqlstate(beta.query('select pgvpd.set_context($1)', [a.token])), '28000');
-  const path = (await f.db.query<{ path: string }>('select path from pgvpd.context_path()'))
-    .rows[0]!.path;
+  const path = await contextPath(f.db);
   const replay = (): Promise<unknown> =>
     beta.query("select set_config('pgvpd.context', $1, false)", [b.token]);
   if (path === 'guard') {

@@ -4,13 +4,12 @@
 // leave no rows, and the accessors are plain settings reads the planner inlines.
 import pg from 'pg';
 import t from 'tap';
-import { sqlstate } from '../support/pgvpd.js';
+import { contextPath, sqlstate } from '../support/pgvpd.js';
 import { startupMessage, WireClient } from '../support/wire.js';
 import { fixture } from './fixture.js';
 
 const f = await fixture(t);
-const path = (await f.db.query<{ path: string }>('select path from pgvpd.context_path()')).rows[0]!
-  .path;
+const path = await contextPath(f.db);
 const guarded = ['pgvpd.context', 'pgvpd.tenant_id', 'pgvpd.user_id', 'pgvpd.values'];
 const skip = path !== 'guard' && 'this server does not load pgvpd_guard (the SQL path)';
 const own = { a: 2, b: 0, total: 2 };

@@ -1,6 +1,6 @@
 // Fail-closed context and tenant isolation for every command (architecture §7, invariants 1–2).
 import t from 'tap';
-import { giveContext, sqlstate } from '../support/pgvpd.js';
+import { contextPath, giveContext, sqlstate } from '../support/pgvpd.js';
 import { fixture } from './fixture.js';
 
 const f = await fixture(t);
@@ -24,7 +24,7 @@ t.test('returns zero rows for a garbage, truncated or empty token', async (t) =>
     'huge value': 'v1.'.padEnd(100_000, 'A'),
   };
   const guard =
-    (await f.db.query<{ path: string }>('select path from pgvpd.context_path()')).rows[0]!.path === 'guard';
+    (await contextPath(f.db)) === 'guard';
   for (const [name, value] of Object.entries(cases)) {
     // Written the way a client could, or refused where the guard module makes that impossible.
     const write = client.query(`select set_config('pgvpd.context', $1, false)`, [value]);

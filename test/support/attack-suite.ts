@@ -8,7 +8,7 @@
 // itself is refused (42501) and the verified context stays.
 import type pg from 'pg';
 import type { Test } from 'tap';
-import { connect, sqlstate, type LoginRole } from './pgvpd.js';
+import { connect, contextPath, type LoginRole, sqlstate } from './pgvpd.js';
 import type { TestDatabase } from './postgres.js';
 
 export interface AttackFixture {
@@ -24,10 +24,7 @@ export interface AttackFixture {
 export function attackSuite(t: Test, f: AttackFixture): void {
   let guardPath: boolean | undefined;
   /** Whether the database uses the guard path (the pgvpd_guard module). */
-  const guard = async (): Promise<boolean> =>
-    (guardPath ??=
-      (await f.db.query<{ path: string }>('select path from pgvpd.context_path()')).rows[0]!
-        .path === 'guard');
+  const guard = async (): Promise<boolean> => (guardPath ??= (await contextPath(f.db)) === 'guard');
 
   /**
    * The client writes pgvpd.context itself. SQL path: the write succeeds and the session sees no

@@ -87,3 +87,9 @@ export async function sqlstate(promise: Promise<unknown>): Promise<string> {
     return (error as { code?: string }).code ?? `no code: ${String(error)}`;
   }
 }
+
+/** The context path the database uses (docs/guard.md): `guard` with the pgvpd_guard module. */
+export async function contextPath(db: TestDatabase): Promise<string> {
+  const { rows } = await db.query<{ path: string }>('select path from pgvpd.context_path()');
+  return rows[0]!.path;
+}
