@@ -91,3 +91,47 @@ t.test('issue_context refuses bad input with 22023', async (t) => {
   t.equal(await sqlstate(issue('a', { nested: { x: 1 } })), '22023', 'a nested value');
   t.equal(await sqlstate(f.proxy.query('select pgvpd.issue_context(1, $1)', ['a'])), '22023', 'a pid that is no client backend');
 });
+
+// The limits at their edges: 000007 checks lengths and control characters without a bounded
+// repetition, and must accept and refuse exactly what '^[^[:cntrl:]]{1,255}$' and
+// '^[a-z_][a-z0-9_]{0,62}$' did.
+t.test('issue_context accepts and refuses at the edges of its limits', async (t) => {
+  const { client } = await f.sessionFor(null);
+  const pid = (await client.query<{ pid: number }>('select pg_backend_pid() as pid')).rows[0]!.pid;
+  const issue = (tenant: string | null, user: string | null, vals: unknown = {}) =>
+    f.proxy.query<{ token: string }>('select pgvpd.issue_context($1, $2, $3, $4) as token', [
+      pid,
+      tenant,
+      user,
+      JSON.stringify(vals),
+    ]);
+  const refusal = async (q: Promise<unknown>) => {
+    const e = await q.then(
+      () => undefined,
+      (error: unknown) => error as { code?: string; message?: string },
+    );
+    return e ? `${e.code ?? '?'} ${e.message ?? ''}` : 'accepted';
+  };
+  const tenantMessage = '22023 pgvpd: tenant must be 1 to 255 characters without control characters';
+  const userMessage = '22023 pgvpd: user must be 1 to 255 characters without control characters';
+  t.equal(await refusal(issue('é'.repeat(255), null)), 'accepted', '255 characters (510 bytes) of tenant');
+  t.equal(await refusal(issue('a'.repeat(256), null)), tenantMessage, '256 characters of tenant');
+  t.equal(await refusal(issue('a\tb', null)), tenantMessage, 'a tab in the tenant');
+  t.equal(await refusal(issue('a\x7fb', null)), tenantMessage, 'DEL in the tenant');
+  t.equal(await refusal(issue('a', 'u'.repeat(255))), 'accepted', '255 characters of user');
+  t.equal(await refusal(issue('a', 'u'.repeat(256))), userMessage, '256 characters of user');
+  t.equal(await refusal(issue('a', '')), userMessage, 'an empty user');
+  t.equal(await refusal(issue('a', 'al\rice')), userMessage, 'a carriage return in the user');
+  t.equal(await refusal(issue('a', null, { ['k'.repeat(63)]: 1 })), 'accepted', 'a value name of 63 characters');
+  t.equal(
+    await refusal(issue('a', null, { ['k'.repeat(64)]: 1 })),
+    `22023 pgvpd: context value '${'k'.repeat(64)}' is not allowed`,
+    'a value name of 64 characters',
+  );
+  t.equal(
+    await refusal(issue('a', null, { '1st': 1 })),
+    `22023 pgvpd: context value '1st' is not allowed`,
+    'a value name that starts with a digit',
+  );
+  t.equal(await refusal(issue('a', null, { _x9: true, y: 'z' })), 'accepted', 'value names with _ and digits');
+});
