@@ -15,13 +15,17 @@
 //              org's id, user alice); pool_size 20 (the default)
 //   app        the pgvpd proxy in app mode (PGVPD_APP_COMMAND), user bench_app.acme, as in
 //              bench/proxy.mjs: authentication relayed, one backend per client connection
+//   floor      a reference, not a proxy (bench/lib/node-floor.mjs): a Node.js server that
+//              authenticates alice with the same SCRAM code and verifier as org mode and answers
+//              every query with a canned row, with no upstream, pool or context at all
 //
 // Measured:
 //   1. Connection churn: pgbench -n -S -C -c 8 -j 2 -T $PGVPD_BENCH_SECONDS (default 15), a new
 //      connection (with SCRAM) for every transaction, through direct, pgbouncer and org; median
 //      TPS over $PGVPD_BENCH_ROUNDS interleaved rounds (default 3). Targets: org ≥ 1.6 × direct
 //      and ≥ 0.95 × pgbouncer. For reference also through app (a new backend per connection
-//      behind the proxy's relayed authentication and context handshake); no target.
+//      behind the proxy's relayed authentication and context handshake) and floor (what a
+//      Node.js server reaches when it does nothing but the handshake); no target.
 //   2. Steady state: pgbench -n -S -c 8 -j 2 -T $PGVPD_BENCH_SECONDS (no -C) through org (its
 //      pooled session lent to each client) and app (a passthrough pipe after the handshake), in
 //      the same rounds; median TPS. Target: org ≥ 0.95 × app.
@@ -161,18 +165,14 @@ async function setupDatabase(adminUrl) {
   `);
   const orgId = (await db.query(`select pgvpd.org_create('Bench', $1)::text as id`, [ORG_DATABASE]))
     .rows[0].id;
-  await db.query('select pgvpd.user_add($1, $2, $3, $4)', [
-    orgId,
-    ORG_USER,
-    makeVerifier(passwords.alice),
-    ORG_ROLE,
-  ]);
+  const orgVerifier = makeVerifier(passwords.alice);
+  await db.query('select pgvpd.user_add($1, $2, $3, $4)', [orgId, ORG_USER, orgVerifier, ORG_ROLE]);
   await db.query('vacuum analyze');
   const verifier = (
     await db.query(`select rolpassword from pg_authid where rolname = $1`, [ORG_ROLE])
   ).rows[0].rolpassword;
   if (!verifier.startsWith('SCRAM-SHA-256$')) throw new Error(`not a SCRAM verifier: ${verifier}`);
-  return { db, version, passwords, orgId, verifier };
+  return { db, version, passwords, orgId, verifier, orgVerifier };
 }
 
 async function startPgvpd(name, command, { pgPort, controlUrl, proxyPassword, passfile }) {
@@ -198,6 +198,18 @@ async function startPgvpd(name, command, { pgPort, controlUrl, proxyPassword, pa
       cwd: ROOT,
       env: { PGPASSWORD: proxyPassword },
     },
+  );
+}
+
+/** The floor reference (bench/lib/node-floor.mjs), knowing alice and her verifier. */
+async function startFloor(orgVerifier) {
+  const port = await freePort();
+  return startServer(
+    'node floor',
+    process.execPath,
+    [join(ROOT, 'bench/lib/node-floor.mjs'), String(port)],
+    port,
+    { env: { PGVPD_FLOOR_USER: ORG_USER, PGVPD_FLOOR_VERIFIER: orgVerifier } },
   );
 }
 
@@ -301,6 +313,7 @@ const RUNS = [
   { kind: 'churn', target: 'direct' },
   { kind: 'churn', target: 'pgbouncer' },
   { kind: 'churn', target: 'org' },
+  { kind: 'churn', target: 'floor' },
   { kind: 'churn', target: 'app' },
   { kind: 'steady', target: 'app' },
   { kind: 'steady', target: 'org' },
@@ -409,6 +422,8 @@ const RATIOS = [
   ['churn', 'org', 'pgbouncer', CHURN_OVER_PGBOUNCER],
   ['churn', 'pgbouncer', 'direct', undefined],
   ['churn', 'org', 'app', undefined],
+  ['churn', 'floor', 'pgbouncer', undefined],
+  ['churn', 'org', 'floor', undefined],
   ['steady', 'org', 'app', STEADY_OVER_APP],
 ];
 
@@ -489,6 +504,8 @@ function report(meta, bench, summary) {
     '',
     `   org/direct ${ratioCell('churn', 'org', 'direct')}, org/pgbouncer ${ratioCell('churn', 'org', 'pgbouncer')}, ` +
       `pgbouncer/direct ${ratioCell('churn', 'pgbouncer', 'direct')}, org/app ${ratioCell('churn', 'org', 'app')}`,
+    `   floor/pgbouncer ${ratioCell('churn', 'floor', 'pgbouncer')}, org/floor ${ratioCell('churn', 'org', 'floor')} ` +
+      `(floor: a Node.js server doing only the SCRAM handshake, canned answers, no upstream)`,
   );
 
   out.push('', `2. Steady state: pgbench without -C`, '');
@@ -568,7 +585,9 @@ async function main() {
     authHost: 'scram-sha-256',
     conf: [`max_connections = 200`, `password_encryption = 'scram-sha-256'`],
   });
-  const { db, version, passwords, orgId, verifier } = await setupDatabase(cluster.adminUrl);
+  const { db, version, passwords, orgId, verifier, orgVerifier } = await setupDatabase(
+    cluster.adminUrl,
+  );
   try {
     const passfile = join(tempDir('pgvpd-bench-passfile-'), 'passfile');
     writeFileSync(passfile, `*:*:*:${ORG_ROLE}:${passwords.org}\n`, { mode: 0o600 });
@@ -587,6 +606,7 @@ async function main() {
     });
     const orgProxy = await startPgvpd('pgvpd org', PGVPD_ORG_COMMAND, pgvpdOptions);
     const appProxy = await startPgvpd('pgvpd app', PGVPD_APP_COMMAND, pgvpdOptions);
+    const floor = await startFloor(orgVerifier);
     const asOrgRole = { user: ORG_ROLE, database: DATABASE, password: passwords.org };
     const targets = {
       direct: { name: 'direct', port: cluster.port, pid: null, ...asOrgRole, role: ORG_ROLE },
@@ -607,6 +627,15 @@ async function main() {
         role: ORG_ROLE,
         tenant: orgId,
       },
+      floor: {
+        name: 'floor',
+        port: floor.port,
+        pid: floor.pid,
+        user: ORG_USER,
+        database: ORG_DATABASE,
+        password: passwords.alice,
+        reference: true,
+      },
       app: {
         name: 'app',
         port: appProxy.port,
@@ -620,6 +649,7 @@ async function main() {
     };
     for (const t of Object.values(targets)) {
       t.tenant ??= null;
+      if (t.reference) continue; // canned answers: nothing to check
       const row = await checkTarget(t);
       log(`check ${t.name}: role ${row.role}, tenant ${row.tenant}, ${row.branches} branches`);
     }
