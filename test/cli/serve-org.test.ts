@@ -1,0 +1,96 @@
+// pgvpd serve --mode org as a real process: an org user gets its org's rows through a pooled
+// session, and SIGTERM drains (the listener closes, a lent pooled session is ended by PostgreSQL
+// with FATAL 57P01 after shutdown_timeout, the process exits 0 and leaves no upstream session).
+// The catalog, roles and rows are org-fixture's; its in-process proxy is not used here.
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import pg from 'pg';
+import t from 'tap';
+import { waitFor } from '../proxy/clients-support.js';
+import { orgFixture } from '../proxy/org-fixture.js';
+import { spawnCli } from './spawn-cli.js';
+
+const f = await orgFixture(t);
+const passfile = join(mkdtempSync(join(tmpdir(), 'pgvpd-serve-org-')), 'passfile');
+writeFileSync(passfile, `*:*:*:${f.connectAs}:${f.connectAsPassword}\n`, { mode: 0o600 });
+
+function serveOrg(extra: string[]) {
+  const cli = spawnCli(
+    [
+      'serve',
+      '--mode',
+      'org',
+      '--port',
+      '0',
+      '--control-url',
+      f.proxyRole.url,
+      '--connect-as-passfile',
+      passfile,
+      '--log-level',
+      'warn',
+      ...extra,
+    ],
+    {
+      PGVPD_UPSTREAM_HOST: f.db.server.host,
+      PGVPD_UPSTREAM_PORT: String(f.db.server.port),
+    },
+  );
+  t.teardown(() => cli.child.kill('SIGKILL'));
+  return cli;
+}
+
+async function upstreamSessions(): Promise<number> {
+  const { rows } = await f.db.query<{ n: number }>(
+    'select count(*)::int as n from pg_stat_activity where usename = $1',
+    [f.connectAs],
+  );
+  return rows[0]!.n;
+}
+
+t.test('SIGTERM drains org mode: 57P01 for a lent session, exit 0, no session left', async (t) => {
+  const cli = serveOrg(['--shutdown-timeout', '1']);
+  const port = Number((await cli.waitFor(/pgvpd proxy listening on [^:]+:(\d+)/))[1]);
+  const client = new pg.Client({
+    host: '127.0.0.1',
+    port,
+    database: 'acme-analytics',
+    user: 'alice',
+    password: 'alice-at-acme',
+  });
+  // The first error is PostgreSQL's FATAL; pg reports the closed socket after it.
+  const ended = new Promise<{ code?: string }>((resolve) => {
+    client.on('error', (error: Error & { code?: string }) => {
+      resolve(error);
+    });
+  });
+  await client.connect();
+  const { rows } = await client.query<{ tenant: string; bodies: string[] }>(
+    'select pgvpd.current_tenant_id() as tenant, array_agg(body order by body) as bodies from public.docs',
+  );
+  t.same(rows, [{ tenant: f.orgs.acme, bodies: ['a1', 'a2'] }], "alice sees Acme's rows only");
+  t.equal(await upstreamSessions(), 1, 'one pooled upstream session');
+
+  const started = Date.now();
+  cli.child.kill('SIGTERM');
+  await cli.waitFor(/SIGTERM: draining/);
+  const refused = await new Promise<string>((resolve) => {
+    const probe = net.connect(port, '127.0.0.1');
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve('connected');
+    });
+    probe.once('error', (error: NodeJS.ErrnoException) => {
+      resolve(error.code ?? 'error');
+    });
+  });
+  t.equal(refused, 'ECONNREFUSED', 'the listener is closed while draining');
+  t.equal((await ended).code, '57P01', "the lent session ends with PostgreSQL's admin shutdown");
+  t.ok(Date.now() - started >= 900, 'not before shutdown_timeout');
+  t.same(await cli.exited, { code: 0, signal: null });
+  t.ok(
+    await waitFor(async () => (await upstreamSessions()) === 0, 5000),
+    'no upstream session of the connect_as role is left',
+  );
+});
