@@ -63,6 +63,11 @@ export interface ProxyConfig {
   pool_max_lifetime: number;
   /** Org mode: pgpass-format file with the passwords of connect_as roles (mode 0600). */
   connect_as_passfile: string | undefined;
+  /**
+   * Org mode: passwords of connect_as roles as pgpass-format lines, consulted after
+   * connect_as_passfile's. From the environment only (envOnlyKeys).
+   */
+  connect_as_passwords: string | undefined;
 }
 
 export const defaults: ProxyConfig = {
@@ -94,6 +99,7 @@ export const defaults: ProxyConfig = {
   pool_idle_timeout: 300,
   pool_max_lifetime: 3600,
   connect_as_passfile: undefined,
+  connect_as_passwords: undefined,
 };
 
 export type ConfigKey = keyof ProxyConfig;
@@ -131,6 +137,8 @@ export const descriptions: Record<ConfigKey, string> = {
   pool_idle_timeout: 'org mode: seconds an idle pooled session is kept',
   pool_max_lifetime: 'org mode: seconds before a pooled session is replaced',
   connect_as_passfile: "org mode: pgpass-format file with the connect_as roles' passwords",
+  connect_as_passwords:
+    "org mode: the connect_as roles' passwords as pgpass-format lines, after connect_as_passfile's; environment only",
 };
 
 type Kind =
@@ -165,9 +173,16 @@ const kinds: Record<ConfigKey, Kind> = {
   pool_idle_timeout: 'seconds',
   pool_max_lifetime: 'seconds',
   connect_as_passfile: 'optional',
+  connect_as_passwords: 'optional',
 };
 
 export const configKeys = Object.keys(kinds) as ConfigKey[];
+
+/**
+ * Settings taken from the environment only: a password in a flag shows in `ps` and shell
+ * history, and a config file of passwords is what connect_as_passfile (mode 0600) is for.
+ */
+export const envOnlyKeys: ReadonlySet<ConfigKey> = new Set(['connect_as_passwords']);
 
 /** PGVPD_HOST is the original pgvpd's name for listen_host; every other key is PGVPD_<KEY>. */
 export function envName(key: ConfigKey): string {
@@ -268,9 +283,14 @@ export function loadConfig(sources: ConfigSources = {}): ProxyConfig {
     context_variables: [...defaults.context_variables],
     superuser_bypass: [...defaults.superuser_bypass],
   };
-  const apply = (key: string, raw: unknown, where: string): void => {
+  const apply = (key: string, raw: unknown, where: string, fromEnv = false): void => {
     if (!isKey(key)) {
       throw new ConfigError(`${where}: unknown setting "${key}" (known: ${configKeys.join(', ')})`);
+    }
+    if (envOnlyKeys.has(key) && !fromEnv) {
+      throw new ConfigError(
+        `${where}: ${key} is read from the environment only (${envName(key)}); for a file of passwords use connect_as_passfile`,
+      );
     }
     config[key] = coerce(key, raw, where);
   };
@@ -288,7 +308,7 @@ export function loadConfig(sources: ConfigSources = {}): ProxyConfig {
   const env = sources.env ?? {};
   for (const key of configKeys) {
     const value = env[envName(key)];
-    if (value !== undefined) apply(key, value, `environment ${envName(key)}`);
+    if (value !== undefined) apply(key, value, `environment ${envName(key)}`, true);
   }
   for (const [key, value] of Object.entries(sources.flags ?? {})) {
     if (value !== undefined) apply(key, value, `flag ${isKey(key) ? flagName(key) : key}`);

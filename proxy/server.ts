@@ -12,7 +12,7 @@ import { ClientSession } from './session.js';
 import { AuthThrottle } from './auth-throttle.js';
 import { Catalog } from './catalog.js';
 import { OrgSession, type OrgDeps } from './org-session.js';
-import { lookupPassword, readPassfile } from './passfile.js';
+import { lookupPassword, parsePassfile, readPassfile } from './passfile.js';
 import { SessionPool } from './pool/session-pool.js';
 import { loginUpstream } from './pool/upstream-login.js';
 import { newMockSecret } from './scram-server.js';
@@ -53,8 +53,11 @@ async function startOrgMode(
   },
   logger: Logger,
 ): Promise<{ deps: OrgDeps; close(): Promise<void> }> {
-  const passwords =
-    config.connect_as_passfile === undefined ? [] : readPassfile(config.connect_as_passfile);
+  // The file's entries first, then the environment's; the first match wins (as in pgpass).
+  const passwords = [
+    ...(config.connect_as_passfile === undefined ? [] : readPassfile(config.connect_as_passfile)),
+    ...parsePassfile(config.connect_as_passwords ?? ''),
+  ];
   const catalog = new Catalog(config.control_url ?? '', logger);
   await catalog.start();
   const pool = new SessionPool({

@@ -8,6 +8,7 @@ import {
   defaults,
   descriptions,
   envName,
+  envOnlyKeys,
   flagName,
   loadConfig,
   type ConfigKey,
@@ -24,6 +25,7 @@ function attributeOf(key: ConfigKey): string {
 export function configOptions(command: Command): Command {
   command.option('-c, --config <file>', 'pgvpd.conf file ("key = value" lines)');
   for (const key of configKeys) {
+    if (envOnlyKeys.has(key)) continue;
     const shown = defaults[key];
     const value = typeof shown === 'boolean' ? '[bool]' : '<value>';
     const option = new Option(
@@ -41,6 +43,7 @@ export function configOptions(command: Command): Command {
 export function flagsOf(options: Record<string, unknown>): Partial<Record<ConfigKey, unknown>> {
   const flags: Partial<Record<ConfigKey, unknown>> = {};
   for (const key of configKeys) {
+    if (envOnlyKeys.has(key)) continue;
     const value = options[attributeOf(key)];
     if (value !== undefined) flags[key] = value;
   }

@@ -24,7 +24,7 @@ export const poolErrors = {
       'connect_as_no_password',
       '28P01',
       `upstream asked for ${method} authentication of role "${role}", and no password is configured for it`,
-      'Add the role to connect_as_passfile.',
+      'Add the role to connect_as_passfile or to PGVPD_CONNECT_AS_PASSWORDS.',
     ),
   loginTimeout: (host: string, port: number, timeoutMs: number) =>
     new ProxyError(

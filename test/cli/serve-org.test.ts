@@ -16,7 +16,7 @@ const f = await orgFixture(t);
 const passfile = join(mkdtempSync(join(tmpdir(), 'pgvpd-serve-org-')), 'passfile');
 writeFileSync(passfile, `*:*:*:${f.connectAs}:${f.connectAsPassword}\n`, { mode: 0o600 });
 
-function serveOrg(extra: string[]) {
+function serveOrg(extra: string[], env: NodeJS.ProcessEnv = {}, withPassfile = true) {
   const cli = spawnCli(
     [
       'serve',
@@ -26,8 +26,7 @@ function serveOrg(extra: string[]) {
       '0',
       '--control-url',
       f.proxyRole.url,
-      '--connect-as-passfile',
-      passfile,
+      ...(withPassfile ? ['--connect-as-passfile', passfile] : []),
       '--log-level',
       'warn',
       ...extra,
@@ -35,10 +34,27 @@ function serveOrg(extra: string[]) {
     {
       PGVPD_UPSTREAM_HOST: f.db.server.host,
       PGVPD_UPSTREAM_PORT: String(f.db.server.port),
+      ...env,
     },
   );
   t.teardown(() => cli.child.kill('SIGKILL'));
   return cli;
+}
+
+async function listeningPort(cli: ReturnType<typeof spawnCli>): Promise<number> {
+  return Number((await cli.waitFor(/pgvpd proxy listening on [^:]+:(\d+)/))[1]);
+}
+
+function aliceOfAcme(port: number): pg.Client {
+  const client = new pg.Client({
+    host: '127.0.0.1',
+    port,
+    database: 'acme-analytics',
+    user: 'alice',
+    password: 'alice-at-acme',
+  });
+  client.on('error', () => undefined);
+  return client;
 }
 
 async function upstreamSessions(): Promise<number> {
@@ -51,14 +67,8 @@ async function upstreamSessions(): Promise<number> {
 
 t.test('SIGTERM drains org mode: 57P01 for a lent session, exit 0, no session left', async (t) => {
   const cli = serveOrg(['--shutdown-timeout', '1']);
-  const port = Number((await cli.waitFor(/pgvpd proxy listening on [^:]+:(\d+)/))[1]);
-  const client = new pg.Client({
-    host: '127.0.0.1',
-    port,
-    database: 'acme-analytics',
-    user: 'alice',
-    password: 'alice-at-acme',
-  });
+  const port = await listeningPort(cli);
+  const client = aliceOfAcme(port);
   // The first error is PostgreSQL's FATAL; pg reports the closed socket after it.
   const ended = new Promise<{ code?: string }>((resolve) => {
     client.on('error', (error: Error & { code?: string }) => {
@@ -94,3 +104,39 @@ t.test('SIGTERM drains org mode: 57P01 for a lent session, exit 0, no session le
     'no upstream session of the connect_as role is left',
   );
 });
+
+t.test('connect_as passwords from PGVPD_CONNECT_AS_PASSWORDS, without a passfile', async (t) => {
+  const cli = serveOrg(
+    [],
+    // pgpass lines: one that does not match first, then the role's, with an escaped colon
+    // elsewhere to show the format is pgpass's.
+    {
+      PGVPD_CONNECT_AS_PASSWORDS: `*:*:*:someone\\:else:x\n*:*:*:${f.connectAs}:${f.connectAsPassword}`,
+    },
+    false,
+  );
+  const client = aliceOfAcme(await listeningPort(cli));
+  await client.connect();
+  const { rows } = await client.query<{ tenant: string }>(
+    'select pgvpd.current_tenant_id() as tenant',
+  );
+  t.same(rows, [{ tenant: f.orgs.acme }]);
+  await client.end();
+});
+
+t.test(
+  'with no password for the connect_as role anywhere, the client gets 28P01 saying so',
+  async (t) => {
+    const cli = serveOrg([], {}, false);
+    const client = aliceOfAcme(await listeningPort(cli));
+    const error = await client.connect().then(
+      () => undefined,
+      (e: unknown) => e as { code?: string; message?: string; hint?: string },
+    );
+    t.match(error, {
+      code: '28P01',
+      message: `upstream asked for SCRAM-SHA-256 authentication of role "${f.connectAs}", and no password is configured for it`,
+      hint: 'Add the role to connect_as_passfile or to PGVPD_CONNECT_AS_PASSWORDS.',
+    });
+  },
+);

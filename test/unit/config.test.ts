@@ -68,6 +68,7 @@ t.test('with no sources every setting has its documented default', (t) => {
     pool_idle_timeout: 300,
     pool_max_lifetime: 3600,
     connect_as_passfile: undefined,
+    connect_as_passwords: undefined,
   };
   t.same(loadConfig(), expected);
   t.same(defaults, expected, 'the exported defaults are the same values');
@@ -99,6 +100,22 @@ t.test('a later layer overrides an earlier one, key by key', (t) => {
     { key: 'listen_host', expected: '127.0.0.1', from: 'the default, set nowhere' },
   ];
   for (const c of cases) t.same(config[c.key], c.expected, `${c.key} comes from ${c.from}`);
+  t.end();
+});
+
+t.test('connect_as_passwords comes from the environment only', (t) => {
+  const lines = '*:*:*:org_role:secret\n*:*:*:other:pa\\:ss';
+  t.equal(loadConfig({ env: { PGVPD_CONNECT_AS_PASSWORDS: lines } }).connect_as_passwords, lines);
+  t.match(loadError({ flags: { connect_as_passwords: lines } }), {
+    name: 'ConfigError',
+    message:
+      'flag --connect-as-passwords: connect_as_passwords is read from the environment only (PGVPD_CONNECT_AS_PASSWORDS); for a file of passwords use connect_as_passfile',
+  });
+  t.match(loadError({ file: configFile('connect_as_passwords = "*:*:*:org_role:secret"') }), {
+    name: 'ConfigError',
+    message:
+      /^config file .*: connect_as_passwords is read from the environment only \(PGVPD_CONNECT_AS_PASSWORDS\); for a file of passwords use connect_as_passfile$/,
+  });
   t.end();
 });
 
