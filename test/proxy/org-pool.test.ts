@@ -205,10 +205,10 @@ t.test('a client that gives up while waiting does not take the session with it',
 t.test(
   'a client that leaves mid-query leaves no statement running and frees its slot',
   async (t) => {
-    // Expected: the proxy cancels the statement of a client that left (it holds the backend's
-    // key), so the reset ends at once and the session serves the next client. Known bug: the
-    // reset waits out its 5 s while waiting clients get 53300, then the session is dropped with
-    // its statement still running upstream, so pool_size no longer bounds the role's backends.
+    // The proxy cancels the statement of a client that left (it holds the backend's key), so the
+    // reset ends at once and the session serves the next client. (Before c2490ad the reset waited
+    // out its 5 s while waiting clients got 53300, and the session was then dropped with its
+    // statement still running upstream, so pool_size no longer bounded the role's backends.)
     const leaver = await connect(t, 'acme');
     const pid = await backendPid(leaver);
     void leaver.query('select pg_sleep(30)').catch(() => undefined);

@@ -1,0 +1,237 @@
+// Org mode at its edges, through the proxy: repeated failed logins are slowed down and a success
+// forgives; startup parameters reach the pooled session and leave with the client, while pgvpd.*
+// ones never reach it; unknown user and wrong password are the same error in every field; a
+// failing required resolver refuses the connection and a working one's values reach the session;
+// catalog changes made while the catalog connection is down are seen after it reconnects.
+// One fixture, and the throttle test first: the throttle remembers failures for the proxy's life.
+import pg from 'pg';
+import postgres from 'postgres';
+import t from 'tap';
+import { orgFixture } from './org-fixture.js';
+
+const f = await orgFixture(t);
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+interface Refusal {
+  severity?: string;
+  code?: string;
+  message?: string;
+  detail?: string;
+  hint?: string;
+}
+
+/** Connects with pg; resolves to the error's fields and how long the refusal took. */
+async function attempt(
+  database: string,
+  user: string,
+  password: string,
+): Promise<{ ms: number; error: Refusal | undefined }> {
+  const client = new pg.Client({ host: '127.0.0.1', port: f.proxy.port, database, user, password });
+  client.on('error', () => undefined);
+  const started = Date.now();
+  const error = await client.connect().then(
+    async () => {
+      await client.end();
+      return undefined;
+    },
+    (e: unknown) => e as Refusal,
+  );
+  return { ms: Date.now() - started, error };
+}
+
+const fields = (e: Refusal | undefined) => ({
+  severity: e?.severity,
+  code: e?.code,
+  message: e?.message,
+  detail: e?.detail,
+  hint: e?.hint,
+});
+
+t.test('failed logins from one address are slowed down, and a success forgives', async (t) => {
+  const tries = [];
+  for (let i = 0; i < 5; i++) tries.push(await attempt('acme-analytics', 'alice', 'wrong'));
+  for (const { error } of tries) {
+    t.same(fields(error), {
+      severity: 'FATAL',
+      code: '28P01',
+      message: 'password authentication failed for user "alice"',
+      detail: undefined,
+      hint: undefined,
+    });
+  }
+  const ms = tries.map((x) => x.ms);
+  t.ok(
+    ms.slice(0, 3).every((x) => x < 240),
+    `the first 3 failures are answered at once (${ms.join(', ')} ms)`,
+  );
+  t.ok(ms[3]! >= 240, `the 4th waits ~250 ms (${String(ms[3])} ms)`);
+  t.ok(ms[4]! >= 490, `the 5th waits ~500 ms (${String(ms[4])} ms)`);
+
+  const ok = await attempt('acme-analytics', 'alice', 'alice-at-acme');
+  t.equal(ok.error, undefined, 'the right password still gets in');
+  const after = await attempt('acme-analytics', 'alice', 'wrong');
+  t.equal(after.error?.code, '28P01');
+  t.ok(
+    after.ms < 240,
+    `after a success a failure is answered at once again (${String(after.ms)} ms)`,
+  );
+});
+
+t.test('an unknown user and a wrong password are the same error in every field', async (t) => {
+  const wrong = await attempt('acme-analytics', 'alice', 'not-her-password');
+  const unknown = await attempt('acme-analytics', 'mallory', 'not-her-password');
+  const expected = (user: string) => ({
+    severity: 'FATAL',
+    code: '28P01',
+    message: `password authentication failed for user "${user}"`,
+    detail: undefined,
+    hint: undefined,
+  });
+  t.same(fields(wrong.error), expected('alice'));
+  t.same(fields(unknown.error), expected('mallory'));
+  // Succeed once, so that the next tests start unthrottled.
+  t.equal((await attempt('acme-analytics', 'alice', 'alice-at-acme')).error, undefined);
+});
+
+t.test(
+  'startup parameters reach the pooled session and leave with the client; pgvpd.* ones never arrive',
+  async (t) => {
+    const sql = postgres({
+      host: '127.0.0.1',
+      port: f.proxy.port,
+      database: 'beta-db',
+      username: 'alice',
+      password: 'alice-at-beta',
+      max: 1,
+      onnotice: () => undefined,
+      connection: {
+        TimeZone: 'Asia/Tokyo',
+        IntervalStyle: 'iso_8601',
+        application_name: 'hardening',
+        'pgvpd.tenant_id': 'forged',
+        'pgvpd.anything': 'forged',
+      },
+    });
+    const [row] = await sql<
+      {
+        pid: number;
+        tz: string;
+        style: string;
+        app: string;
+        anything: string | null;
+        tenant_setting: string | null;
+        tenant: string;
+      }[]
+    >`select pg_backend_pid() as pid, current_setting('TimeZone') as tz,
+             current_setting('IntervalStyle') as style, current_setting('application_name') as app,
+             current_setting('pgvpd.anything', true) as anything,
+             current_setting('pgvpd.tenant_id', true) as tenant_setting,
+             pgvpd.current_tenant_id() as tenant`;
+    await sql.end({ timeout: 1 });
+    t.match(row, { tz: 'Asia/Tokyo', style: 'iso_8601', app: 'hardening', tenant: f.orgs.beta });
+    t.equal(row!.anything, null, 'a pgvpd.* startup parameter is not applied');
+    // The guard path sets pgvpd.tenant_id itself (from the verified token); the SQL path not at all.
+    t.ok(
+      row!.tenant_setting === null || row!.tenant_setting === f.orgs.beta,
+      `pgvpd.tenant_id is not the client's (${String(row!.tenant_setting)})`,
+    );
+
+    // The release (ROLLBACK, DISCARD ALL) runs after the client left.
+    await sleep(200);
+    const next = new pg.Client({
+      host: '127.0.0.1',
+      port: f.proxy.port,
+      database: 'beta-db',
+      user: 'alice',
+      password: 'alice-at-beta',
+    });
+    next.on('error', () => undefined);
+    await next.connect();
+    t.teardown(() => next.end().catch(() => undefined));
+    const { rows } = await next.query<{ pid: number; tz: string; style: string; app: string }>(
+      `select pg_backend_pid() as pid, current_setting('TimeZone') as tz,
+              current_setting('IntervalStyle') as style, current_setting('application_name') as app`,
+    );
+    const server = await f.db.query<{ tz: string }>(`select current_setting('TimeZone') as tz`);
+    t.same(
+      rows[0],
+      // application_name falls back to what the pool logged in with.
+      { pid: row!.pid, tz: server.rows[0]!.tz, style: 'postgres', app: 'pgvpd' },
+      'the next client of the same backend has none of them',
+    );
+  },
+);
+
+t.test(
+  'resolvers through the proxy: a failing required one refuses, values reach the session',
+  async (t) => {
+    t.teardown(() => f.db.query('delete from pgvpd_private.resolvers'));
+    await f.db.query(
+      `create function public.hardening_broken(p_context jsonb) returns jsonb language plpgsql
+       as $$ begin raise exception 'no plan for %', p_context ->> 'tenant'; end $$`,
+    );
+    await f.db.query(
+      `select pgvpd.resolver_add('public.hardening_broken(jsonb)'::regprocedure, 1, true, 'plans')`,
+    );
+    const refused = await attempt('acme-analytics', 'alice', 'alice-at-acme');
+    t.same(fields(refused.error), {
+      severity: 'FATAL',
+      code: '28000',
+      message: 'could not establish the tenant context for this session',
+      detail: undefined,
+      hint: undefined,
+    });
+
+    await f.db.query('delete from pgvpd_private.resolvers');
+    await f.db.query(
+      `create function public.hardening_plan(p_context jsonb) returns jsonb language sql
+       as $$ select jsonb_build_object('plan', 'gold-' || (p_context ->> 'user')) $$`,
+    );
+    await f.db.query(`select pgvpd.resolver_add('public.hardening_plan(jsonb)'::regprocedure, 1)`);
+    const client = await f.connect('acme-analytics', 'alice', 'alice-at-acme');
+    const { rows } = await client.query<{ plan: string; tenant: string }>(
+      `select pgvpd.context('plan') as plan, pgvpd.current_tenant_id() as tenant`,
+    );
+    t.same(
+      rows,
+      [{ plan: 'gold-alice', tenant: f.orgs.acme }],
+      'the pool still serves, with the value',
+    );
+  },
+);
+
+t.test(
+  'changes made while the catalog connection is down are seen after it reconnects',
+  async (t) => {
+    await f.db.query('select pgvpd.user_add($1, $2, $3, $4)', [
+      f.orgs.beta,
+      'carol',
+      (await import('../../proxy/scram-verifier.js')).makeVerifier('carol-pass'),
+      f.connectAs,
+    ]);
+    await sleep(1000);
+    t.equal((await attempt('beta-db', 'carol', 'carol-pass')).error, undefined, 'carol can log in');
+
+    const killed = await f.db.query<{ n: number }>(
+      `select count(pg_terminate_backend(pid))::int as n from pg_stat_activity
+      where application_name = 'pgvpd-catalog' and datname = current_database()`,
+    );
+    t.equal(killed.rows[0]!.n, 1, 'the catalog connection was ended');
+    // At once, before the proxy reconnects (it retries every second): no NOTIFY reaches it.
+    await f.db.query(`select pgvpd.user_remove($1, 'carol')`, [f.orgs.beta]);
+    await f.db.query('select pgvpd.org_suspend($1)', [f.orgs.acme]);
+
+    await sleep(2500);
+    t.same(fields((await attempt('beta-db', 'carol', 'carol-pass')).error), {
+      severity: 'FATAL',
+      code: '28P01',
+      message: 'password authentication failed for user "carol"',
+      detail: undefined,
+      hint: undefined,
+    });
+    const suspended = await attempt('acme-analytics', 'alice', 'alice-at-acme');
+    t.equal(suspended.error?.code, '28000', 'the org suspended meanwhile is refused');
+    t.match(suspended.error?.message, /suspended/);
+    await f.db.query('select pgvpd.org_resume($1)', [f.orgs.acme]);
+  },
+);
