@@ -43,7 +43,7 @@
 // Usage: npm run bench:org  (env: PGVPD_BENCH_SECONDS, PGVPD_BENCH_ROUNDS, PGVPD_BENCH_CONNECTS,
 //                            PGVPD_PG_BIN, PGVPD_PGBENCH, PGVPD_PGBOUNCER)
 // For manual runs: PGVPD_BENCH_HOLD=1 sets everything up, prints a pgbench line per target and
-// waits for Ctrl-C; PGVPD_BENCH_NODE_ARGS adds node options to the proxies (e.g. --cpu-prof).
+// waits for Ctrl-C; PGVPD_BENCH_NODE_ARGS adds node options to the proxies and the floor (e.g. --cpu-prof).
 // Results: a table on stdout and JSON in a temp file whose path is printed at the end.
 
 import { randomBytes } from 'node:crypto';
@@ -207,7 +207,11 @@ async function startFloor(orgVerifier) {
   return startServer(
     'node floor',
     process.execPath,
-    [join(ROOT, 'bench/lib/node-floor.mjs'), String(port)],
+    [
+      ...(process.env.PGVPD_BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? []),
+      join(ROOT, 'bench/lib/node-floor.mjs'),
+      String(port),
+    ],
     port,
     { env: { PGVPD_FLOOR_USER: ORG_USER, PGVPD_FLOOR_VERIFIER: orgVerifier } },
   );

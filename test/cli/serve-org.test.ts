@@ -131,12 +131,16 @@ t.test(
     const client = aliceOfAcme(await listeningPort(cli));
     const error = await client.connect().then(
       () => undefined,
-      (e: unknown) => e as { code?: string; message?: string; hint?: string },
+      (e: unknown) => e as { severity?: string; code?: string; message?: string; hint?: string },
     );
-    t.match(error, {
-      code: '28P01',
-      message: `upstream asked for SCRAM-SHA-256 authentication of role "${f.connectAs}", and no password is configured for it`,
-      hint: 'Add the role to connect_as_passfile or to PGVPD_CONNECT_AS_PASSWORDS.',
-    });
+    t.same(
+      { severity: error?.severity, code: error?.code, message: error?.message, hint: error?.hint },
+      {
+        severity: 'FATAL',
+        code: '28P01',
+        message: `upstream asked for SCRAM-SHA-256 authentication of role "${f.connectAs}", and no password is configured for it`,
+        hint: 'Add the role to connect_as_passfile or to PGVPD_CONNECT_AS_PASSWORDS.',
+      },
+    );
   },
 );

@@ -108,10 +108,13 @@ t.test('issue_context accepts and refuses at the edges of its limits', async (t)
   const refusal = async (q: Promise<unknown>) => {
     const e = await q.then(
       () => undefined,
-      (error: unknown) => error as { code?: string; message?: string },
+      (error: unknown) => error as { code?: string; message?: string; hint?: string },
     );
-    return e ? `${e.code ?? '?'} ${e.message ?? ''}` : 'accepted';
+    if (!e) return 'accepted';
+    return `${e.code ?? '?'} ${e.message ?? ''}${e.hint ? ` (hint: ${e.hint})` : ''}`;
   };
+  const valueHint =
+    ' (hint: names match ^[a-z_][a-z0-9_]{0,62}$ (not tenant or user); values are strings, numbers or booleans)';
   const tenantMessage = '22023 pgvpd: tenant must be 1 to 255 characters without control characters';
   const userMessage = '22023 pgvpd: user must be 1 to 255 characters without control characters';
   t.equal(await refusal(issue('é'.repeat(255), null)), 'accepted', '255 characters (510 bytes) of tenant');
@@ -125,12 +128,12 @@ t.test('issue_context accepts and refuses at the edges of its limits', async (t)
   t.equal(await refusal(issue('a', null, { ['k'.repeat(63)]: 1 })), 'accepted', 'a value name of 63 characters');
   t.equal(
     await refusal(issue('a', null, { ['k'.repeat(64)]: 1 })),
-    `22023 pgvpd: context value '${'k'.repeat(64)}' is not allowed`,
+    `22023 pgvpd: context value '${'k'.repeat(64)}' is not allowed${valueHint}`,
     'a value name of 64 characters',
   );
   t.equal(
     await refusal(issue('a', null, { '1st': 1 })),
-    `22023 pgvpd: context value '1st' is not allowed`,
+    `22023 pgvpd: context value '1st' is not allowed${valueHint}`,
     'a value name that starts with a digit',
   );
   t.equal(await refusal(issue('a', null, { _x9: true, y: 'z' })), 'accepted', 'value names with _ and digits');

@@ -109,7 +109,7 @@ t.test('connect_as_passwords comes from the environment only', (t) => {
   t.match(loadError({ flags: { connect_as_passwords: lines } }), {
     name: 'ConfigError',
     message:
-      'flag --connect-as-passwords: connect_as_passwords is read from the environment only (PGVPD_CONNECT_AS_PASSWORDS); for a file of passwords use connect_as_passfile',
+      /^flag --connect-as-passwords: connect_as_passwords is read from the environment only \(PGVPD_CONNECT_AS_PASSWORDS\); for a file of passwords use connect_as_passfile$/,
   });
   t.match(loadError({ file: configFile('connect_as_passwords = "*:*:*:org_role:secret"') }), {
     name: 'ConfigError',
