@@ -15,6 +15,9 @@
 //              org's id, user alice); pool_size 20 (the default)
 //   app        the pgvpd proxy in app mode (PGVPD_APP_COMMAND), user bench_app.acme, as in
 //              bench/proxy.mjs: authentication relayed, one backend per client connection
+//   nocontext  a reference: the org-mode proxy as built, with its per-checkout context step taken
+//              out (bench/lib/org-without-context.mjs): no issue_context, no set_context, so
+//              no tenant; the same command line as org otherwise
 //   floor      a reference, not a proxy (bench/lib/node-floor.mjs): a Node.js server that
 //              authenticates alice with the same SCRAM code and verifier as org mode and answers
 //              every query with a canned row, with no upstream, pool or context at all
@@ -24,8 +27,9 @@
 //      connection (with SCRAM) for every transaction, through direct, pgbouncer and org; median
 //      TPS over $PGVPD_BENCH_ROUNDS interleaved rounds (default 3). Targets: org ≥ 1.6 × direct
 //      and ≥ 0.95 × pgbouncer. For reference also through app (a new backend per connection
-//      behind the proxy's relayed authentication and context handshake) and floor (what a
-//      Node.js server reaches when it does nothing but the handshake); no target.
+//      behind the proxy's relayed authentication and context handshake), nocontext (what the
+//      signed context costs) and floor (what a Node.js server reaches when it does nothing but
+//      the handshake); no target.
 //   2. Steady state: pgbench -n -S -c 8 -j 2 -T $PGVPD_BENCH_SECONDS (no -C) through org (its
 //      pooled session lent to each client) and app (a passthrough pipe after the handshake), in
 //      the same rounds; median TPS. Target: org ≥ 0.95 × app.
@@ -112,6 +116,10 @@ const PGVPD_ORG_COMMAND = [
   String(POOL_SIZE),
   '--connect-as-passfile',
   '{passfile}',
+];
+const PGVPD_NOCONTEXT_COMMAND = [
+  'bench/lib/org-without-context.mjs',
+  ...PGVPD_ORG_COMMAND.slice(1),
 ];
 
 const CHURN_OVER_DIRECT = 1.6;
@@ -317,6 +325,7 @@ const RUNS = [
   { kind: 'churn', target: 'direct' },
   { kind: 'churn', target: 'pgbouncer' },
   { kind: 'churn', target: 'org' },
+  { kind: 'churn', target: 'nocontext' },
   { kind: 'churn', target: 'floor' },
   { kind: 'churn', target: 'app' },
   { kind: 'steady', target: 'app' },
@@ -428,6 +437,8 @@ const RATIOS = [
   ['churn', 'org', 'app', undefined],
   ['churn', 'floor', 'pgbouncer', undefined],
   ['churn', 'org', 'floor', undefined],
+  ['churn', 'nocontext', 'pgbouncer', undefined],
+  ['churn', 'org', 'nocontext', undefined],
   ['steady', 'org', 'app', STEADY_OVER_APP],
 ];
 
@@ -510,6 +521,8 @@ function report(meta, bench, summary) {
       `pgbouncer/direct ${ratioCell('churn', 'pgbouncer', 'direct')}, org/app ${ratioCell('churn', 'org', 'app')}`,
     `   floor/pgbouncer ${ratioCell('churn', 'floor', 'pgbouncer')}, org/floor ${ratioCell('churn', 'org', 'floor')} ` +
       `(floor: a Node.js server doing only the SCRAM handshake, canned answers, no upstream)`,
+    `   nocontext/pgbouncer ${ratioCell('churn', 'nocontext', 'pgbouncer')}, org/nocontext ${ratioCell('churn', 'org', 'nocontext')} ` +
+      `(nocontext: org mode without its per-checkout context)`,
   );
 
   out.push('', `2. Steady state: pgbench without -C`, '');
@@ -610,6 +623,11 @@ async function main() {
     });
     const orgProxy = await startPgvpd('pgvpd org', PGVPD_ORG_COMMAND, pgvpdOptions);
     const appProxy = await startPgvpd('pgvpd app', PGVPD_APP_COMMAND, pgvpdOptions);
+    const noContext = await startPgvpd(
+      'pgvpd org without context',
+      PGVPD_NOCONTEXT_COMMAND,
+      pgvpdOptions,
+    );
     const floor = await startFloor(orgVerifier);
     const asOrgRole = { user: ORG_ROLE, database: DATABASE, password: passwords.org };
     const targets = {
@@ -630,6 +648,15 @@ async function main() {
         password: passwords.alice,
         role: ORG_ROLE,
         tenant: orgId,
+      },
+      nocontext: {
+        name: 'nocontext',
+        port: noContext.port,
+        pid: noContext.pid,
+        user: ORG_USER,
+        database: ORG_DATABASE,
+        password: passwords.alice,
+        role: ORG_ROLE,
       },
       floor: {
         name: 'floor',
