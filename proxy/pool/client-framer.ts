@@ -32,6 +32,9 @@ export class ClientFramer {
 
   push(chunk: Buffer): FramerResult {
     if (this.ended) return { forward: Buffer.alloc(0), end: this.ended };
+    // The common case, once per statement in steady state: between messages, a chunk of whole
+    // messages with no Terminate in it goes on as it is, with no copy and no allocation.
+    if (this.atBoundary && wholeMessages(chunk)) return { forward: chunk, end: undefined };
     const out: Buffer[] = [];
     let at = 0;
     while (at < chunk.length) {
@@ -66,4 +69,15 @@ export class ClientFramer {
       end: this.ended,
     };
   }
+}
+
+/** True when `chunk` is one or more whole messages, none of them Terminate or malformed. */
+function wholeMessages(chunk: Buffer): boolean {
+  let at = 0;
+  while (at + headerLength <= chunk.length) {
+    const length = chunk.readInt32BE(at + 1);
+    if (length < 4 || chunk[at] === (FrontendCode.Terminate as number)) return false;
+    at += 1 + length;
+  }
+  return at === chunk.length;
 }

@@ -166,3 +166,22 @@ t.test('a stream cut at every offset forwards the same bytes up to the Terminate
   t.equal(mismatches, 0, 'every split of the stream frames the same way');
   t.end();
 });
+
+t.test('whole messages between two boundaries go on as the very chunk, uncopied', (t) => {
+  const framer = new ClientFramer();
+  const chunk = Buffer.concat([selectOne, message('P', '\0select $1\0\0\0'), sync]);
+  t.equal(framer.push(chunk).forward, chunk, 'the same Buffer object');
+  t.equal(framer.push(selectOne).forward, selectOne);
+  t.ok(framer.atBoundary);
+  const withTerminate = Buffer.concat([selectOne, terminate]);
+  const ended = framer.push(withTerminate);
+  t.not(ended.forward, withTerminate, 'not with a Terminate in it');
+  t.same(
+    { forward: ended.forward.toString('hex'), end: ended.end },
+    {
+      forward: selectOne.toString('hex'),
+      end: 'terminate',
+    },
+  );
+  t.end();
+});
