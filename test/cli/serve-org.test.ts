@@ -3,14 +3,13 @@
 // with FATAL 57P01 after shutdown_timeout, the process exits 0 and leaves no upstream session).
 // The catalog, roles and rows are org-fixture's; its in-process proxy is not used here.
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import t from 'tap';
 import { waitFor } from '../proxy/clients-support.js';
 import { orgFixture } from '../proxy/org-fixture.js';
-import { spawnCli } from './spawn-cli.js';
+import { probePort, spawnCli } from './spawn-cli.js';
 
 const f = await orgFixture(t);
 const passfile = join(mkdtempSync(join(tmpdir(), 'pgvpd-serve-org-')), 'passfile');
@@ -85,16 +84,7 @@ t.test('SIGTERM drains org mode: 57P01 for a lent session, exit 0, no session le
   const started = Date.now();
   cli.child.kill('SIGTERM');
   await cli.waitFor(/SIGTERM: draining/);
-  const refused = await new Promise<string>((resolve) => {
-    const probe = net.connect(port, '127.0.0.1');
-    probe.once('connect', () => {
-      probe.destroy();
-      resolve('connected');
-    });
-    probe.once('error', (error: NodeJS.ErrnoException) => {
-      resolve(error.code ?? 'error');
-    });
-  });
+  const refused = await probePort(port);
   t.equal(refused, 'ECONNREFUSED', 'the listener is closed while draining');
   t.equal((await ended).code, '57P01', "the lent session ends with PostgreSQL's admin shutdown");
   t.ok(Date.now() - started >= 900, 'not before shutdown_timeout');

@@ -1,14 +1,13 @@
 // pgvpd serve as a real process: settings from flags and environment, a tenant served, and the
 // drain on SIGTERM (stop accepting, wait shutdown_timeout, then PostgreSQL's own FATAL 57P01).
 import { mkdtempSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import t from 'tap';
 import { fixture } from '../sql/fixture.js';
 import { loginRole } from '../support/pgvpd.js';
-import { spawnCli } from './spawn-cli.js';
+import { probePort, spawnCli } from './spawn-cli.js';
 
 const base = await fixture(t);
 const proxyRole = await loginRole(t, base.db, 'proxy');
@@ -73,16 +72,7 @@ t.test(
     const started = Date.now();
     cli.child.kill('SIGTERM');
     await cli.waitFor(/SIGTERM: draining/);
-    const refused = await new Promise<string>((resolve) => {
-      const probe = net.connect(port, '127.0.0.1');
-      probe.once('connect', () => {
-        probe.destroy();
-        resolve('connected');
-      });
-      probe.once('error', (error: NodeJS.ErrnoException) => {
-        resolve(error.code ?? 'error');
-      });
-    });
+    const refused = await probePort(port);
     t.equal(refused, 'ECONNREFUSED', 'the listener is closed while draining');
     t.equal((await ended).code, '57P01', 'the session ends with admin shutdown');
     t.ok(Date.now() - started >= 900, 'not before shutdown_timeout');

@@ -1,6 +1,7 @@
 // Runs the built CLI (dist/cli/main.js, built by `npm test`'s pretest step) as a child process,
 // for what only a real process shows: signals, exit codes, and the demo's cleanup.
 import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import net from 'node:net';
 import { fileURLToPath } from 'node:url';
 
 export const cliPath = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
@@ -45,4 +46,18 @@ export function spawnCli(args: string[], env: NodeJS.ProcessEnv = {}): CliProces
         check();
       }),
   };
+}
+
+/** Tries a TCP connection to the port: 'connected', or the error code (e.g. ECONNREFUSED). */
+export function probePort(port: number): Promise<string> {
+  return new Promise<string>((resolve) => {
+    const probe = net.connect(port, '127.0.0.1');
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve('connected');
+    });
+    probe.once('error', (error: NodeJS.ErrnoException) => {
+      resolve(error.code ?? 'error');
+    });
+  });
 }

@@ -10,6 +10,7 @@ import t from 'tap';
 import { createLogger } from '../../proxy/logger.js';
 import { waitFor } from './clients-support.js';
 import { orgFixture } from './org-fixture.js';
+import { resetDone } from './org-support.js';
 
 // The proxy's log says how long it held back each refusal (delay_ms): the throttle's decisions,
 // exactly, whatever the machine's load does to the wall-clock times; and when it loaded the
@@ -33,17 +34,6 @@ const f = await orgFixture(t, {}, { logger });
 /** Resolves once the proxy has loaded the catalog more often than `since` times. */
 async function catalogLoadedAfter(since: number): Promise<boolean> {
   return waitFor(() => catalogLoads > since, 10_000);
-}
-
-/** Until the backend is idle after the pool's reset (ROLLBACK, DISCARD ALL), or gone. */
-async function resetDone(pid: number): Promise<boolean> {
-  return waitFor(async () => {
-    const { rows } = await f.db.query<{ state: string; query: string }>(
-      'select state, query from pg_stat_activity where pid = $1',
-      [pid],
-    );
-    return rows.length === 0 || (rows[0]!.state === 'idle' && rows[0]!.query === 'DISCARD ALL');
-  }, 10_000);
 }
 
 interface Refusal {
@@ -164,7 +154,7 @@ t.test(
     );
 
     // The release (ROLLBACK, DISCARD ALL) runs after the client left.
-    t.ok(await resetDone(row!.pid), 'the session is reset and idle');
+    t.ok(await resetDone(f.db, row!.pid), 'the session is reset and idle');
     const next = new pg.Client({
       host: '127.0.0.1',
       port: f.proxy.port,

@@ -12,7 +12,7 @@ import { startProxy } from '../../proxy/server.js';
 import { backendPid } from '../support/pgvpd.js';
 import { waitFor } from './clients-support.js';
 import { orgFixture } from './org-fixture.js';
-import { failure, openClient } from './org-support.js';
+import { failure, openClient, resetDone } from './org-support.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const acme = { database: 'acme-analytics', user: 'alice', password: 'alice-at-acme' } as const;
@@ -34,14 +34,7 @@ t.test('pool_max_lifetime: a session older than it is not reused', async (t) => 
     const client = await f.connect(acme.database, acme.user, acme.password);
     const pid = await backendPid(client);
     await client.end();
-    // The release (ROLLBACK, DISCARD ALL) runs after the client left; wait until it is idle.
-    await waitFor(async () => {
-      const { rows } = await f.db.query<{ state: string; query: string }>(
-        'select state, query from pg_stat_activity where pid = $1',
-        [pid],
-      );
-      return rows.length === 0 || (rows[0]!.state === 'idle' && rows[0]!.query === 'DISCARD ALL');
-    }, 5000);
+    await resetDone(f.db, pid);
     return pid;
   };
   const first = await pidOf();

@@ -1,7 +1,8 @@
 // Helpers for the org-mode acceptance tests (org-*.test.ts): clients through an org-mode proxy
 // whose lifetime is one subtest, what a client sees of its org, and how a connection failed.
 import pg from 'pg';
-import type { TestLike } from '../support/postgres.js';
+import type { TestDatabase, TestLike } from '../support/postgres.js';
+import { waitFor } from './clients-support.js';
 
 export interface OrgLogin {
   port: number;
@@ -59,3 +60,21 @@ export async function failure(promise: Promise<unknown>): Promise<Failure> {
 
 export const pause = (ms: number): Promise<void> =>
   new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Until the pooled backend `pid` is idle after the pool's reset (ROLLBACK, DISCARD ALL), or gone:
+ * the release runs after the client has left.
+ */
+export async function resetDone(
+  db: TestDatabase,
+  pid: number,
+  timeoutMs = 10_000,
+): Promise<boolean> {
+  return waitFor(async () => {
+    const { rows } = await db.query<{ state: string; query: string }>(
+      'select state, query from pg_stat_activity where pid = $1',
+      [pid],
+    );
+    return rows.length === 0 || (rows[0]!.state === 'idle' && rows[0]!.query === 'DISCARD ALL');
+  }, timeoutMs);
+}
