@@ -1,4 +1,5 @@
-// Org mode's view of the catalog: a snapshot of servers, orgs and org users held in memory,
+// Org mode's view of the catalog: a snapshot of servers, orgs and org users (and the secret of
+// unknown users' mock salts, shared by every proxy of the catalog) held in memory,
 // loaded over a pgvpd_proxy connection with pgvpd.catalog_snapshot() and reloaded whenever the
 // database says `NOTIFY pgvpd_catalog`. A lost connection keeps the last snapshot in service and
 // reconnects every second; a reload that fails keeps the old snapshot too.
@@ -32,12 +33,18 @@ export interface Snapshot {
   servers: CatalogServer[];
   orgs: CatalogOrg[];
   users: CatalogUser[];
+  /**
+   * 32 bytes in lowercase hex, made once per database: the secret of unknown users' mock salts,
+   * the same for every proxy of the catalog. Absent from older SQL.
+   */
+  mock_secret?: string | null;
 }
 
 export class Catalog {
   private byDatabase = new Map<string, CatalogOrg>();
   private users = new Map<string, CatalogUser>();
   private servers = new Map<string, CatalogServer>();
+  private secret: Buffer | undefined;
   private client: pg.Client | undefined;
   private closed = false;
   private reloading: Promise<void> | undefined;
@@ -65,6 +72,11 @@ export class Catalog {
 
   server(name: string): CatalogServer | undefined {
     return this.servers.get(name);
+  }
+
+  /** The catalog's mock-salt secret (32 bytes), or undefined when its SQL has none. */
+  mockSecret(): Buffer | undefined {
+    return this.secret;
   }
 
   async close(): Promise<void> {
@@ -137,6 +149,15 @@ export class Catalog {
     this.servers = new Map(snapshot.servers.map((s) => [s.name, s]));
     this.byDatabase = new Map(snapshot.orgs.map((o) => [o.database_name, o]));
     this.users = new Map(snapshot.users.map((u) => [`${u.org_id}\0${u.username}`, u]));
+    const secret = snapshot.mock_secret;
+    if (typeof secret === 'string' && /^[0-9a-f]{64}$/.test(secret)) {
+      this.secret = Buffer.from(secret, 'hex');
+    } else {
+      if (secret !== undefined && secret !== null) {
+        this.log.warn({ event: 'catalog' }, 'catalog mock_secret is not 64 hex digits; ignored');
+      }
+      this.secret = undefined;
+    }
     this.loads += 1;
     this.log.debug(
       { event: 'catalog', orgs: snapshot.orgs.length, users: snapshot.users.length },

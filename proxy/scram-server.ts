@@ -54,9 +54,21 @@ export type ScramOutcome =
   | { ok: true; /** server-final-message, for AuthenticationSASLFinal. */ serverFinal: string }
   | { ok: false; /** 28P01, to send as FATAL. */ error: ProxyError };
 
-/** A per-proxy secret for the mock salts of unknown users: 32 random bytes, made once. */
+/**
+ * A per-process secret for the mock salts of unknown users: 32 random bytes. Org mode uses the
+ * catalog's secret, shared by every proxy of the catalog, and this one only when there is none.
+ */
 export function newMockSecret(): Buffer {
   return randomBytes(32);
+}
+
+/**
+ * The mock-salt secret of one org: org users are per org, so an unknown name's salt must differ
+ * between orgs (were it the same, comparing one name's salts across orgs would tell in which org
+ * it is real).
+ */
+export function orgMockSecret(secret: Buffer, orgId: string): Buffer {
+  return createHmac('sha256', secret).update(`org\0${orgId}`, 'utf8').digest();
 }
 
 /** The mock salt of an unknown user: deterministic per name and proxy, like scram_mock_salt(). */

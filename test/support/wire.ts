@@ -176,8 +176,18 @@ export class WireClient {
     });
   }
 
-  static async connect(port: number, host = '127.0.0.1'): Promise<WireClient> {
-    const socket = connect({ port, host, noDelay: true });
+  /** `localAddress`: the client's own address, e.g. another 127.0.0.x for a fresh one. */
+  static async connect(
+    port: number,
+    host = '127.0.0.1',
+    localAddress?: string,
+  ): Promise<WireClient> {
+    const socket = connect({
+      port,
+      host,
+      noDelay: true,
+      ...(localAddress ? { localAddress } : {}),
+    });
     await new Promise<void>((resolve, reject) => {
       socket.once('connect', resolve);
       socket.once('error', reject);
