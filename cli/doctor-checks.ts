@@ -215,3 +215,30 @@ export async function checkContextPath(client: pg.Client): Promise<CheckLine> {
       : 'context path: sql (pgvpd_guard not loaded: every statement verifies the context)',
   );
 }
+
+/**
+ * Tenant confinement (docs/sql-core.md): the facilities that reach across sessions of one role
+ * (activity, signals, large objects) closed to PUBLIC. A facility the operator opened with
+ * pgvpd.unconfine is reported, not failed; one open although wanted closed is a FAIL.
+ */
+export async function checkConfinement(client: pg.Client): Promise<CheckLine> {
+  const { rows } = await client.query<{ facility: string; wanted: boolean; state: string }>(
+    'select facility, wanted, state from pgvpd.confinement()',
+  );
+  const broken = rows.filter((r) => r.wanted && r.state !== 'confined').map((r) => r.facility);
+  if (broken.length > 0) {
+    return fail(
+      `tenant confinement open: ${broken.join(', ')} (tenants sharing a role reach each other)`,
+      `select pgvpd.confine(), as a superuser`,
+    );
+  }
+  const opened = rows.filter((r) => r.state !== 'confined').map((r) => r.facility);
+  return ok(
+    opened.length === 0
+      ? `tenant confinement: ${rows.map((r) => r.facility).join(', ')} confined`
+      : `tenant confinement: ${rows
+          .filter((r) => r.state === 'confined')
+          .map((r) => r.facility)
+          .join(', ')} confined; ${opened.join(', ')} opened with pgvpd.unconfine`,
+  );
+}

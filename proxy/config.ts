@@ -3,6 +3,7 @@
 // documented settings keep their meaning. Every bad value is reported with the key that
 // carried it and the layer it came from.
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
 
 export interface ProxyConfig {
   /**
@@ -32,8 +33,14 @@ export interface ProxyConfig {
   role_pattern: string;
   /** Regular expression each extra context value must match in full. */
   value_pattern: string;
-  /** Exact usernames that pass through with no tenant and no context. */
+  /**
+   * Exact usernames that pass through with no tenant and no context (app mode). Empty by default:
+   * upstream sees the proxy's address, not the client's, so PostgreSQL's own pg_hba.conf rules by
+   * address no longer hold for them; they are served only from bypass_networks.
+   */
   superuser_bypass: string[];
+  /** Client networks (CIDR, e.g. 10.0.0.0/8, ::1/128) from which superuser_bypass users are served. */
+  bypass_networks: string[];
   /** Seconds for startup + auth + context. */
   handshake_timeout: number;
   /** Seconds sessions may keep running after SIGTERM/SIGINT before they are ended. */
@@ -82,7 +89,8 @@ export const defaults: ProxyConfig = {
   tenant_pattern: '^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$',
   value_pattern: '^[A-Za-z0-9@._+-]{1,255}$',
   role_pattern: '^[A-Za-z_][A-Za-z0-9_.$-]{0,62}$',
-  superuser_bypass: ['postgres'],
+  superuser_bypass: [],
+  bypass_networks: [],
   handshake_timeout: 30,
   shutdown_timeout: 30,
   tls_cert: undefined,
@@ -118,7 +126,10 @@ export const descriptions: Record<ConfigKey, string> = {
   tenant_pattern: 'regular expression a tenant must match',
   value_pattern: 'regular expression each extra value must match',
   role_pattern: 'regular expression the role part of a tenant username must match',
-  superuser_bypass: 'comma-separated usernames that pass through with no tenant',
+  superuser_bypass:
+    'comma-separated usernames that pass through with no tenant (needs bypass_networks)',
+  bypass_networks:
+    'comma-separated client networks (CIDR) from which superuser_bypass users are served',
   handshake_timeout: 'seconds allowed for startup, authentication and context',
   shutdown_timeout: 'seconds sessions may run on after SIGTERM/SIGINT before they are ended',
   tls_cert: 'PEM certificate for client TLS (with tls_key)',
@@ -157,6 +168,7 @@ const kinds: Record<ConfigKey, Kind> = {
   value_pattern: 'string',
   role_pattern: 'string',
   superuser_bypass: 'list',
+  bypass_networks: 'list',
   handshake_timeout: 'seconds',
   shutdown_timeout: 'seconds',
   tls_cert: 'optional',
@@ -282,6 +294,7 @@ export function loadConfig(sources: ConfigSources = {}): ProxyConfig {
     ...defaults,
     context_variables: [...defaults.context_variables],
     superuser_bypass: [...defaults.superuser_bypass],
+    bypass_networks: [...defaults.bypass_networks],
   };
   const apply = (key: string, raw: unknown, where: string, fromEnv = false): void => {
     if (!isKey(key)) {
@@ -335,5 +348,37 @@ function validate(config: ProxyConfig): ProxyConfig {
   if ((config.tls_cert === undefined) !== (config.tls_key === undefined)) {
     throw new ConfigError('tls_cert and tls_key must be set together');
   }
+  for (const network of config.bypass_networks) parseNetwork(network);
+  if (config.superuser_bypass.length > 0 && config.bypass_networks.length === 0) {
+    throw new ConfigError(
+      'superuser_bypass needs bypass_networks: the client networks its users may connect from ' +
+        "(PostgreSQL sees the proxy's address, not the client's, so its own pg_hba.conf rules by address do not apply)",
+    );
+  }
   return config;
+}
+
+/** `10.0.0.0/8`, `::1/128`, or a bare address (a network of one): address, prefix, family. */
+export function parseNetwork(text: string): {
+  address: string;
+  prefix: number;
+  family: 'ipv4' | 'ipv6';
+} {
+  const [address = '', prefixText, extra] = text.split('/');
+  const version = isIP(address);
+  const max = version === 4 ? 32 : 128;
+  const prefix = prefixText === undefined ? max : Number(prefixText);
+  if (
+    version === 0 ||
+    extra !== undefined ||
+    (prefixText !== undefined && !/^[0-9]{1,3}$/.test(prefixText)) ||
+    !Number.isInteger(prefix) ||
+    prefix < 0 ||
+    prefix > max
+  ) {
+    throw new ConfigError(
+      `bypass_networks: ${JSON.stringify(text)} is not a network (address/prefix, e.g. 10.0.0.0/8 or ::1/128)`,
+    );
+  }
+  return { address, prefix, family: version === 4 ? 'ipv4' : 'ipv6' };
 }

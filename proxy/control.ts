@@ -6,6 +6,13 @@ import { parse as parseConnectionString } from 'pg-connection-string';
 import pg from 'pg';
 
 export interface ContextRequest {
+  /**
+   * Which registry the database checks the backend's role against: `app` (issue_context: a
+   * registered application role, tenant from the username) or `org` (issue_org_context: the
+   * connect_as role of `user` in org `tenant`, an org id). A backend of any other role is
+   * refused with 28000 before anything is signed.
+   */
+  mode: 'app' | 'org';
   /** Server of the session when it is not control_url's (org mode, dedicated placement). */
   server?: { host: string; port: number } | undefined;
   database: string;
@@ -14,6 +21,19 @@ export interface ContextRequest {
   user: string | null;
   values: Record<string, string>;
 }
+
+const issueStatements = {
+  app: {
+    fn: 'pgvpd.issue_context',
+    name: 'pgvpd_issue_context',
+    text: 'select pgvpd.issue_context($1::int, $2::text, $3::text, $4::jsonb) as token',
+  },
+  org: {
+    fn: 'pgvpd.issue_org_context',
+    name: 'pgvpd_issue_org_context',
+    text: 'select pgvpd.issue_org_context($1::int, $2::uuid, $3::text, $4::jsonb) as token',
+  },
+} as const;
 
 export class ControlPools {
   private readonly pools = new Map<string, pg.Pool>();
@@ -56,17 +76,18 @@ export class ControlPools {
     return pool;
   }
 
-  /** Calls pgvpd.issue_context for the backend; returns the signed token. */
+  /** Calls pgvpd.issue_context (app) or pgvpd.issue_org_context (org); returns the token. */
   async issue(request: ContextRequest): Promise<string> {
     // Prepared once per control connection (a named statement): parsing and planning the call
     // again for every handshake cost the control backend ~0.04 ms each time.
+    const statement = issueStatements[request.mode];
     const { rows } = await this.pool(request.database, request.server).query<{ token: string }>({
-      name: 'pgvpd_issue_context',
-      text: 'select pgvpd.issue_context($1::int, $2::text, $3::text, $4::jsonb) as token',
+      name: statement.name,
+      text: statement.text,
       values: [request.backendPid, request.tenant, request.user, JSON.stringify(request.values)],
     });
     const token = rows[0]?.token;
-    if (typeof token !== 'string') throw new Error('pgvpd.issue_context returned no token');
+    if (typeof token !== 'string') throw new Error(`${statement.fn} returned no token`);
     return token;
   }
 

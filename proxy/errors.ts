@@ -37,6 +37,14 @@ export const proxyErrors = {
       `invalid pgvpd username ${JSON.stringify(username)}: ${problem}`,
       expected,
     ),
+  bypassNotFromHere: (username: string, address: string) =>
+    new ProxyError(
+      'bypass_refused',
+      '28000',
+      `user ${JSON.stringify(username)} may not bypass the tenant from this address`,
+      'Bypass users are served only from the client networks in bypass_networks.',
+      `bypass user ${JSON.stringify(username)} refused: ${address} is not in bypass_networks`,
+    ),
   unsupportedAuth: (method: string) =>
     new ProxyError(
       'unsupported_auth',

@@ -303,6 +303,7 @@ export class OrgSession {
     let token: string;
     try {
       token = await this.deps.control.issue({
+        mode: 'org',
         server:
           target === this.deps.defaultUpstream
             ? undefined

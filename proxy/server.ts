@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import { CancelKeys } from './cancel-keys.js';
+import { compileNetworks } from './client-networks.js';
 import { ConfigError, type ProxyConfig } from './config.js';
 import { ControlPools } from './control.js';
 import { createLogger, type Logger } from './logger.js';
@@ -122,6 +123,7 @@ export async function startProxy(
   const deps = {
     config,
     route: compileRoute(config),
+    bypassAllowed: compileNetworks(config.bypass_networks),
     upstream: upstreamTarget(config),
     control,
     cancelKeys: new CancelKeys(),

@@ -26,6 +26,8 @@ export type Phase = (typeof phases)[number];
 export interface SessionDeps {
   config: ProxyConfig;
   route: (username: string) => AppRoute;
+  /** Whether a client address is in bypass_networks (compileNetworks). */
+  bypassAllowed: (address: string | undefined) => boolean;
   upstream: UpstreamTarget;
   control: ControlPools | undefined;
   cancelKeys: CancelKeys;
@@ -87,6 +89,10 @@ export class ClientSession {
       const username = parameters.get('user');
       if (username === undefined || username === '') throw proxyErrors.noUser();
       const route = this.deps.route(username);
+      // Upstream sees the proxy's address, so pg_hba.conf cannot tell where a bypass user is.
+      const address = this.edge.socket.remoteAddress;
+      if (route.kind === 'bypass' && !this.deps.bypassAllowed(address))
+        throw proxyErrors.bypassNotFromHere(username, address ?? '?');
       this.route = route;
       this.database = parameters.get('database') || route.role;
       this.log.info(
@@ -325,6 +331,7 @@ export class ClientSession {
     let token: string;
     try {
       token = await control.issue({
+        mode: 'app',
         database: this.database,
         backendPid: this.backend.processId,
         tenant: route.tenant,

@@ -16,6 +16,7 @@ import {
 import { CliExit } from '../cli-exit.js';
 import {
   checkAppRoles,
+  checkConfinement,
   checkContextPath,
   checkControl,
   checkInstalled,
@@ -72,6 +73,7 @@ interface DatabaseLines {
   roles: CheckLine[];
   tables: CheckLine[];
   path: CheckLine;
+  confinement: CheckLine;
 }
 
 /** The checks that read the --db database; each is skipped when it cannot be asked. */
@@ -80,6 +82,7 @@ async function databaseChecks(url: string): Promise<DatabaseLines> {
     roles: [{ outcome: 'skip', text: `application roles safe: ${why}` }],
     tables: [{ outcome: 'skip', text: `tables protected: ${why}` }],
     path: { outcome: 'skip', text: `context path: ${why}` },
+    confinement: { outcome: 'skip', text: `tenant confinement: ${why}` },
   });
   let client: pg.Client;
   try {
@@ -100,6 +103,7 @@ async function databaseChecks(url: string): Promise<DatabaseLines> {
       roles: await checkAppRoles(client),
       tables: await checkTables(client),
       path: await checkContextPath(client),
+      confinement: await checkConfinement(client),
     };
   } finally {
     await client.end();
@@ -111,7 +115,7 @@ export function register(program: Command, io: CliIo): void {
     .command('doctor')
     .summary('preflight checks before serving')
     .description(
-      'check that pgvpd can run safely: upstream reachable, SQL installed, application roles unable to bypass RLS, the control role able to issue context, every tenant table protected, the context path matching what the server loaded; exits 1 when a check fails',
+      'check that pgvpd can run safely: upstream reachable, SQL installed, application roles unable to bypass RLS, the control role able to issue context, every tenant table protected, the context path matching what the server loaded, tenant confinement in place; exits 1 when a check fails',
     )
     .addOption(dbOption())
     .option(
@@ -137,7 +141,7 @@ export function register(program: Command, io: CliIo): void {
       const database = await databaseChecks(url);
       report(database.installed, ...database.roles);
       report(await checkControl(config.control_url));
-      report(...database.tables, database.path);
+      report(...database.tables, database.path, database.confinement);
 
       const failed = lines.filter((line) => line.outcome === 'FAIL').length;
       if (failed > 0) {

@@ -1,4 +1,6 @@
-// pgvpd status: pgvpd.status(), one row per user table with its verdict.
+// pgvpd status: pgvpd.status(), one row per user table with its verdict, then a line on tenant
+// confinement (pgvpd.confinement(): which facilities that reach across sessions of one role are
+// closed). --json keeps printing the table rows only, as before.
 import type { Command } from 'commander';
 import { connectionString, dbOption, withClient, type DbOptions } from '../database.js';
 import type { CliIo } from '../io.js';
@@ -30,7 +32,7 @@ export function register(program: Command, io: CliIo): void {
     .option('--json', 'print a JSON array of pgvpd.status() rows instead of a table')
     .action(async (options: StatusOptions) => {
       const url = connectionString(options);
-      const rows = await withClient(url, async (client) => {
+      const { rows, confinement } = await withClient(url, async (client) => {
         // The name as it must be written, always schema-qualified: regclass::text would drop
         // the schema of tables on this session's search_path.
         const result = await client.query<StatusRow>(
@@ -38,14 +40,20 @@ export function register(program: Command, io: CliIo): void {
                   tenant_column, rls_enabled, rls_forced, pgvpd_policy, verdict
              from pgvpd.status()`,
         );
-        return result.rows;
+        const facilities = await client.query<{ facility: string; state: string }>(
+          'select facility, state from pgvpd.confinement()',
+        );
+        return { rows: result.rows, confinement: facilities.rows };
       });
+      const confinementLine = `tenant confinement: ${confinement
+        .map((row) => `${row.facility} ${row.state}`)
+        .join(', ')}\n`;
       if (options.json === true) {
         io.out(`${JSON.stringify(rows, null, 2)}\n`);
         return;
       }
       if (rows.length === 0) {
-        io.out('no tables\n');
+        io.out(`no tables\n${confinementLine}`);
         return;
       }
       const display = rows.map((row) => ({ table: row.table_oid, ...row }));
@@ -57,7 +65,7 @@ export function register(program: Command, io: CliIo): void {
           'rls_forced',
           'pgvpd_policy',
           'verdict',
-        ]),
+        ]) + confinementLine,
       );
     });
 }

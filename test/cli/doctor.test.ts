@@ -14,7 +14,7 @@ const { version } = JSON.parse(
 ) as { version: string };
 
 interface Good {
-  /** doctor's last line: the context path setup chose for the run's server. */
+  /** doctor's line for the context path setup chose for the run's server. */
   pathLine: string;
   db: TestDatabase;
   app: LoginRole;
@@ -48,6 +48,7 @@ function okLines(good: Good): string[] {
     `ok   control role ${good.proxy.name} can issue context`,
     'ok   every table with a tenant column is protected (1 protected)',
     good.pathLine,
+    'ok   tenant confinement: activity, large_objects, signals confined',
   ];
 }
 
@@ -178,11 +179,38 @@ t.test('fails when pgvpd is not installed and skips the checks that need it', as
       'skip control role can issue context: no control_url configured',
       'skip tables protected: pgvpd SQL not installed',
       'skip context path: pgvpd SQL not installed',
+      'skip tenant confinement: pgvpd SQL not installed',
       '1 check failed',
     ]),
     err: '',
   });
 });
+
+t.test(
+  'fails when tenant confinement is open although wanted, and reports an opening by choice',
+  async (t) => {
+    const good = await goodDatabase(t);
+    await good.db.query(
+      'grant execute on function pg_catalog.pg_cancel_backend(integer) to public',
+    );
+    const lines = okLines(good);
+    lines[lines.length - 1] =
+      'FAIL tenant confinement open: signals (tenants sharing a role reach each other) — fix: select pgvpd.confine(), as a superuser';
+    t.same(await pgvpd('doctor', '--db', good.db.url, '--control-url', good.proxy.url), {
+      code: 1,
+      out: text([...lines, '1 check failed']),
+      err: '',
+    });
+    await good.db.query(`select pgvpd.unconfine('signals')`);
+    lines[lines.length - 1] =
+      'ok   tenant confinement: activity, large_objects confined; signals opened with pgvpd.unconfine';
+    t.same(await pgvpd('doctor', '--db', good.db.url, '--control-url', good.proxy.url), {
+      code: 0,
+      out: text(lines),
+      err: '',
+    });
+  },
+);
 
 t.test('fails on every check that needs the database when it is unreachable', async (t) => {
   const port = await closedPort();
@@ -196,6 +224,7 @@ t.test('fails on every check that needs the database when it is unreachable', as
       'skip control role can issue context: no control_url configured',
       'skip tables protected: no database connection',
       'skip context path: no database connection',
+      'skip tenant confinement: no database connection',
       '2 checks failed',
     ]),
     err: '',

@@ -23,6 +23,7 @@ t.test('status shows tables with a tenant column as unprotected before protect',
       '"Sales"."Deals"  org_id         no           no          no            unprotected',
       'public.docs      tenant_id      no           no          no            unprotected',
       'public.lookup                   no           no          no            no tenant column',
+      'tenant confinement: activity confined, large_objects confined, signals confined',
       '',
     ].join('\n'),
     err: '',
@@ -56,6 +57,7 @@ t.test('status then shows both tables protected', async (t) => {
       '"Sales"."Deals"  org_id         yes          yes         yes           protected',
       'public.docs      tenant_id      yes          yes         yes           protected',
       'public.lookup                   no           no          no            no tenant column',
+      'tenant confinement: activity confined, large_objects confined, signals confined',
       '',
     ].join('\n'),
   );
@@ -136,7 +138,11 @@ t.test('status reads DATABASE_URL when --db is not given', async (t) => {
 t.test('status says so when there are no tables', async (t) => {
   const empty = await createTestDatabase(t);
   await installPgvpd(empty);
-  t.same(await pgvpd('status', '--db', empty.url), { code: 0, out: 'no tables\n', err: '' });
+  t.same(await pgvpd('status', '--db', empty.url), {
+    code: 0,
+    out: 'no tables\ntenant confinement: activity confined, large_objects confined, signals confined\n',
+    err: '',
+  });
   t.same(await pgvpd('status', '--json', '--db', empty.url), { code: 0, out: '[]\n', err: '' });
 });
 

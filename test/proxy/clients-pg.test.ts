@@ -230,7 +230,10 @@ t.test('LISTEN/NOTIFY delivers a notification with payload between proxied sessi
 
 t.test('each tenant sees only its rows, the bypass user sees all', async (t) => {
   const su = superuser(await adminUrl());
-  const f = await proxyFixture(t, { superuser_bypass: [su.name] });
+  const f = await proxyFixture(t, {
+    superuser_bypass: [su.name],
+    bypass_networks: ['127.0.0.1/32'],
+  });
   const acme = await f.connect(f.userFor('acme'));
   const globex = await f.connect(f.userFor('globex'));
   const nobody = await f.connect(f.userFor('initech'));

@@ -113,6 +113,7 @@ t.test('debug logs name tenant and role but never a password or a token', async 
       log_level: 'debug',
       context_variables: ['tenant_id', 'user'],
       superuser_bypass: [md5.user, cleartext.user],
+      bypass_networks: ['127.0.0.1/32'],
       // The proxy then holds cleartext passwords: the case where a careless log would leak one.
       allow_password_without_tls: true,
     },

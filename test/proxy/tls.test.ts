@@ -88,8 +88,13 @@ t.test(
     await f.db.query(`grant select on public.notes to ${testRoles.ssl.user}`);
     const client = await f.connect(`${testRoles.ssl.user}.globex`, testRoles.ssl.password);
     t.same(await visible(client), { acme: 0, globex: 3, total: 3 });
-    const { rows } = await client.query<{ ssl: boolean }>(
-      'select ssl from pg_stat_ssl where pid = pg_backend_pid()',
+    // Read by the superuser: tenant confinement keeps pg_stat_ssl (built on
+    // pg_stat_get_activity) from application roles.
+    const pid = (await client.query<{ pid: number }>('select pg_backend_pid() as pid')).rows[0]!
+      .pid;
+    const { rows } = await f.db.query<{ ssl: boolean }>(
+      'select ssl from pg_stat_ssl where pid = $1',
+      [pid],
     );
     t.equal(rows[0]?.ssl, true);
     t.equal(await sqlstate(f.connect(`${testRoles.ssl.user}.globex`, 'wrong')), '28P01');

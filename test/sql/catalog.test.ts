@@ -4,7 +4,7 @@ import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import t, { type Test } from 'tap';
 import { createTestDatabase } from '../support/postgres.js';
-import { installPgvpd, loginRole } from '../support/pgvpd.js';
+import { contextPath, installPgvpd, lintLines, loginRole } from '../support/pgvpd.js';
 
 const db = await createTestDatabase(t);
 await installPgvpd(db);
@@ -626,7 +626,11 @@ t.test('the snapshot and who may call what', (t) => {
         { id: big, database_name: 'big', status: 'suspended', placement: 'dedicated', server: 'west', target_database: 'big' },
       ],
       users: [{ org_id: acme, username: 'alice', verifier, connect_as: customer }],
+      mock_secret: (snapshot as { mock_secret: string }).mock_secret,
     });
+    t.match((snapshot as { mock_secret: string }).mock_secret, /^[0-9a-f]{64}$/, 'the mock secret, 32 bytes in hex');
+    const again = (await client.query('select pgvpd.catalog_snapshot() as snapshot')).rows[0]!.snapshot as { mock_secret: string };
+    t.equal(again.mock_secret, (snapshot as { mock_secret: string }).mock_secret, 'the same for every proxy, every time');
   });
 
   t.test('an application role may execute only the accessors and reports, none of the catalog', async (t) => {
@@ -640,6 +644,8 @@ t.test('the snapshot and who may call what', (t) => {
       rows.map((r) => r.fn),
       [
         'pgvpd.app_roles()',
+        'pgvpd.confinement()',
+        'pgvpd.connect_as_roles()',
         'pgvpd.context(text)',
         'pgvpd.context_path()',
         'pgvpd.current_tenant_id()',
@@ -714,8 +720,14 @@ t.test('the snapshot and who may call what', (t) => {
 
   t.test('lint stays clean with the catalog in use', async (t) => {
     const { id } = await org();
-    await admin.query('select pgvpd.user_add($1, $2, $3, $4)', [id, 'linted', scramVerifier('pw'), app.name]);
-    t.same((await db.query('select check_name, object from pgvpd.lint()')).rows, []);
+    // A connect_as role of its own. The other orgs of this file share app's, which lint reports
+    // on the SQL path (connect_as_shared); tenant roles' missing lock_timeout is lint.test.ts's.
+    const own = await role(t, 'login');
+    await admin.query('select pgvpd.user_add($1, $2, $3, $4)', [id, 'linted', scramVerifier('pw'), own]);
+    t.same(
+      (await lintLines(db)).filter((line) => !line.startsWith('warning lock_without_timeout ')),
+      (await contextPath(db)) === 'guard' ? [] : [`warning connect_as_shared ${app.name}`],
+    );
   });
   t.end();
 });

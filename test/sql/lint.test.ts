@@ -1,24 +1,43 @@
 // pgvpd.lint(): nothing on a clean schema; each planted problem found, named, and gone once fixed.
 import t from 'tap';
 import { createTestDatabase } from '../support/postgres.js';
-import { installPgvpd, loginRole } from '../support/pgvpd.js';
+import { contextPath, installPgvpd, loginRole } from '../support/pgvpd.js';
+import { makeVerifier } from '../../proxy/scram-verifier.js';
 
 const db = await createTestDatabase(t);
 await installPgvpd(db);
 const app = await loginRole(t, db, 'app');
+// A sound schema: keys include the tenant column, and the test's tenant role has a lock_timeout
+// of its own (lock_without_timeout on the SQL path).
 await db.query(`
-  create table public.docs (id int primary key, tenant_id text not null, body text);
+  create table public.docs (id int, tenant_id text not null, body text, primary key (tenant_id, id));
   select pgvpd.protect('public.docs');
   create table public.lookup (id int primary key, label text);
   grant select on public.lookup to ${app.name};
+  alter role ${app.name} set lock_timeout = '5s';
 `);
+const guardPath = (await contextPath(db)) === 'guard';
 
 async function findings() {
   const { rows } = await db.query<{ severity: string; check_name: string; object: string; fix: string }>(
     'select severity, check_name, object, fix from pgvpd.lint()',
   );
-  return rows;
+  // app_user is registered in every database and shared by every test file, which never alter
+  // it; on the SQL path lint rightly warns that it has no lock_timeout (checked below).
+  return rows.filter((r) => !(r.check_name === 'lock_without_timeout' && r.object === 'app_user'));
 }
+
+t.test('on the SQL path, app_user without a lock_timeout of its own is warned about', async (t) => {
+  const { rows } = await db.query<{ severity: string; fix: string }>(
+    `select severity, fix from pgvpd.lint() where check_name = 'lock_without_timeout' and object = 'app_user'`,
+  );
+  t.same(
+    rows,
+    guardPath
+      ? []
+      : [{ severity: 'warning', fix: `alter role app_user set lock_timeout = '5s'; or load pgvpd_guard (docs/guard.md)` }],
+  );
+});
 
 t.test('finds nothing on a clean schema with a protected table', async (t) => {
   t.same(await findings(), []);
@@ -110,7 +129,57 @@ const cases: Case[] = [
     plant: `grant create on schema public to public`,
     fix: `revoke create on schema public from public`,
   },
+  {
+    check: 'unique_key_without_tenant',
+    severity: 'warning',
+    object: 'public.docs_body_key',
+    plant: `alter table public.docs add constraint docs_body_key unique (body)`,
+    fix: `alter table public.docs drop constraint docs_body_key`,
+  },
+  {
+    check: 'confinement_open',
+    severity: 'error',
+    object: 'activity',
+    plant: `grant select on pg_catalog.pg_stat_activity to public`,
+    fix: `select pgvpd.confine('activity')`,
+  },
+  {
+    check: 'confinement_open',
+    severity: 'warning',
+    object: 'large_objects',
+    plant: `select pgvpd.unconfine('large_objects')`,
+    fix: `select pgvpd.confine('large_objects')`,
+  },
 ];
+if (!guardPath) {
+  cases.push(
+    {
+      check: 'lock_without_timeout',
+      severity: 'warning',
+      object: app.name,
+      plant: `alter role ${app.name} reset lock_timeout`,
+      fix: `alter role ${app.name} set statement_timeout = '30s'`,
+    },
+    {
+      check: 'connect_as_shared',
+      severity: 'warning',
+      object: app.name,
+      plant: `
+        select pgvpd.user_add(pgvpd.org_create('L1', 'lint-one'), 'u', '${makeVerifier('pw')}', '${app.name}');
+        select pgvpd.user_add(pgvpd.org_create('L2', 'lint-two'), 'u', '${makeVerifier('pw')}', '${app.name}')`,
+      fix: `select pgvpd.org_remove(pgvpd.org_id('lint-two'))`,
+    },
+  );
+}
+
+t.test('a unique key of values the database fills is no oracle worth a warning', async (t) => {
+  await db.query(`
+    create table public.serials (id bigint generated always as identity primary key, tenant_id text not null,
+                                 ref uuid not null default gen_random_uuid() unique);
+    select pgvpd.protect('public.serials')`);
+  t.same(await findings(), []);
+  await db.query('drop table public.serials');
+});
 
 for (const c of cases) {
   t.test(`finds ${c.check} when planted (${c.plant.slice(0, 60)}) and nothing once fixed`, async (t) => {

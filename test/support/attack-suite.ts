@@ -220,6 +220,31 @@ export function attackSuite(t: Test, f: AttackFixture): void {
     t.same(await f.visible(client), { a: 0, b: 0, total: 0 });
   });
 
+  // Tenant confinement (issue 11): what the shared role may do in PostgreSQL reaches nothing of b.
+  t.test(
+    'reading b’s activity, signalling b, large objects and catalog notifications are refused',
+    async (t) => {
+      const { client } = await f.sessionFor('a');
+      const { client: b } = await f.sessionFor('b');
+      const bPid = (await b.query<{ pid: number }>('select pg_backend_pid() as pid')).rows[0]!.pid;
+      await b.query(`select 'b-literal' as secret`);
+      for (const [what, sql] of [
+        ['pg_stat_activity', `select query from pg_stat_activity`],
+        ['pg_stat_get_activity', `select query from pg_stat_get_activity(${String(bPid)})`],
+        ['pg_stat_get_backend_activity', `select pg_stat_get_backend_activity(1)`],
+        ['pg_terminate_backend', `select pg_terminate_backend(${String(bPid)})`],
+        ['pg_cancel_backend', `select pg_cancel_backend(${String(bPid)})`],
+        ['lo_from_bytea', `select lo_from_bytea(0, 'x')`],
+        ['pg_largeobject_metadata', `select * from pg_largeobject_metadata`],
+      ] as const) {
+        t.equal(await sqlstate(client.query(sql)), '42501', what);
+      }
+      t.same(await f.visible(b), { a: 0, b: 3, total: 3 }, 'b is alive and sees only b');
+      await client.query('listen pgvpd_catalog');
+      t.same(await f.visible(client), { a: 2, b: 0, total: 2 });
+    },
+  );
+
   t.test('retiring the signing key voids its tokens; rotation alone does not', async (t) => {
     const { client, token: token0 } = await f.sessionFor('a');
     const admin = await connect(f.db.url);

@@ -93,3 +93,22 @@ export async function contextPath(db: TestDatabase): Promise<string> {
   const { rows } = await db.query<{ path: string }>('select path from pgvpd.context_path()');
   return rows[0]!.path;
 }
+
+/**
+ * What lint() says of a sound database about explicit locks: on the SQL path each tenant role
+ * that may lock a protected table and has no lock_timeout or statement_timeout of its own gets a
+ * lock_without_timeout warning; on the guard path none (the module refuses such locks). As
+ * `severity check_name object` lines, sorted, to compare with lintLines().
+ */
+export async function lockWarnings(db: TestDatabase, roles: string[]): Promise<string[]> {
+  if ((await contextPath(db)) === 'guard') return [];
+  return roles.map((role) => `warning lock_without_timeout ${role}`).sort();
+}
+
+/** lint()'s findings as `severity check_name object` lines, sorted. */
+export async function lintLines(db: TestDatabase): Promise<string[]> {
+  const { rows } = await db.query<{ severity: string; check_name: string; object: string }>(
+    'select severity, check_name, object from pgvpd.lint()',
+  );
+  return rows.map((r) => `${r.severity} ${r.check_name} ${r.object}`).sort();
+}

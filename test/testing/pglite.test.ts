@@ -5,7 +5,7 @@ import { asTenant, createPgvpdTestDb } from '../../testing/pglite.js';
 const db = await createPgvpdTestDb();
 t.teardown(() => db.close());
 await db.exec(`
-  create table public.projects (id int primary key, tenant_id text not null, name text);
+  create table public.projects (id int, tenant_id text not null, name text, primary key (tenant_id, id));
   insert into public.projects values (1, 'acme', 'rocket'), (2, 'acme', 'anvil'), (3, 'globex', 'dome');
   select pgvpd.protect('public.projects');
   create role bypasser login bypassrls;
@@ -106,6 +106,11 @@ t.test('refuses a role that bypasses RLS', async (t) => {
 });
 
 t.test('lint and status work in PGlite', async (t) => {
+  // On the SQL path (PGlite has no guard module) a tenant role needs a lock_timeout of its own.
+  t.same((await db.query('select check_name, object from pgvpd.lint()')).rows, [
+    { check_name: 'lock_without_timeout', object: 'app_user' },
+  ]);
+  await db.exec(`alter role app_user set lock_timeout = '5s'`);
   t.same(
     (await db.query('select check_name from pgvpd.lint()')).rows,
     [{ check_name: 'app_role_privileged' }].slice(0, 0),

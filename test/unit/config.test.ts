@@ -51,7 +51,8 @@ t.test('with no sources every setting has its documented default', (t) => {
     tenant_pattern: '^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$',
     role_pattern: '^[A-Za-z_][A-Za-z0-9_.$-]{0,62}$',
     value_pattern: '^[A-Za-z0-9@._+-]{1,255}$',
-    superuser_bypass: ['postgres'],
+    superuser_bypass: [],
+    bypass_networks: [],
     handshake_timeout: 30,
     shutdown_timeout: 30,
     tls_cert: undefined,
@@ -140,10 +141,10 @@ t.test('the original pgvpd environment names set their keys', (t) => {
       expected: ['tenant_id', 'user', 'role'],
     },
     {
-      variable: 'PGVPD_SUPERUSER_BYPASS',
-      value: 'postgres,migrator',
-      key: 'superuser_bypass',
-      expected: ['postgres', 'migrator'],
+      variable: 'PGVPD_BYPASS_NETWORKS',
+      value: '10.0.0.0/8,::1',
+      key: 'bypass_networks',
+      expected: ['10.0.0.0/8', '::1'],
     },
     { variable: 'PGVPD_LOG_LEVEL', value: 'debug', key: 'log_level', expected: 'debug' },
     { variable: 'PGVPD_HANDSHAKE_TIMEOUT', value: '5', key: 'handshake_timeout', expected: 5 },
@@ -221,15 +222,15 @@ t.test('values are read by the kind of their key', (t) => {
     },
     {
       name: 'a list given as an array',
-      flags: { superuser_bypass: ['a', 'b'] },
-      key: 'superuser_bypass',
-      expected: ['a', 'b'],
+      flags: { bypass_networks: ['10.0.0.0/8', '::1/128'] },
+      key: 'bypass_networks',
+      expected: ['10.0.0.0/8', '::1/128'],
     },
     {
       name: 'a list with empty items',
-      flags: { superuser_bypass: 'a,,b,' },
-      key: 'superuser_bypass',
-      expected: ['a', 'b'],
+      flags: { context_variables: 'tenant_id,,user,' },
+      key: 'context_variables',
+      expected: ['tenant_id', 'user'],
     },
     {
       name: 'an empty optional is unset',
@@ -256,6 +257,7 @@ t.test('a config file takes comments, blank lines and quoted values', (t) => {
     "upstream_host = 'db.internal'",
     'tenant_pattern = "^[a-z]+$"',
     'superuser_bypass = postgres, migrator',
+    'bypass_networks = 127.0.0.1/32',
     'context_variables=tenant_id,user',
     '',
   );
@@ -455,17 +457,44 @@ t.test('changing a loaded configuration leaves the defaults alone', (t) => {
   config.superuser_bypass.push('intruder');
   config.context_variables.push('intruder');
   try {
-    t.same(defaults.superuser_bypass, ['postgres'], 'the default bypass list is unchanged');
+    t.same(defaults.superuser_bypass, [], 'the default bypass list is unchanged');
     t.same(
       defaults.context_variables,
       ['tenant_id'],
       'the default context variables are unchanged',
     );
-    t.same(loadConfig().superuser_bypass, ['postgres'], 'the next load starts from the defaults');
+    t.same(loadConfig().superuser_bypass, [], 'the next load starts from the defaults');
   } finally {
     // Undo the change wherever it landed, so later tests in this process see the defaults.
     config.superuser_bypass.pop();
     config.context_variables.pop();
   }
+  t.end();
+});
+
+t.test('superuser_bypass is served only from bypass_networks, which must be networks', (t) => {
+  t.match(
+    loadError({ flags: { superuser_bypass: 'postgres' } }),
+    {
+      name: 'ConfigError',
+      message:
+        "superuser_bypass needs bypass_networks: the client networks its users may connect from (PostgreSQL sees the proxy's address, not the client's, so its own pg_hba.conf rules by address do not apply)",
+    },
+    'a bypass list without networks is refused at load',
+  );
+  for (const bad of ['10.0.0.0/33', 'db.internal', '10.0.0.0/8/1', '::1/129', '10.0.0.0/x']) {
+    t.match(
+      loadError({ flags: { superuser_bypass: 'postgres', bypass_networks: bad } }),
+      {
+        name: 'ConfigError',
+        message: `bypass_networks: ${JSON.stringify(bad)} is not a network (address/prefix, e.g. 10.0.0.0/8 or ::1/128)`,
+      },
+      `${bad} is refused`,
+    );
+  }
+  const config = loadConfig({
+    flags: { superuser_bypass: 'postgres', bypass_networks: '10.0.0.0/8, ::1' },
+  });
+  t.same(config.bypass_networks, ['10.0.0.0/8', '::1']);
   t.end();
 });

@@ -5,7 +5,11 @@ import { defaults } from '../../proxy/config.js';
 import { ProxyError } from '../../proxy/errors.js';
 import { compileRoute, type AppRoute, type RouteConfig } from '../../proxy/route.js';
 
-const withValues: RouteConfig = { ...defaults, context_variables: ['tenant_id', 'user', 'role'] };
+const withValues: RouteConfig = {
+  ...defaults,
+  context_variables: ['tenant_id', 'user', 'role'],
+  superuser_bypass: ['postgres'],
+};
 const route = compileRoute(withValues);
 
 const defaultTenantPattern = '^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$';
