@@ -11,10 +11,21 @@
  * pgvpd.set_context() verifies a token once and copies its values here; pgvpd.current_tenant_id()
  * and pgvpd.context() are then the C functions below, which read them (see migration 000006, the
  * guard path). An empty pgvpd.context means no context, whatever else is set.
+ *
+ * It also confines tenant roles (docs/guard.md, "Tenant confinement"): the tenants of one role
+ * share it, so what one of them does to the role, or to a table they share, it does to all. Its
+ * ProcessUtility hook refuses ALTER ROLE (any option, SET/RESET, RENAME) on a tenant role unless a
+ * superuser or a member of pgvpd_admin asks, and refuses a tenant role explicit table locks
+ * stronger than ROW EXCLUSIVE (what DML takes). The SQL path cannot stop either.
  */
 #include "postgres.h"
 
 #include "fmgr.h"
+#include "miscadmin.h"
+#include "nodes/parsenodes.h"
+#include "storage/lockdefs.h"
+#include "tcop/utility.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
@@ -36,7 +47,14 @@ static char *pgvpd_user_id = NULL;
 static char *pgvpd_values = NULL;
 static char *pgvpd_guard = NULL;
 
+static ProcessUtility_hook_type prev_ProcessUtility = NULL;
+
 void		_PG_init(void);
+
+static void pgvpd_guard_ProcessUtility(PlannedStmt *pstmt, const char *queryString,
+									   bool readOnlyTree, ProcessUtilityContext context,
+									   ParamListInfo params, QueryEnvironment *queryEnv,
+									   DestReceiver *dest, QueryCompletion *qc);
 
 static void
 define_guarded(const char *name, const char *description, char **variable)
@@ -63,11 +81,155 @@ _PG_init(void)
 							   "Version of the pgvpd guard module loaded in this session.",
 							   NULL,
 							   &pgvpd_guard,
-							   "1",
+							   "2",
 							   PGC_INTERNAL,
 							   GUC_NOT_IN_SAMPLE | GUC_DISALLOW_IN_FILE,
 							   NULL, NULL, NULL);
 	MarkGUCPrefixReserved("pgvpd");
+
+	prev_ProcessUtility = ProcessUtility_hook;
+	ProcessUtility_hook = pgvpd_guard_ProcessUtility;
+}
+
+/*
+ * Whether roleid is a tenant role: pgvpd_tenant or a member of it, directly or through other roles
+ * (setup makes every registered application role, so every org's connect_as role, a member).
+ * Membership, not privileges: a NOINHERIT member is a tenant all the same. The _nosuper variant,
+ * because is_member_of_role() counts a superuser a member of every role. pgvpd_admin and its
+ * members are not tenant roles: pgvpd_admin holds ADMIN OPTION on pgvpd_tenant (its definer
+ * functions grant it), which makes it a member. No pgvpd_tenant role (pgvpd not set up in this
+ * cluster): nothing is a tenant role and the module refuses nothing.
+ */
+static bool
+is_tenant_role(Oid roleid)
+{
+	Oid			tenant = get_role_oid("pgvpd_tenant", true);
+	Oid			admin;
+
+	if (!OidIsValid(roleid) || !OidIsValid(tenant) || !is_member_of_role_nosuper(roleid, tenant))
+		return false;
+	admin = get_role_oid("pgvpd_admin", true);
+	return !OidIsValid(admin) || !is_member_of_role_nosuper(roleid, admin);
+}
+
+/*
+ * ALTER ROLE/USER/GROUP on a tenant role: its password, VALID UNTIL and connection limit, its
+ * settings and its name belong to every tenant sharing it. One tenant changing the password locks
+ * the others out (and, in org mode, could log in to the app-mode proxy as the connect_as role);
+ * SET row_security = off makes every new session of the role fail on protected tables (a query
+ * that row security would filter is an error then). Only a superuser or a member of pgvpd_admin
+ * may. roleid is InvalidOid when the role does not exist: PostgreSQL says so.
+ */
+static void
+check_alter_role(Oid roleid)
+{
+	Oid			admin;
+
+	if (superuser() || !is_tenant_role(roleid))
+		return;
+	admin = get_role_oid("pgvpd_admin", true);
+	if (OidIsValid(admin) && is_member_of_role(GetUserId(), admin))
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("pgvpd: role \"%s\" is a tenant role: only a superuser or pgvpd_admin may alter it",
+					GetUserNameFromId(roleid, false)),
+			 errhint("The tenants sharing this role share its password, settings and name; a change "
+					 "to them is made by a superuser or a member of pgvpd_admin.")));
+}
+
+/*
+ * The target of ALTER ROLE: a name, CURRENT_USER, CURRENT_ROLE or SESSION_USER. NULL is
+ * ALTER ROLE ALL (which needs a superuser already); PUBLIC is not a role, and PostgreSQL says so.
+ */
+static Oid
+alter_role_target(RoleSpec *role)
+{
+	if (role == NULL || role->roletype == ROLESPEC_PUBLIC)
+		return InvalidOid;
+	return get_rolespec_oid(role, true);
+}
+
+/* LOCK TABLE's modes as SQL names them, indexed by lock mode. */
+static const char *const lock_mode_names[] = {
+	[AccessShareLock] = "ACCESS SHARE",
+	[RowShareLock] = "ROW SHARE",
+	[RowExclusiveLock] = "ROW EXCLUSIVE",
+	[ShareUpdateExclusiveLock] = "SHARE UPDATE EXCLUSIVE",
+	[ShareLock] = "SHARE",
+	[ShareRowExclusiveLock] = "SHARE ROW EXCLUSIVE",
+	[ExclusiveLock] = "EXCLUSIVE",
+	[AccessExclusiveLock] = "ACCESS EXCLUSIVE",
+};
+
+/*
+ * Whether this session acts as a tenant: its current user is a tenant role, or it logged in as one
+ * and moved to another role with SET ROLE (a tenant role may be a member of a group role that holds
+ * the table privileges). Inside a SECURITY DEFINER function the function's owner decides alone.
+ */
+static bool
+acting_as_tenant(void)
+{
+	if (superuser())
+		return false;
+	if (is_tenant_role(GetUserId()))
+		return true;
+	return !InLocalUserIdChange() && is_tenant_role(GetSessionUserId());
+}
+
+/*
+ * LOCK TABLE by a tenant in a mode stronger than ROW EXCLUSIVE (what INSERT, UPDATE and DELETE
+ * take): the tables are shared by every tenant, so such a lock, held as long as the transaction
+ * stays open, blocks the writes (EXCLUSIVE and stronger: also the reads) of all of them.
+ */
+static void
+check_lock(int mode)
+{
+	if (mode <= RowExclusiveLock || !acting_as_tenant())
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("pgvpd: tenant roles may not lock tables in %s mode",
+					mode <= AccessExclusiveLock ? lock_mode_names[mode] : "this"),
+			 errhint("ROW EXCLUSIVE and weaker modes (what DML takes) are allowed.")));
+}
+
+/*
+ * The checks above, before the statement runs (and before PostgreSQL's own checks, so a tenant
+ * is told why whatever else would have refused it); then the previous hook or the standard one.
+ * Its signature is the same from PostgreSQL 14 (readOnlyTree) to 18.
+ */
+static void
+pgvpd_guard_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTree,
+						   ProcessUtilityContext context, ParamListInfo params,
+						   QueryEnvironment *queryEnv, DestReceiver *dest, QueryCompletion *qc)
+{
+	Node	   *stmt = pstmt->utilityStmt;
+
+	switch (nodeTag(stmt))
+	{
+		case T_AlterRoleStmt:
+			check_alter_role(alter_role_target(((AlterRoleStmt *) stmt)->role));
+			break;
+		case T_AlterRoleSetStmt:
+			check_alter_role(alter_role_target(((AlterRoleSetStmt *) stmt)->role));
+			break;
+		case T_RenameStmt:
+			/* ALTER ROLE old RENAME TO new: the old name is in subname. */
+			if (((RenameStmt *) stmt)->renameType == OBJECT_ROLE)
+				check_alter_role(get_role_oid(((RenameStmt *) stmt)->subname, true));
+			break;
+		case T_LockStmt:
+			check_lock(((LockStmt *) stmt)->mode);
+			break;
+		default:
+			break;
+	}
+	if (prev_ProcessUtility)
+		prev_ProcessUtility(pstmt, queryString, readOnlyTree, context, params, queryEnv, dest, qc);
+	else
+		standard_ProcessUtility(pstmt, queryString, readOnlyTree, context, params, queryEnv,
+								dest, qc);
 }
 
 /*
