@@ -59,3 +59,11 @@ export const maxStartupPacket = 10_000;
 
 /** Upper bound of one message during the handshake (auth exchanges are small). */
 export const maxHandshakeMessage = 64 * 1024;
+
+/**
+ * Upper bound of the bytes a PacketReader holds beyond the read it is waiting for (none when no
+ * read waits). The reader pauses its socket whenever it holds bytes nobody has asked for, so a
+ * socket delivers at most one chunk ahead (64 KiB from TCP, 16 KiB from TLS); more than this is
+ * a peer that is not speaking the protocol, and the next read fails with 08P01.
+ */
+export const maxReadAhead = 256 * 1024;

@@ -1,9 +1,14 @@
 // Reads whole packets from a socket during the handshake. "Don't tolerate partial packets"
 // (PgBouncer): every length is checked against a bound before a byte of the body is awaited,
 // so a negative, oversized or truncated length ends that client, never the process.
+// Back-pressure: the socket flows only while the reader holds nothing unread or a read waits for
+// more than it holds; otherwise it is paused, so a peer that streams while the proxy is busy
+// elsewhere (a delayed refusal, a held-back ReadyForQuery) fills its own kernel buffers, not the
+// proxy's memory. What is held is capped (maxReadAhead beyond the awaited read); past the cap
+// the reader stops for good and every read throws a ProtocolViolation (08P01).
 // After the handshake `release()` hands back any bytes that arrived early, and the caller pipes.
 import type { Duplex } from 'node:stream';
-import { maxHandshakeMessage, maxStartupPacket } from './codes.js';
+import { maxHandshakeMessage, maxReadAhead, maxStartupPacket } from './codes.js';
 
 /** A violation of the protocol by the peer; the session answers it with SQLSTATE 08P01. */
 export class ProtocolViolation extends Error {
@@ -28,10 +33,22 @@ export class PacketReader {
   private buffered: Buffer = Buffer.alloc(0);
   private wake: (() => void) | undefined;
   private closed: Error | undefined;
+  /** Set once the peer sent more than the cap: bytes were dropped, nothing can be read since. */
+  private violation: ProtocolViolation | undefined;
+  /** How many bytes the read in progress needs buffered; 0 when no read waits. */
+  private wanted = 0;
   private socket: Duplex;
 
   private readonly onData = (chunk: Buffer): void => {
-    this.buffered = this.buffered.length === 0 ? chunk : Buffer.concat([this.buffered, chunk]);
+    if (this.violation) return;
+    if (this.buffered.length + chunk.length > this.wanted + maxReadAhead) {
+      this.violation = new ProtocolViolation(
+        `more than ${String(maxReadAhead)} bytes received ahead of the message being read`,
+      );
+    } else {
+      this.buffered = this.buffered.length === 0 ? chunk : Buffer.concat([this.buffered, chunk]);
+    }
+    this.regulate();
     this.notify();
   };
   private readonly onEnd = (): void => {
@@ -48,9 +65,9 @@ export class PacketReader {
     this.listen();
   }
 
-  /** Bytes received and not yet read. */
+  /** Bytes received and not yet read (at least 1 once bytes were dropped past the cap). */
   get pending(): number {
-    return this.buffered.length;
+    return this.violation ? Math.max(1, this.buffered.length) : this.buffered.length;
   }
 
   /** Moves to another socket (the TLS layer over the same connection). */
@@ -61,11 +78,15 @@ export class PacketReader {
     this.listen();
   }
 
-  /** Stops reading and returns what arrived beyond the last packet read. */
+  /**
+   * Stops reading and returns what arrived beyond the last packet read. Throws the
+   * ProtocolViolation if the peer went past the cap (the bytes after it were dropped).
+   */
   release(): Buffer {
     // Paused so that nothing is emitted while no one listens; pipe() resumes it.
     this.socket.pause();
     this.unlisten();
+    if (this.violation) throw this.violation;
     const rest = this.buffered;
     this.buffered = Buffer.alloc(0);
     return rest;
@@ -103,13 +124,36 @@ export class PacketReader {
   private take(count: number): Buffer {
     const head = this.buffered.subarray(0, count);
     this.buffered = this.buffered.subarray(count);
+    // All read: the socket may deliver again (a peer that says nothing costs nothing, and an
+    // idle upstream's FATAL or close is still seen).
+    if (this.buffered.length === 0) this.regulate();
     return head;
   }
 
   private async need(count: number): Promise<void> {
-    while (this.buffered.length < count) {
-      if (this.closed) throw this.closed;
-      await new Promise<void>((resolve) => (this.wake = resolve));
+    try {
+      for (;;) {
+        if (this.violation) throw this.violation;
+        if (this.buffered.length >= count) return;
+        if (this.closed) throw this.closed;
+        this.wanted = count;
+        this.regulate();
+        await new Promise<void>((resolve) => (this.wake = resolve));
+      }
+    } finally {
+      this.wanted = 0;
+    }
+  }
+
+  /**
+   * Flowing while there is nothing unread or a read waits for more than is buffered; paused
+   * otherwise, and for good after a violation.
+   */
+  private regulate(): void {
+    if (this.violation === undefined && this.buffered.length < Math.max(1, this.wanted)) {
+      this.socket.resume();
+    } else {
+      this.socket.pause();
     }
   }
 
@@ -124,6 +168,7 @@ export class PacketReader {
     this.socket.on('end', this.onEnd);
     this.socket.on('close', this.onEnd);
     this.socket.on('error', this.onError);
+    this.regulate();
   }
 
   private unlisten(): void {
