@@ -2743,7 +2743,12 @@ as $$
     select s.table_oid, s.tenant_column from pgvpd.status() s where s.pgvpd_policy
   ),
   guard as (
-    select coalesce((select p.module_loaded from pgvpd.context_path() p), false) as loaded
+    -- A module that confines tenant roles: loaded (context_path's check, which a client's own
+    -- placeholder cannot fool) and of version 2 or later (version 1 had no confinement).
+    select coalesce((select p.module_loaded from pgvpd.context_path() p), false)
+           and case when pg_catalog.current_setting('pgvpd.guard', true) ~ '^[0-9]+$'
+                    then pg_catalog.current_setting('pgvpd.guard', true)::integer >= 2
+                    else false end as loaded
   )
   select 'error', 'app_role_privileged', a.rolname::text,
          case when a.oid = x.oid

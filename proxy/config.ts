@@ -68,6 +68,11 @@ export interface ProxyConfig {
   pool_idle_timeout: number;
   /** Org mode: seconds after which a pooled session is closed instead of reused. */
   pool_max_lifetime: number;
+  /**
+   * Org mode: connections from one client address (IPv6: one /64) that may be between accept and
+   * the end of authentication at once; more are refused at once with 53300.
+   */
+  max_unauthenticated_per_address: number;
   /** Org mode: pgpass-format file with the passwords of connect_as roles (mode 0600). */
   connect_as_passfile: string | undefined;
   /**
@@ -106,6 +111,7 @@ export const defaults: ProxyConfig = {
   pool_checkout_timeout: 5,
   pool_idle_timeout: 300,
   pool_max_lifetime: 3600,
+  max_unauthenticated_per_address: 32,
   connect_as_passfile: undefined,
   connect_as_passwords: undefined,
 };
@@ -147,6 +153,8 @@ export const descriptions: Record<ConfigKey, string> = {
   pool_checkout_timeout: 'org mode: seconds a client waits for a pooled session',
   pool_idle_timeout: 'org mode: seconds an idle pooled session is kept',
   pool_max_lifetime: 'org mode: seconds before a pooled session is replaced',
+  max_unauthenticated_per_address:
+    'org mode: connections from one client address that may be logging in at once',
   connect_as_passfile: "org mode: pgpass-format file with the connect_as roles' passwords",
   connect_as_passwords:
     "org mode: the connect_as roles' passwords as pgpass-format lines, after connect_as_passfile's; environment only",
@@ -184,6 +192,7 @@ const kinds: Record<ConfigKey, Kind> = {
   pool_checkout_timeout: 'seconds',
   pool_idle_timeout: 'seconds',
   pool_max_lifetime: 'seconds',
+  max_unauthenticated_per_address: 'count',
   connect_as_passfile: 'optional',
   connect_as_passwords: 'optional',
 };

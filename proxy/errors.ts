@@ -115,6 +115,13 @@ export const proxyErrors = {
       undefined,
       `no password for connect_as role ${role} on ${host}:${String(port)}/${database} in connect_as_passfile`,
     ),
+  tooManyUnauthenticated: (host: string, max: number) =>
+    new ProxyError(
+      'too_many_unauthenticated',
+      '53300',
+      `too many connections from host "${host}" that have not authenticated yet`,
+      `At most ${String(max)} connections from one host may be logging in at a time.`,
+    ),
   shuttingDown: () =>
     new ProxyError(
       'shutting_down',

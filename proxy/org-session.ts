@@ -2,14 +2,18 @@
 //   startup → route → auth → context → pipe → closed
 // route: the database name names the org (catalog snapshot; unknown → 3D000, suspended → 28000).
 // auth: the proxy itself runs SCRAM-SHA-256 against the org user's stored verifier; an unknown
-// user gets a mock exchange, so unknown user and wrong password both end in the same 28P01, and
-// repeated failures from one address are slowed down. context: a pooled upstream session of the
+// user gets a mock exchange (salt from the catalog's shared mock secret, the org and the name), so
+// unknown user and wrong password both end in the same 28P01, sent before any clean-up so that
+// both take the same time; repeated failures hold back the answer, right or wrong, per (address,
+// user), per user and per address, one answer at a time per address (auth-throttle.ts), and an
+// address may have only max_unauthenticated_per_address connections not yet authenticated (FATAL
+// 53300 at accept beyond it). context: a pooled upstream session of the
 // user's connect_as role on the org's server and database is checked out, gets a fresh signed
 // context (org id, username) and the client's startup parameters, then is lent to the client;
 // when the client leaves it goes back to the pool (ROLLBACK, DISCARD ALL).
 import type { Socket } from 'node:net';
 import type { SecureContext } from 'node:tls';
-import type { AuthThrottle } from './auth-throttle.js';
+import type { AuthThrottle, HeldAnswer, UnauthenticatedConnections } from './auth-throttle.js';
 import type { CancelKeys } from './cancel-keys.js';
 import type { Catalog, CatalogOrg, CatalogUser } from './catalog.js';
 import { ClientEdge, ClientLeft } from './client-edge.js';
@@ -24,6 +28,7 @@ import { ProtocolViolation } from './protocol/reader.js';
 import * as send from './protocol/server-messages.js';
 import {
   ScramServer,
+  orgMockSecret,
   decodeSASLInitialResponse,
   decodeSASLResponse,
   scramMechanism,
@@ -40,14 +45,39 @@ export interface OrgDeps {
   tls: SecureContext | undefined;
   logger: Logger;
   throttle: AuthThrottle;
-  /** Per-proxy secret for the mock salts of unknown users. */
-  mockSecret: Buffer;
+  /** Connections per address not yet authenticated (max_unauthenticated_per_address). */
+  unauthenticated: UnauthenticatedConnections;
+  /**
+   * The secret of unknown users' mock salts, read at each handshake: the catalog's, shared by
+   * every proxy of the catalog (a per-process one only when the catalog has none).
+   */
+  mockSecret(): Buffer;
   /** The proxy's configured upstream: the catalog's `default` server. */
   defaultUpstream: UpstreamTarget;
 }
 
 /** Startup parameters that are not session settings, or that the proxy decides itself. */
 const notSettings = new Set(['user', 'database', 'options', 'replication']);
+
+/**
+ * `pg_catalog.set_config` calls (and their values, as statement parameters) for the client's
+ * startup parameters; a `pgvpd.*` one is not the client's to set at all.
+ */
+function settingsOf(parameters: Map<string, string> | undefined): {
+  values: string[];
+  calls: string[];
+} {
+  const values: string[] = [];
+  const calls: string[] = [];
+  for (const [name, value] of parameters ?? []) {
+    if (notSettings.has(name) || name.toLowerCase().startsWith('pgvpd.')) continue;
+    values.push(name, value);
+    calls.push(
+      `pg_catalog.set_config($${String(values.length - 1)}, $${String(values.length)}, false)`,
+    );
+  }
+  return { values, calls };
+}
 
 export class OrgSession {
   phase: Phase = 'startup';
@@ -56,9 +86,18 @@ export class OrgSession {
   private readonly address: string;
   private readonly started = Date.now();
   private session: PooledSession | undefined;
+  /**
+   * A session readied before authentication (readyEarly) and its preparation, until the client
+   * claims it, gives it back, or the pool takes it back for a waiting checkout.
+   */
+  private tentative: { session: PooledSession; ready: Promise<PooledSession> } | undefined;
   private loan: Loan | undefined;
   private clientKey: { processId: number; secretKey: number } | undefined;
   private abort: AbortController | undefined;
+  /** Gives up this connection's place among its address's unauthenticated ones (idempotent). */
+  private leaveUnauthenticated: (() => void) | undefined;
+  /** The refusal is sent; fail() sends nothing more. */
+  private answered = false;
   private finished!: () => void;
   /** Resolves once the session is closed, whatever the reason. */
   readonly done = new Promise<void>((resolve) => (this.finished = resolve));
@@ -82,6 +121,12 @@ export class OrgSession {
       this.fail(proxyErrors.handshakeTimeout(this.phase, seconds));
     }, seconds * 1000);
     try {
+      // Counted from accept until authentication ends; beyond the cap refused at once.
+      const authenticating = this.deps.unauthenticated.enter(this.address);
+      if (!authenticating) {
+        throw proxyErrors.tooManyUnauthenticated(this.address, this.deps.unauthenticated.max);
+      }
+      this.leaveUnauthenticated = authenticating;
       const parameters = await this.edge.startup();
       if (parameters === undefined || this.phase === 'closed') return;
       this.enter('route');
@@ -100,24 +145,32 @@ export class OrgSession {
       const user = this.deps.catalog.user(org.id, username);
       const key = user ? this.keyOf(org, user.connect_as) : undefined;
       // While the client derives its SCRAM key (milliseconds of its CPU), an idle pooled session
-      // is readied for it: context issued, parameters applied. Failed authentication hands it
-      // back to be reset like any released session.
+      // is readied for it: context issued and set; its startup parameters wait for
+      // authentication. Until then the pool may take it back for a checkout that would wait;
+      // failed authentication hands it back to be reset like any released session.
       let early: Promise<PooledSession> | undefined;
       let authOk: Buffer;
       try {
-        authOk = await this.authenticate(username, user, () => {
+        authOk = await this.authenticate(org, username, user, () => {
           if (key && !this.deps.throttle.recentlyFailed(this.address))
-            early = this.readyEarly(key, org, username, parameters);
+            early = this.readyEarly(key, org, username);
         });
       } catch (error) {
+        // The refusal goes out before any clean-up, so that a wrong password (whose session
+        // readied early is handed back here) is answered as fast as an unknown user.
+        this.answer(error);
         if (early) await this.giveBack(early);
         throw error;
       }
+      authenticating();
       this.log.info({ event: 'auth', result: 'ok', org: org.id, user: username }, 'authenticated');
 
       this.enter('context');
-      let session = early ? await early : undefined;
-      if (!session) {
+      let session = early ? await this.claim(early) : undefined;
+      if (session) {
+        // Readied early with the context only: the client's parameters, now it has authenticated.
+        await this.applyParameters(session, parameters);
+      } else {
         // The verifier matched, so the user and its key exist.
         if (!key) throw new Error('authenticated a user the catalog does not have');
         session = await this.deps.pool.checkout(key, this.signal());
@@ -200,34 +253,49 @@ export class OrgSession {
 
   /**
    * SCRAM-SHA-256 by the proxy. `onClientFirst` runs once the client's first message is in and
-   * the client is about to derive its key. Returns AuthenticationSASLFinal + AuthenticationOk,
+   * the server-first-message sent, while the client derives its key. The verdict is answered
+   * when the login throttle lets it go, right or wrong alike. Returns AuthenticationSASLFinal + AuthenticationOk,
    * for the caller to send together with the rest of the handshake.
    */
   private async authenticate(
+    org: CatalogOrg,
     username: string,
     user: CatalogUser | undefined,
     onClientFirst: () => void,
   ): Promise<Buffer> {
-    const scram = ScramServer.forUser(username, user?.verifier, this.deps.mockSecret);
+    const scram = ScramServer.forUser(
+      username,
+      user?.verifier,
+      orgMockSecret(this.deps.mockSecret(), org.id),
+    );
     this.edge.write(send.authenticationSASL([scramMechanism]));
     try {
       const initial = decodeSASLInitialResponse((await this.edge.password()).body);
       const serverFirst = scram.receiveClientFirst(initial.mechanism, initial.data);
-      onClientFirst();
+      // The server-first-message goes before anything is readied for a known user, so that it
+      // does not come later for a known user than for an unknown one.
       this.edge.write(send.authenticationSASLContinue(serverFirst));
+      onClientFirst();
       const outcome = scram.receiveClientFinal(
         decodeSASLResponse((await this.edge.password()).body),
       );
+      // Right or wrong, the answer is held back as long as a failure here would be.
+      const held = this.deps.throttle.settle(this.address, `${org.id}\0${username}`, outcome.ok);
       if (!outcome.ok) {
-        const delay = this.deps.throttle.fail(this.address);
         this.log.info(
-          { event: 'auth', result: 'refused', delay_ms: delay },
+          { event: 'auth', result: 'refused', delay_ms: held.delayMs, step_ms: held.stepMs },
           outcome.error.logMessage,
         );
-        if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay));
+        await this.hold(held);
         throw outcome.error;
       }
-      this.deps.throttle.succeed(this.address);
+      if (held.ready) {
+        this.log.info(
+          { event: 'auth', result: 'held', delay_ms: held.delayMs, step_ms: held.stepMs },
+          'right password, answer held back by the login throttle',
+        );
+        await this.hold(held);
+      }
       return Buffer.concat([
         send.authenticationSASLFinal(outcome.serverFinal),
         send.authenticationOk(),
@@ -238,46 +306,100 @@ export class OrgSession {
     }
   }
 
+  /** Waits until the throttle lets the answer go; the client leaving ends the wait (ClientLeft). */
+  private async hold(held: HeldAnswer): Promise<void> {
+    if (!held.ready) return;
+    const signal = this.signal();
+    const socket = this.edge.socket;
+    let leave: () => void = () => undefined;
+    const left = new Promise<never>((_, reject) => {
+      leave = () => {
+        held.cancel();
+        reject(new ClientLeft());
+      };
+    });
+    socket.once('close', leave);
+    signal.addEventListener('abort', leave, { once: true });
+    if (signal.aborted || socket.destroyed) leave();
+    try {
+      await Promise.race([held.ready, left]);
+    } finally {
+      socket.off('close', leave);
+      signal.removeEventListener('abort', leave);
+    }
+  }
+
   private keyOf(org: CatalogOrg, connectAs: string): PoolKey {
     return { target: this.targetOf(org), database: org.target_database, role: connectAs };
   }
 
   /**
    * Before authentication: an idle session of the key, if there is one at once (this never
-   * makes the pool grow or anyone wait), readied for the client. Undefined when none is idle.
+   * makes the pool grow or anyone wait), with the context issued and set, which depend only on
+   * the org and the username; nothing of the client's own (startup parameters) reaches it before
+   * the client has authenticated. Undefined when none is idle. The checkout is tentative (see
+   * `tentative`): claim() makes it the client's after authentication, giveBack() returns it, and
+   * the pool takes it back for a checkout that would otherwise wait.
    */
   private readyEarly(
     key: PoolKey,
     org: CatalogOrg,
     username: string,
-    parameters: Map<string, string>,
   ): Promise<PooledSession> | undefined {
-    const session = this.deps.pool.checkoutIdle(key);
+    const session = this.deps.pool.checkoutIdle(key, () => {
+      // An authenticated client is waiting for the pool: the session is the pool's again, from
+      // now on; the pool resets it once the statement under way on it (if any) has finished.
+      const tentative = this.tentative;
+      if (!tentative || tentative.session !== session) return Promise.resolve();
+      this.tentative = undefined;
+      return tentative.ready;
+    });
     if (!session) return undefined;
-    this.session = session;
-    const ready = this.prepare(session, org, username, parameters).then(
-      () => session,
-      (error: unknown) => {
-        // Not yet the client's: a failed statement is reset like a release, not discarded for
-        // good, so that an unauthenticated client cannot make the pool throw sessions away.
-        if (this.session === session) {
-          this.session = undefined;
-          void this.deps.pool.release(session);
-        }
-        throw error;
-      },
-    );
+    const ready = this.prepare(
+      session,
+      org,
+      username,
+      undefined,
+      () => this.tentative?.session !== session,
+    ).then(() => session);
     ready.catch(() => undefined);
+    this.tentative = { session, ready };
     return ready;
   }
 
-  /** Authentication failed: a session readied early goes back to the pool, to be reset. */
-  private async giveBack(early: Promise<PooledSession>): Promise<void> {
-    const session = await early.catch(() => undefined);
-    if (session && this.session === session) {
-      this.session = undefined;
-      void this.deps.pool.release(session);
+  /**
+   * Authenticated: the session readied early becomes the client's, unless the pool has taken it
+   * back meanwhile (undefined: the client checks out as usual).
+   */
+  private async claim(early: Promise<PooledSession>): Promise<PooledSession | undefined> {
+    try {
+      await early;
+    } catch (error) {
+      // Still this client's: its failure is the client's (fail() gives the session back).
+      if (this.tentative?.ready === early) throw error;
     }
+    const tentative = this.tentative;
+    if (tentative?.ready !== early) return undefined;
+    this.tentative = undefined;
+    if (!this.deps.pool.confirm(tentative.session)) return undefined;
+    this.session = tentative.session;
+    return tentative.session;
+  }
+
+  /**
+   * Not authenticated (refused, left, timed out): a session readied early goes back to the pool,
+   * to be reset like a released one once its statement under way has finished; nothing more is
+   * started on it. Not discarded: an unauthenticated client cannot make the pool throw sessions
+   * away. Nothing to do if the pool has taken it back already.
+   */
+  private async giveBack(early: Promise<PooledSession>): Promise<void> {
+    const tentative = this.tentative;
+    if (tentative?.ready !== early) return;
+    this.tentative = undefined;
+    // No longer the pool's to take back: this release is the only one.
+    if (!this.deps.pool.confirm(tentative.session)) return;
+    await early.catch(() => undefined);
+    void this.deps.pool.release(tentative.session);
   }
 
   private targetOf(org: CatalogOrg): UpstreamTarget {
@@ -292,12 +414,17 @@ export class OrgSession {
     };
   }
 
-  /** A fresh signed context for this checkout, and the client's startup parameters. */
+  /**
+   * A fresh signed context for this checkout, and the client's startup parameters unless
+   * `parameters` is undefined (a session readied before authentication: applyParameters() after
+   * it). Once `abandoned()` says the session is no longer the client's, nothing is written to it.
+   */
   private async prepare(
     session: PooledSession,
     org: CatalogOrg,
     username: string,
-    parameters: Map<string, string>,
+    parameters: Map<string, string> | undefined,
+    abandoned: () => boolean = () => false,
   ): Promise<void> {
     const target = session.key.target;
     let token: string;
@@ -321,20 +448,27 @@ export class OrgSession {
         `issue_context: ${(error as Error).message}`,
       );
     }
+    if (abandoned()) return;
     // One statement, one round trip: the client's parameters first, then the context (a
-    // target list is evaluated in order), so that none of them can touch it; a `pgvpd.*`
-    // startup parameter is not the client's to set at all.
-    const values: string[] = [];
-    const calls: string[] = [];
-    for (const [name, value] of parameters) {
-      if (notSettings.has(name) || name.toLowerCase().startsWith('pgvpd.')) continue;
-      values.push(name, value);
-      calls.push(
-        `pg_catalog.set_config($${String(values.length - 1)}, $${String(values.length)}, false)`,
-      );
-    }
+    // target list is evaluated in order), so that none of them can touch it.
+    const { values, calls } = settingsOf(parameters);
     values.push(token);
     calls.push(`pgvpd.set_context($${String(values.length)})`);
+    await this.deps.pool.runExtended(session, `select ${calls.join(', ')}`, values);
+  }
+
+  /**
+   * The client's startup parameters on a session readied before authentication, which has its
+   * context already: one statement, only if there are any. Set after the context, they touch it
+   * no more than the client's own SET could (a `pgvpd.*` one is never applied); their
+   * ParameterStatus is kept in `session.parameters` for ready().
+   */
+  private async applyParameters(
+    session: PooledSession,
+    parameters: Map<string, string>,
+  ): Promise<void> {
+    const { values, calls } = settingsOf(parameters);
+    if (calls.length === 0) return;
     await this.deps.pool.runExtended(session, `select ${calls.join(', ')}`, values);
   }
 
@@ -373,6 +507,20 @@ export class OrgSession {
 
   private fail(error: unknown): void {
     if (this.phase === 'closed') return;
+    this.answer(error);
+    const session = this.session;
+    this.session = undefined;
+    this.close();
+    // A session checked out for a handshake that failed before the loan: its state is unknown.
+    if (session) this.deps.pool.discard(session, 'handshake failed');
+    // One readied before authentication is not the client's yet: it goes back to be reset.
+    if (this.tentative) void this.giveBack(this.tentative.ready);
+  }
+
+  /** Logs why the handshake ends and sends the client its FATAL, once; fail() closes after. */
+  private answer(error: unknown): void {
+    if (this.answered || this.phase === 'closed') return;
+    this.answered = true;
     if (error instanceof ProxyError) {
       this.log.warn(
         { event: 'refused', kind: error.kind, code: error.code, phase: this.phase },
@@ -400,16 +548,12 @@ export class OrgSession {
         );
       }
     }
-    const session = this.session;
-    this.session = undefined;
-    this.close();
-    // A session checked out for a handshake that failed before the loan: its state is unknown.
-    if (session) this.deps.pool.discard(session, 'handshake failed');
   }
 
   close(): void {
     if (this.phase === 'closed') return;
     this.phase = 'closed';
+    this.leaveUnauthenticated?.();
     this.abort?.abort();
     if (this.clientKey)
       this.deps.cancelKeys.revoke(this.clientKey.processId, this.clientKey.secretKey);

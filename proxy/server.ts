@@ -10,7 +10,7 @@ import { ControlPools } from './control.js';
 import { createLogger, type Logger } from './logger.js';
 import { compileRoute } from './route.js';
 import { ClientSession } from './session.js';
-import { AuthThrottle } from './auth-throttle.js';
+import { AuthThrottle, UnauthenticatedConnections } from './auth-throttle.js';
 import { Catalog } from './catalog.js';
 import { OrgSession, type OrgDeps } from './org-session.js';
 import { lookupPassword, parsePassfile, readPassfile } from './passfile.js';
@@ -61,6 +61,8 @@ async function startOrgMode(
   ];
   const catalog = new Catalog(config.control_url ?? '', logger);
   await catalog.start();
+  // Only for a catalog whose SQL predates its shared mock secret.
+  const ownMockSecret = newMockSecret();
   const pool = new SessionPool({
     size: config.pool_size,
     checkoutTimeoutMs: config.pool_checkout_timeout * 1000,
@@ -88,7 +90,8 @@ async function startOrgMode(
       tls: deps.tls,
       logger,
       throttle: new AuthThrottle(),
-      mockSecret: newMockSecret(),
+      unauthenticated: new UnauthenticatedConnections(config.max_unauthenticated_per_address),
+      mockSecret: () => catalog.mockSecret() ?? ownMockSecret,
       defaultUpstream: deps.upstream,
     },
     close: async () => {

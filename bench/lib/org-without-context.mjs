@@ -16,6 +16,8 @@ const { OrgSession } = await import(pathToFileURL(join(dist, 'proxy', 'org-sessi
 const { runCli } = await import(pathToFileURL(join(dist, 'cli', 'program.js')).href);
 
 // The same parameter filter as OrgSession.prepare (proxy/org-session.ts), without the context.
+// Parameters undefined: a session readied before authentication, which gets the client's
+// parameters after it (OrgSession.applyParameters, unchanged here).
 const notSettings = new Set(['user', 'database', 'options', 'replication']);
 OrgSession.prototype.prepare = async function prepareWithoutContext(
   session,
@@ -25,7 +27,7 @@ OrgSession.prototype.prepare = async function prepareWithoutContext(
 ) {
   const values = [];
   const calls = [];
-  for (const [name, value] of parameters) {
+  for (const [name, value] of parameters ?? []) {
     if (notSettings.has(name) || name.toLowerCase().startsWith('pgvpd.')) continue;
     values.push(name, value);
     calls.push(`pg_catalog.set_config($${values.length - 1}, $${values.length}, false)`);

@@ -3,9 +3,13 @@
 //   idle     — reset, reader attached, ready for the next checkout (taken LIFO: the warmest)
 //   busy     — checked out; the caller drives it (statements, then lend()), or being reset
 //   opening  — a login in progress (counted, so that size holds while it runs)
-// A checkout that finds no idle session and no room waits in the key's FIFO queue, up to
-// checkoutTimeoutMs, then fails with 53300. A released session is reset (statements.ts) and goes
-// back only if the reset proves it clean; a closed, failed, unknown or too old session is ended.
+// A busy session taken by checkoutIdle() for a client that has not authenticated yet is also
+// tentative, until its holder confirm()s it. A checkout that finds no idle session and no room
+// waits in the key's FIFO queue, up to checkoutTimeoutMs, then fails with 53300; meanwhile a
+// tentative session is taken back for each such waiter (oldest first): its holder is told and
+// stops using it, and once the holder's statements on it have settled it is reset as a release
+// is and serves the queue. A released session is reset (statements.ts) and goes back only if the
+// reset proves it clean; a closed, failed, unknown or too old session is ended.
 import { serialize } from 'pg-protocol/dist/serializer';
 import type { ProxyError } from '../errors.js';
 import type { Logger } from '../logger.js';
@@ -39,6 +43,8 @@ export interface PoolKeyStats {
   busy: number;
   opening: number;
   waiting: number;
+  /** Busy sessions checked out before their client authenticated, not yet confirmed. */
+  tentative: number;
 }
 
 export interface PoolStats {
@@ -46,14 +52,23 @@ export interface PoolStats {
   busy: number;
   opening: number;
   waiting: number;
+  tentative: number;
   /** Sessions opened since the pool started. */
   opened: number;
   /** Sessions ended since the pool started. */
   closed: number;
   /** Checkouts that failed with 53300. */
   timeouts: number;
+  /** Tentative sessions taken back for a waiting checkout. */
+  reclaimed: number;
   keys: PoolKeyStats[];
 }
+
+/**
+ * Told by the pool that a tentative session is taken back: the holder must not start anything
+ * more on it, and resolves (or rejects) once what it started there has finished.
+ */
+export type Reclaim = () => Promise<unknown>;
 
 interface Waiter {
   resolve: (session: PooledSession) => void;
@@ -70,6 +85,10 @@ interface Entry {
   busy: Set<PooledSession>;
   opening: number;
   queue: Waiter[];
+  /** Busy sessions of checkoutIdle() not yet confirmed, oldest first, with their holder's hook. */
+  tentative: Map<PooledSession, Reclaim>;
+  /** Tentative sessions taken back for the queue whose reset has not finished. */
+  reclaiming: number;
 }
 
 export class SessionPool {
@@ -77,11 +96,13 @@ export class SessionPool {
   private readonly logins = new Set<Promise<unknown>>();
   private readonly ended = new WeakSet<PooledSession>();
   private readonly resetting = new WeakSet<PooledSession>();
+  /** Taken back from their holder, until the pool releases them itself. */
+  private readonly reclaimed = new WeakSet<PooledSession>();
   private readonly reaper: NodeJS.Timeout | undefined;
   private readonly log: Logger;
   private readonly resetTimeoutMs: number;
   private closed = false;
-  private counters = { opened: 0, closed: 0, timeouts: 0 };
+  private counters = { opened: 0, closed: 0, timeouts: 0, reclaimed: 0 };
 
   constructor(private readonly opts: SessionPoolOptions) {
     if (!Number.isInteger(opts.size) || opts.size < 1)
@@ -150,17 +171,32 @@ export class SessionPool {
   /**
    * An idle session of the key at once, or undefined: never waits, never opens a session and
    * never goes ahead of a queued checkout. For work started before the client has authenticated
-   * (org-session.ts), which must not make the pool grow or make anyone wait.
+   * (org-session.ts), which must not make the pool grow or make anyone wait, nor hold a session
+   * an authenticated client waits for: the checkout is tentative until confirm(). If a checkout
+   * would wait meanwhile, `reclaim` is called (the holder loses the session at that moment), and
+   * once its promise settles the pool resets the session as release() does and hands it on; a
+   * holder whose work has not settled within the reset timeout loses the session for good (ended).
+   * Until it confirms, the holder gives the session back with release() or discard().
    */
-  checkoutIdle(key: PoolKey): PooledSession | undefined {
+  checkoutIdle(key: PoolKey, reclaim: Reclaim): PooledSession | undefined {
     if (this.closed) return undefined;
     const entry = this.entries.get(poolKeyId(key));
     if (!entry || entry.queue.length > 0) return undefined;
     const session = this.takeIdle(entry);
     if (!session) return undefined;
     entry.busy.add(session);
+    entry.tentative.set(session, reclaim);
     session.lastUsedAt = Date.now();
     return session;
+  }
+
+  /**
+   * The holder of a tentative checkout keeps it: from now on it is an ordinary checkout, never
+   * taken back. False if it is not tentative (any more): taken back, or given back, or the pool
+   * closed; the caller must then not use it.
+   */
+  confirm(session: PooledSession): boolean {
+    return this.entries.get(poolKeyId(session.key))?.tentative.delete(session) ?? false;
   }
 
   /**
@@ -175,13 +211,14 @@ export class SessionPool {
       this.end(session, 'pool closed');
       return;
     }
-    if (!entry?.busy.has(session) || this.resetting.has(session)) {
+    if (!entry?.busy.has(session) || this.resetting.has(session) || this.reclaimed.has(session)) {
       this.log.warn(
         { event: 'pool_release_unknown', pid: session.backendPid },
         'released a session that is not checked out',
       );
       return;
     }
+    entry.tentative.delete(session);
     let reason = this.unusable(session, Date.now());
     if (reason === undefined) {
       session.reader.switchTo(session.socket);
@@ -207,7 +244,10 @@ export class SessionPool {
 
   /** Ends a checked-out session instead of returning it (its state is unknown or unwanted). */
   discard(session: PooledSession, reason = 'discarded'): void {
+    // Taken back from its holder: the pool's now, whatever the former holder says.
+    if (this.reclaimed.has(session)) return;
     const entry = this.entries.get(poolKeyId(session.key));
+    entry?.tentative.delete(session);
     entry?.busy.delete(session);
     this.end(session, reason);
     if (entry) this.dispatch(entry);
@@ -241,6 +281,7 @@ export class SessionPool {
       }
       entry.idle = [];
       entry.busy.clear();
+      entry.tentative.clear();
     }
     this.entries.clear();
     await Promise.all([...this.logins].map((login) => login.catch(noop)));
@@ -256,14 +297,16 @@ export class SessionPool {
       busy: entry.busy.size,
       opening: entry.opening,
       waiting: entry.queue.length,
+      tentative: entry.tentative.size,
     }));
-    const sum = (field: 'idle' | 'busy' | 'opening' | 'waiting'): number =>
+    const sum = (field: 'idle' | 'busy' | 'opening' | 'waiting' | 'tentative'): number =>
       keys.reduce((total, key) => total + key[field], 0);
     return {
       idle: sum('idle'),
       busy: sum('busy'),
       opening: sum('opening'),
       waiting: sum('waiting'),
+      tentative: sum('tentative'),
       ...this.counters,
       keys,
     };
@@ -279,13 +322,25 @@ export class SessionPool {
     const id = poolKeyId(key);
     let entry = this.entries.get(id);
     if (!entry) {
-      entry = { id, key, idle: [], busy: new Set(), opening: 0, queue: [] };
+      entry = {
+        id,
+        key,
+        idle: [],
+        busy: new Set(),
+        opening: 0,
+        queue: [],
+        tentative: new Map(),
+        reclaiming: 0,
+      };
       this.entries.set(id, entry);
     }
     return entry;
   }
 
-  /** Serves the queue in order: idle sessions first, then new ones while there is room. */
+  /**
+   * Serves the queue in order: idle sessions first, then new ones while there is room; for
+   * checkouts still waiting then, tentative sessions are taken back.
+   */
   private dispatch(entry: Entry): void {
     while (entry.queue.length > 0 && !this.closed) {
       const session = this.takeIdle(entry);
@@ -294,10 +349,55 @@ export class SessionPool {
         if (waiter) this.grant(entry, waiter, session);
         continue;
       }
-      if (entry.idle.length + entry.busy.size + entry.opening >= this.opts.size) return;
+      if (entry.idle.length + entry.busy.size + entry.opening >= this.opts.size) break;
       const waiter = entry.queue.shift();
       if (waiter) this.open(entry, waiter);
     }
+    // One per waiter not already covered by a session on its way back, oldest holder first.
+    while (entry.queue.length > entry.reclaiming && !this.closed) {
+      const [oldest] = entry.tentative;
+      if (!oldest) return;
+      void this.takeBack(entry, ...oldest);
+    }
+  }
+
+  /**
+   * A tentative session goes back to the pool for a waiting checkout: its holder is told at once,
+   * the session is reset once the holder's statements on it have settled (as release() does),
+   * and dispatch() then hands it to the queue. Never rejects.
+   */
+  private async takeBack(entry: Entry, session: PooledSession, reclaim: Reclaim): Promise<void> {
+    entry.tentative.delete(session);
+    entry.reclaiming += 1;
+    this.reclaimed.add(session);
+    this.counters.reclaimed += 1;
+    this.log.info(
+      { event: 'pool_reclaim', pid: session.backendPid, role: entry.key.role },
+      'session checked out before its client authenticated taken back for a waiting checkout',
+    );
+    let holder: Promise<unknown>;
+    try {
+      holder = reclaim();
+    } catch {
+      holder = Promise.resolve();
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const settled = await Promise.race([
+      holder.then(
+        () => true,
+        () => true,
+      ),
+      new Promise<false>((resolve) => {
+        timer = setTimeout(() => {
+          resolve(false);
+        }, this.resetTimeoutMs);
+      }),
+    ]);
+    clearTimeout(timer);
+    entry.reclaiming -= 1;
+    this.reclaimed.delete(session);
+    if (settled) await this.release(session);
+    else this.discard(session, 'taken back, but its holder did not let go of it in time');
   }
 
   private takeIdle(entry: Entry): PooledSession | undefined {

@@ -373,16 +373,18 @@ t.test('a session older than maxLifetime is replaced, never mid-checkout', async
 });
 
 t.test('idle sessions are closed after idleTimeout', async (t) => {
-  const f = await fixture(t, { idleTimeoutMs: 200, reapIntervalMs: 50 });
+  // a expires 1 s after its release, b 0.8 s later: a window wide enough for a loaded machine
+  // to see a gone and b still there.
+  const f = await fixture(t, { idleTimeoutMs: 1000, reapIntervalMs: 50 });
   const a = await f.pool.checkout(f.key);
   const b = await f.pool.checkout(f.key);
   await f.pool.release(a);
-  await sleep(120);
+  await sleep(800);
   await f.pool.release(b);
   t.ok(await until(() => f.pool.stats().idle === 1, 1000), 'the older idle session goes first');
   t.ok(await until(async () => !(await backendAlive(f.db, a.backendPid))), 'its backend is ended');
   t.ok(await backendAlive(f.db, b.backendPid), 'the other is still kept');
-  t.ok(await until(() => f.pool.stats().idle === 0, 1000), 'then the other');
+  t.ok(await until(() => f.pool.stats().idle === 0, 2000), 'then the other');
   t.same(f.pool.stats().keys, [], 'and the empty key is forgotten');
 });
 
@@ -534,4 +536,99 @@ t.test('a session released twice goes back to the pool once', async (t) => {
   t.not(other.backendPid, session.backendPid, 'not handed out twice');
   await f.pool.release(again);
   await f.pool.release(other);
+});
+
+// Issue 11, finding 5: a checkout made before the client authenticated (checkoutIdle) is tentative,
+// and a checkout that would otherwise wait takes it back.
+t.test(
+  'finding 5 (pool): a tentative checkout is taken back for a waiting checkout, after the statement under way on it',
+  async (t) => {
+    const f = await fixture(t, { size: 1 });
+    await f.pool.release(await f.pool.checkout(f.key));
+    const events: string[] = [];
+    let running: Promise<void> = Promise.resolve();
+    const tentative = f.pool.checkoutIdle(f.key, () => {
+      events.push('holder told');
+      return running;
+    });
+    if (!tentative) throw new Error('no idle session');
+    t.match(f.pool.stats(), { busy: 1, tentative: 1 });
+    running = f.pool
+      .runSimple(tentative, "select set_config('application_name', 'holder', false), pg_sleep(0.3)")
+      .then(() => {
+        events.push('holder statement done');
+      });
+    const waiter = f.pool.checkout(f.key).then((session) => {
+      events.push('waiter served');
+      return session;
+    });
+    t.same(events, ['holder told'], 'the holder is told at once');
+    t.notOk(f.pool.confirm(tentative), 'a session taken back cannot be confirmed');
+    // A former holder that releases or discards it anyway changes nothing.
+    f.pool.discard(tentative, 'former holder');
+    await f.pool.release(tentative);
+    const served = await waiter;
+    t.same(events, ['holder told', 'holder statement done', 'waiter served']);
+    t.equal(served.backendPid, tentative.backendPid, 'the same backend');
+    t.equal(await value(served, 'show application_name'), 'pgvpd', 'reset before it was handed on');
+    t.match(f.pool.stats(), { busy: 1, tentative: 0, opened: 1, closed: 0, reclaimed: 1 });
+    await f.pool.release(served);
+  },
+);
+
+t.test('finding 5 (pool): a confirmed checkout is never taken back', async (t) => {
+  const f = await fixture(t, { size: 1, checkoutTimeoutMs: 300 });
+  await f.pool.release(await f.pool.checkout(f.key));
+  let told = 0;
+  const session = f.pool.checkoutIdle(f.key, () => {
+    told += 1;
+    return Promise.resolve();
+  });
+  if (!session) throw new Error('no idle session');
+  t.ok(f.pool.confirm(session), 'confirmed');
+  t.notOk(f.pool.confirm(session), 'once');
+  const error = (await f.pool.checkout(f.key).catch((e: unknown) => e)) as ProxyError;
+  t.equal(error.code, '53300', 'the next checkout waits and times out as usual');
+  t.equal(told, 0, 'the holder was never told');
+  t.match(f.pool.stats(), { busy: 1, tentative: 0, reclaimed: 0 });
+  await f.pool.release(session);
+});
+
+t.test(
+  'finding 5 (pool): a holder that does not let go within the reset timeout loses the session for good',
+  async (t) => {
+    const f = await fixture(t, { size: 1, resetTimeoutMs: 200 });
+    await f.pool.release(await f.pool.checkout(f.key));
+    const session = f.pool.checkoutIdle(f.key, () => new Promise(() => undefined));
+    if (!session) throw new Error('no idle session');
+    const served = await f.pool.checkout(f.key);
+    t.not(served.backendPid, session.backendPid, 'the waiter gets a new backend');
+    t.ok(await until(async () => !(await backendAlive(f.db, session.backendPid))), 'old one ended');
+    t.match(f.pool.stats(), { busy: 1, opened: 2, closed: 1, reclaimed: 1 });
+    await f.pool.release(served);
+  },
+);
+
+t.test('finding 5 (pool): checkoutIdle never takes a session a checkout waits for', async (t) => {
+  const f = await fixture(t, { size: 1 });
+  const held = await f.pool.checkout(f.key);
+  const waiting = f.pool.checkout(f.key);
+  t.equal(
+    f.pool.checkoutIdle(f.key, () => Promise.resolve()),
+    undefined,
+    'none idle, and a checkout waits',
+  );
+  await f.pool.release(held);
+  const served = await waiting;
+  t.equal(served.backendPid, held.backendPid);
+  t.equal(
+    f.pool.checkoutIdle(f.key, () => Promise.resolve()),
+    undefined,
+    'none idle while it is lent',
+  );
+  await f.pool.release(served);
+  const tentative = f.pool.checkoutIdle(f.key, () => Promise.resolve());
+  t.equal(tentative?.backendPid, held.backendPid, 'idle again: taken at once');
+  if (tentative) await f.pool.release(tentative);
+  t.match(f.pool.stats(), { idle: 1, busy: 0, tentative: 0 });
 });

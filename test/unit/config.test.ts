@@ -68,6 +68,7 @@ t.test('with no sources every setting has its documented default', (t) => {
     pool_checkout_timeout: 5,
     pool_idle_timeout: 300,
     pool_max_lifetime: 3600,
+    max_unauthenticated_per_address: 32,
     connect_as_passfile: undefined,
     connect_as_passwords: undefined,
   };

@@ -1,5 +1,5 @@
 --! Previous: sha1:26bb863295438d0243dac8b434817541c242d27a
---! Hash: sha1:42e3aab172c19752495d0d610ade39f35ef06425
+--! Hash: sha1:95c4dbd88c350258e617fd8252d46b03d99d2477
 --! Message: tenant confinement
 
 --! split: 1-tenant-roles.sql
@@ -489,7 +489,12 @@ as $$
     select s.table_oid, s.tenant_column from pgvpd.status() s where s.pgvpd_policy
   ),
   guard as (
-    select coalesce((select p.module_loaded from pgvpd.context_path() p), false) as loaded
+    -- A module that confines tenant roles: loaded (context_path's check, which a client's own
+    -- placeholder cannot fool) and of version 2 or later (version 1 had no confinement).
+    select coalesce((select p.module_loaded from pgvpd.context_path() p), false)
+           and case when pg_catalog.current_setting('pgvpd.guard', true) ~ '^[0-9]+$'
+                    then pg_catalog.current_setting('pgvpd.guard', true)::integer >= 2
+                    else false end as loaded
   )
   select 'error', 'app_role_privileged', a.rolname::text,
          case when a.oid = x.oid
