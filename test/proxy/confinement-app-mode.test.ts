@@ -9,7 +9,7 @@ import { loadConfig, type ConfigKey } from '../../proxy/config.js';
 import { createLogger } from '../../proxy/logger.js';
 import { startProxy, type ProxyHandle } from '../../proxy/server.js';
 import type { TestDatabase } from '../support/postgres.js';
-import { contextPath } from '../support/pgvpd.js';
+import { contextPath, scratchRole } from '../support/pgvpd.js';
 import { proxyFixture, visible } from './fixture.js';
 import { orgFixture } from './org-fixture.js';
 
@@ -62,21 +62,6 @@ async function contextRecords(db: TestDatabase): Promise<number> {
     'select count(*)::int as n from pgvpd_private.session_context',
   );
   return rows[0]!.n;
-}
-
-async function role(
-  t: Test,
-  db: TestDatabase,
-  options: string,
-): Promise<{ name: string; password: string }> {
-  const name = `conf_${randomBytes(4).toString('hex')}`;
-  const password = randomBytes(9).toString('hex');
-  await db.query(`create role ${name} login password '${password}' ${options}`);
-  t.teardown(async () => {
-    await db.query(`drop owned by ${name}`).catch(() => undefined);
-    await db.query(`drop role if exists ${name}`).catch(() => undefined);
-  });
-  return { name, password };
 }
 
 t.test('finding 1: an org user cannot read another org through the app-mode proxy', async (t) => {
@@ -157,13 +142,13 @@ t.test(
   'app mode refuses a superuser, a BYPASSRLS role and a member of one as the tenant role',
   async (t) => {
     const f = await proxyFixture(t);
-    const bypassrls = await role(t, f.db, 'bypassrls');
+    const bypassrls = await scratchRole(t, f.db, 'bypassrls');
     const boss = `conf_boss_${randomBytes(4).toString('hex')}`;
     await f.db.query(`create role ${boss} nologin bypassrls`);
     t.teardown(() => f.db.query(`drop role if exists ${boss}`));
-    const member = await role(t, f.db, `in role ${boss}`);
-    const superuser = await role(t, f.db, 'superuser');
-    const adminMember = await role(t, f.db, 'in role pgvpd_admin');
+    const member = await scratchRole(t, f.db, `in role ${boss}`);
+    const superuser = await scratchRole(t, f.db, 'superuser');
+    const adminMember = await scratchRole(t, f.db, 'in role pgvpd_admin');
     for (const r of [bypassrls, member, superuser, adminMember]) {
       // Registered, as a careless operator might: the database still refuses them.
       await f.db.query('select pgvpd.add_app_role($1)', [r.name]);

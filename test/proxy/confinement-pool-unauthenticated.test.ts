@@ -7,22 +7,12 @@
 // Refused logins come last: after one, the address gets no early readying for a while.
 import t from 'tap';
 import { createLogger } from '../../proxy/logger.js';
-import { ScramClient } from '../../proxy/password-answers.js';
 import { backendPid } from '../support/pgvpd.js';
 import type { TestLike } from '../support/postgres.js';
-import {
-  authCodeOf,
-  cstring,
-  int32,
-  startupMessage,
-  terminateMessage,
-  typedMessage,
-  WireClient,
-  type Frame,
-} from '../support/wire.js';
+import { terminateMessage, WireClient, type Frame } from '../support/wire.js';
 import { waitFor } from './clients-support.js';
 import { orgFixture } from './org-fixture.js';
-import { openClient, resetDone } from './org-support.js';
+import { openClient, resetDone, scramHalfway } from './org-support.js';
 
 const size = 2;
 const reclaims: number[] = [];
@@ -80,34 +70,17 @@ async function readied(): Promise<number[]> {
 }
 
 /** A raw client that stops after its SCRAM client-first-message, as one deriving its key. */
-async function stalled(
+function stalled(
   t: TestLike,
   parameters: Record<string, string> = {},
   secret = password,
 ): Promise<{ wire: WireClient; finish(): void }> {
-  const wire = await WireClient.connect(f.proxy.port);
-  t.teardown(() => {
-    wire.destroy();
-  });
-  wire.write(startupMessage({ user: acme.user, database: acme.database, ...parameters }));
-  const sasl = await wire.readFrame();
-  if (sasl.code !== 'R' || authCodeOf(sasl) !== 10) throw new Error('expected AuthenticationSASL');
-  const scram = new ScramClient(secret);
-  const first = Buffer.from(scram.firstMessage(), 'utf8');
-  wire.write(
-    typedMessage('p', Buffer.concat([cstring('SCRAM-SHA-256'), int32(first.length), first])),
+  return scramHalfway(
+    t,
+    f.proxy.port,
+    { user: acme.user, database: acme.database, ...parameters },
+    secret,
   );
-  const serverFirst = await wire.readFrame();
-  if (serverFirst.code !== 'R' || authCodeOf(serverFirst) !== 11)
-    throw new Error('expected SASLContinue');
-  return {
-    wire,
-    finish: () => {
-      wire.write(
-        typedMessage('p', Buffer.from(scram.finalMessage(serverFirst.body.toString('utf8', 4)))),
-      );
-    },
-  };
 }
 
 /** The ParameterStatus messages among `frames`, as name → value. */

@@ -3,21 +3,12 @@
 // failed authentication hands the session back to be reset, not thrown away. pool_size 1, so
 // that "the same backend" and "no new backend" are plain to see.
 import t from 'tap';
-import { ScramClient } from '../../proxy/password-answers.js';
 import { backendPid } from '../support/pgvpd.js';
 import type { TestLike } from '../support/postgres.js';
-import {
-  authCodeOf,
-  cstring,
-  int32,
-  startupMessage,
-  terminateMessage,
-  typedMessage,
-  WireClient,
-} from '../support/wire.js';
+import { terminateMessage, WireClient } from '../support/wire.js';
 import { waitFor } from './clients-support.js';
 import { orgFixture } from './org-fixture.js';
-import { failure, openClient, pause, seen } from './org-support.js';
+import { failure, openClient, pause, scramHalfway, seen } from './org-support.js';
 
 const f = await orgFixture(t, { pool_size: 1, pool_checkout_timeout: 1 });
 const acme = {
@@ -62,34 +53,9 @@ const resetDone = (pid: number) => async (): Promise<boolean> => {
   return b.query === 'DISCARD ALL' && b.state === 'idle';
 };
 
-/** A raw client that stops after the server-first-message, as a client deriving its key. */
-async function halfway(
-  t: TestLike,
-  password: string,
-): Promise<{ wire: WireClient; finish(): void }> {
-  const wire = await WireClient.connect(f.proxy.port);
-  t.teardown(() => {
-    wire.destroy();
-  });
-  wire.write(startupMessage({ user: 'alice', database: 'acme-analytics' }));
-  const sasl = await wire.readFrame();
-  if (sasl.code !== 'R' || authCodeOf(sasl) !== 10) throw new Error('expected AuthenticationSASL');
-  const scram = new ScramClient(password);
-  const first = Buffer.from(scram.firstMessage(), 'utf8');
-  wire.write(
-    typedMessage('p', Buffer.concat([cstring('SCRAM-SHA-256'), int32(first.length), first])),
-  );
-  const serverFirst = await wire.readFrame();
-  if (serverFirst.code !== 'R' || authCodeOf(serverFirst) !== 11)
-    throw new Error('expected SASLContinue');
-  return {
-    wire,
-    finish: () => {
-      wire.write(
-        typedMessage('p', Buffer.from(scram.finalMessage(serverFirst.body.toString('utf8', 4)))),
-      );
-    },
-  };
+/** A raw client of alice at acme that stops after the server-first-message. */
+function halfway(t: TestLike, password: string): Promise<{ wire: WireClient; finish(): void }> {
+  return scramHalfway(t, f.proxy.port, { user: 'alice', database: 'acme-analytics' }, password);
 }
 
 async function onePooledBackend(): Promise<number> {

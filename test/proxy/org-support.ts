@@ -1,7 +1,16 @@
 // Helpers for the org-mode acceptance tests (org-*.test.ts): clients through an org-mode proxy
 // whose lifetime is one subtest, what a client sees of its org, and how a connection failed.
 import pg from 'pg';
+import { ScramClient } from '../../proxy/password-answers.js';
 import type { TestDatabase, TestLike } from '../support/postgres.js';
+import {
+  WireClient,
+  authCodeOf,
+  cstring,
+  int32,
+  startupMessage,
+  typedMessage,
+} from '../support/wire.js';
 import { waitFor } from './clients-support.js';
 
 export interface OrgLogin {
@@ -77,4 +86,39 @@ export async function resetDone(
     );
     return rows.length === 0 || (rows[0]!.state === 'idle' && rows[0]!.query === 'DISCARD ALL');
   }, timeoutMs);
+}
+
+/**
+ * A raw client that stops after the server-first-message, as a client deriving its SCRAM key;
+ * finish() sends its proof for `password`. Closed when `t` ends.
+ */
+export async function scramHalfway(
+  t: TestLike,
+  port: number,
+  startup: Record<string, string>,
+  password: string,
+): Promise<{ wire: WireClient; finish(): void }> {
+  const wire = await WireClient.connect(port);
+  t.teardown(() => {
+    wire.destroy();
+  });
+  wire.write(startupMessage(startup));
+  const sasl = await wire.readFrame();
+  if (sasl.code !== 'R' || authCodeOf(sasl) !== 10) throw new Error('expected AuthenticationSASL');
+  const scram = new ScramClient(password);
+  const first = Buffer.from(scram.firstMessage(), 'utf8');
+  wire.write(
+    typedMessage('p', Buffer.concat([cstring('SCRAM-SHA-256'), int32(first.length), first])),
+  );
+  const serverFirst = await wire.readFrame();
+  if (serverFirst.code !== 'R' || authCodeOf(serverFirst) !== 11)
+    throw new Error('expected SASLContinue');
+  return {
+    wire,
+    finish: () => {
+      wire.write(
+        typedMessage('p', Buffer.from(scram.finalMessage(serverFirst.body.toString('utf8', 4)))),
+      );
+    },
+  };
 }

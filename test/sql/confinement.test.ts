@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import t, { type Test } from 'tap';
 import { makeVerifier } from '../../proxy/scram-verifier.js';
-import { backendPid, connect, giveContext, loginRole } from '../support/pgvpd.js';
+import { backendPid, connect, giveContext, loginRole, scratchRole } from '../support/pgvpd.js';
 import { fixture } from './fixture.js';
 
 const f = await fixture(t);
@@ -23,17 +23,7 @@ async function failure(promise: Promise<unknown>): Promise<{ code?: string; mess
   }
 }
 
-/** A role made for one test, dropped at its end. */
-async function role(t: Test, options: string): Promise<{ name: string; url: string }> {
-  const name = `conf_${randomBytes(4).toString('hex')}`;
-  const password = randomBytes(9).toString('hex');
-  await db.query(`create role ${name} login password '${password}' ${options}`);
-  t.teardown(async () => {
-    await db.query(`drop owned by ${name}`).catch(() => undefined);
-    await db.query(`drop role if exists ${name}`).catch(() => undefined);
-  });
-  return { name, url: db.urlFor(name, password) };
-}
+const role = (t: Test, options: string) => scratchRole(t, db, options);
 
 async function session(url: string): Promise<pg.Client> {
   const client = await connect(url);

@@ -112,3 +112,22 @@ export async function lintLines(db: TestDatabase): Promise<string[]> {
   );
   return rows.map((r) => `${r.severity} ${r.check_name} ${r.object}`).sort();
 }
+
+/**
+ * A login role with these options (e.g. 'bypassrls', 'in role x'), unique to this test and
+ * dropped at its end; unlike loginRole it is not registered anywhere.
+ */
+export async function scratchRole(
+  t: TestLike,
+  db: TestDatabase,
+  options: string,
+): Promise<{ name: string; password: string; url: string }> {
+  const name = `scratch_${randomBytes(4).toString('hex')}`;
+  const password = randomBytes(9).toString('hex');
+  await db.query(`create role ${name} login password '${password}' ${options}`);
+  t.teardown(async () => {
+    await db.query(`drop owned by ${name}`).catch(() => undefined);
+    await db.query(`drop role if exists ${name}`).catch(() => undefined);
+  });
+  return { name, password, url: db.urlFor(name, password) };
+}

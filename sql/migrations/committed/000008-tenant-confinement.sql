@@ -1,5 +1,5 @@
 --! Previous: sha1:26bb863295438d0243dac8b434817541c242d27a
---! Hash: sha1:95c4dbd88c350258e617fd8252d46b03d99d2477
+--! Hash: sha1:849b9923a37b95bea088109880e2073de7756ff9
 --! Message: tenant confinement
 
 --! split: 1-tenant-roles.sql
@@ -283,6 +283,22 @@ as $$
        and x.privilege_type = p_privilege)
 $$;
 
+-- Refuses a caller that is not a superuser (42501) and a facility that does not exist (22023).
+create or replace function pgvpd_private.confinement_may_change(p_fn text, p_facility text) returns void
+language plpgsql stable set search_path = ''
+as $$
+begin
+  if not exists (select 1 from pg_catalog.pg_roles r where r.rolname = current_user and r.rolsuper) then
+    raise exception using errcode = '42501', message = pg_catalog.format('pgvpd: %s() must be run by a superuser', p_fn),
+      hint = 'it changes privileges on system objects, which only their owner may do';
+  end if;
+  if p_facility is not null and not exists (select 1 from pgvpd_private.confinement c where c.facility = p_facility) then
+    raise exception using errcode = '22023', message = pg_catalog.format('pgvpd: no confinement facility %L', p_facility),
+      hint = 'facilities: activity, signals, large_objects';
+  end if;
+end;
+$$;
+
 -- Closes the named facility (or all, with NULL) and remembers that the operator wants it closed.
 -- Revoking privileges on system objects needs their owner: a superuser runs this (setup does).
 create or replace function pgvpd.confine(p_facility text default null) returns integer
@@ -293,14 +309,7 @@ declare
   v_role name;
   v_count integer := 0;
 begin
-  if not exists (select 1 from pg_catalog.pg_roles r where r.rolname = current_user and r.rolsuper) then
-    raise exception using errcode = '42501', message = 'pgvpd: confine() must be run by a superuser',
-      hint = 'it changes privileges on system objects, which only their owner may do';
-  end if;
-  if p_facility is not null and not exists (select 1 from pgvpd_private.confinement c where c.facility = p_facility) then
-    raise exception using errcode = '22023', message = pg_catalog.format('pgvpd: no confinement facility %L', p_facility),
-      hint = 'facilities: activity, signals, large_objects';
-  end if;
+  perform pgvpd_private.confinement_may_change('confine', p_facility);
   update pgvpd_private.confinement c set wanted = true, changed_at = pg_catalog.clock_timestamp()
    where p_facility is null or c.facility = p_facility;
   for v_obj in select o.* from pgvpd_private.confinement_objects() o
@@ -333,14 +342,7 @@ declare
   v_change pgvpd_private.confinement_change;
   v_count integer := 0;
 begin
-  if not exists (select 1 from pg_catalog.pg_roles r where r.rolname = current_user and r.rolsuper) then
-    raise exception using errcode = '42501', message = 'pgvpd: unconfine() must be run by a superuser',
-      hint = 'it changes privileges on system objects, which only their owner may do';
-  end if;
-  if p_facility is not null and not exists (select 1 from pgvpd_private.confinement c where c.facility = p_facility) then
-    raise exception using errcode = '22023', message = pg_catalog.format('pgvpd: no confinement facility %L', p_facility),
-      hint = 'facilities: activity, signals, large_objects';
-  end if;
+  perform pgvpd_private.confinement_may_change('unconfine', p_facility);
   update pgvpd_private.confinement c set wanted = false, changed_at = pg_catalog.clock_timestamp()
    where p_facility is null or c.facility = p_facility;
   for v_change in delete from pgvpd_private.confinement_change c
