@@ -1,6 +1,6 @@
 // Tenant confinement in SQL (issue 11): tenants that share a role reach nothing of each other
 // through PostgreSQL's own facilities, and a context is issued only for a backend whose role the
-// database has registered for the proxy's mode (architecture §7, invariants 8 and 9).
+// database has registered for the proxy's mode (docs/threat-model.md, "What a tenant's role cannot reach").
 // The guard module's part (ALTER ROLE, explicit locks) is in guard-confinement.test.ts.
 import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
