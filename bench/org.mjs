@@ -40,7 +40,7 @@
 //      (default 300) after 30 of warm-up: p50 and p99 of the connect (to ReadyForQuery) and of
 //      connect + close.
 //
-// Needs `npm run build` (dist/cli/main.js, dist/proxy/scram-verifier.js). Before timing it checks
+// Needs `npm run build` (dist/cli/main.js, dist/proxy/auth/scram-verifier.js). Before timing it checks
 // every target: the session's role, pgvpd.current_tenant_id() (the org's id through org, acme
 // through app, none otherwise) and the 10 pgbench branches.
 //
@@ -149,7 +149,7 @@ async function setupDatabase(adminUrl) {
   await run(PGBENCH, ['-i', '-q', '-s', String(SCALE), dbUrl]);
 
   const { makeVerifier } = await import(
-    pathToFileURL(join(ROOT, 'dist/proxy/scram-verifier.js')).href
+    pathToFileURL(join(ROOT, 'dist/proxy/auth/scram-verifier.js')).href
   );
   const passwords = {
     app: randomBytes(12).toString('hex'),
@@ -594,8 +594,8 @@ async function hold(targets) {
 }
 
 async function main() {
-  if (!existsSync(join(ROOT, 'dist/proxy/scram-verifier.js'))) {
-    throw new Error('dist/proxy/scram-verifier.js does not exist (run npm run build)');
+  if (!existsSync(join(ROOT, 'dist/proxy/auth/scram-verifier.js'))) {
+    throw new Error('dist/proxy/auth/scram-verifier.js does not exist (run npm run build)');
   }
   const loadavgAtStart = loadavg();
   const cluster = await startCluster({

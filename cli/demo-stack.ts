@@ -8,7 +8,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../proxy/config.js';
-import { startProxy, type ProxyHandle } from '../proxy/server.js';
+import { startProxy, type ProxyHandle } from '../proxy/index.js';
 import { packageRoot } from './package-root.js';
 
 export interface DemoOptions {

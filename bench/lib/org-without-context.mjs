@@ -15,7 +15,7 @@ const dist = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist');
 const { OrgSession } = await import(pathToFileURL(join(dist, 'proxy', 'org-session.js')).href);
 const { runCli } = await import(pathToFileURL(join(dist, 'cli', 'program.js')).href);
 
-// The same parameter filter as OrgSession.prepare (proxy/org-session.ts), without the context.
+// The same parameter filter as OrgSession.prepare (proxy/org/flow.ts), without the context.
 // Parameters undefined: a session readied before authentication, which gets the client's
 // parameters after it (OrgSession.applyParameters, unchanged here).
 const notSettings = new Set(['user', 'database', 'options', 'replication']);

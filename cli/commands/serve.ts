@@ -13,7 +13,7 @@ import {
   loadConfig,
   type ConfigKey,
 } from '../../proxy/config.js';
-import { startProxy } from '../../proxy/server.js';
+import { startProxy } from '../../proxy/index.js';
 import { CliExit } from '../cli-exit.js';
 import type { CliIo } from '../io.js';
 

@@ -3,7 +3,7 @@
 // password (from the terminal without echo, or the first line of stdin), computes the verifier
 // here, and sends only that. A password is never an argument.
 import type { Command } from 'commander';
-import { makeVerifier } from '../../proxy/scram-verifier.js';
+import { makeVerifier } from '../../proxy/auth/scram-verifier.js';
 import { CliExit } from '../cli-exit.js';
 import { connectionString, dbOption, withClient, type DbOptions } from '../database.js';
 import type { CliIo } from '../io.js';

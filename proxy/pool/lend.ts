@@ -5,7 +5,7 @@
 // waits for the pool's reader, which SessionPool.release() re-attaches before the reset.
 import type { Duplex } from 'node:stream';
 import { ClientFramer } from './client-framer.js';
-import type { PooledSession } from './upstream-login.js';
+import type { PooledSession } from '../upstream/login.js';
 
 export type LoanEnd =
   /** The client sent Terminate (held back from the backend). */

@@ -1,7 +1,7 @@
 // How pooling fails, each failure with its SQLSTATE, the client's message and the log's. Failures
 // the upstream reports itself (a refused login, a failed statement) keep the upstream's SQLSTATE.
 import { ProxyError } from '../errors.js';
-import type { ErrorFields } from './wire.js';
+import type { ErrorFields } from '../protocol/decode.js';
 
 export const poolErrors = {
   exhausted: (role: string, database: string, size: number, timeoutMs: number) =>

@@ -15,7 +15,7 @@ import type { ProxyError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { poolErrors } from './pool-errors.js';
 import { resetSession, runExtended, runSimple } from './statements.js';
-import { poolKeyId, type PoolKey, type PooledSession } from './upstream-login.js';
+import { poolKeyId, type PoolKey, type PooledSession } from '../upstream/login.js';
 
 export interface SessionPoolOptions {
   /** Sessions per key, counting idle, busy and opening ones. */

@@ -7,7 +7,7 @@ import { proxyErrors } from '../errors.js';
 import { BackendCode } from '../protocol/codes.js';
 import type { Message } from '../protocol/reader.js';
 import { poolErrors } from './pool-errors.js';
-import type { PooledSession } from './upstream-login.js';
+import type { PooledSession } from '../upstream/login.js';
 import {
   ResultCode,
   commandTag,
@@ -15,7 +15,7 @@ import {
   parameterStatus,
   upstreamMessage,
   type ErrorFields,
-} from './wire.js';
+} from '../protocol/decode.js';
 
 /** Runs one simple Query; rejects with the statement's SQLSTATE and message if it failed. */
 export async function runSimple(session: PooledSession, sql: string): Promise<void> {

@@ -6,7 +6,7 @@ import { PassThrough } from 'node:stream';
 import t from 'tap';
 import { runCli } from '../../cli/program.js';
 import type { InputStream } from '../../cli/read-password.js';
-import { makeVerifier, parseVerifier } from '../../proxy/scram-verifier.js';
+import { makeVerifier, parseVerifier } from '../../proxy/auth/scram-verifier.js';
 import { createTestDatabase, type TestLike } from '../support/postgres.js';
 import { installPgvpd } from '../support/pgvpd.js';
 import { pgvpd, type CliResult } from './run-cli.js';

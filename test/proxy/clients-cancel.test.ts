@@ -119,7 +119,7 @@ t.test('a handled CancelRequest leaves no handshake timer running behind it', as
   for (let i = 0; i < 20; i++) await sendCancelRequest(f.proxy.port, 1000 + i, i); // unknown keys
   await pause(50);
   const after = timers();
-  // Each cancel connection is a session that is closed at once. Known bug: proxy/session.ts
+  // Each cancel connection is a session that is closed at once. Known bug: proxy/app/flow.ts
   // run() returns on the cancel path without clearTimeout(timer), so every CancelRequest leaves a
   // timer armed for handshake_timeout (10 s here) that keeps the proxy's process alive that long.
   t.ok(

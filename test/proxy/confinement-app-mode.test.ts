@@ -7,7 +7,7 @@ import pg from 'pg';
 import t, { type Test } from 'tap';
 import { loadConfig, type ConfigKey } from '../../proxy/config.js';
 import { createLogger } from '../../proxy/logger.js';
-import { startProxy, type ProxyHandle } from '../../proxy/server.js';
+import { startProxy, type ProxyHandle } from '../../proxy/index.js';
 import type { TestDatabase } from '../support/postgres.js';
 import { contextPath, scratchRole } from '../support/pgvpd.js';
 import { proxyFixture, visible } from './fixture.js';

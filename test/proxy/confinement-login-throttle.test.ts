@@ -13,9 +13,9 @@ import pg from 'pg';
 import t from 'tap';
 import { loadConfig } from '../../proxy/config.js';
 import { createLogger } from '../../proxy/logger.js';
-import { ScramClient } from '../../proxy/password-answers.js';
-import { makeVerifier } from '../../proxy/scram-verifier.js';
-import { startProxy } from '../../proxy/server.js';
+import { ScramClient } from '../../proxy/auth/password-answers.js';
+import { makeVerifier } from '../../proxy/auth/scram-verifier.js';
+import { startProxy } from '../../proxy/index.js';
 import {
   authCodeOf,
   cstring,

@@ -4,7 +4,7 @@
 import pg from 'pg';
 import { loadConfig, type ConfigKey, type ProxyConfig } from '../../proxy/config.js';
 import { createLogger } from '../../proxy/logger.js';
-import { startProxy, type ProxyHandle } from '../../proxy/server.js';
+import { startProxy, type ProxyHandle } from '../../proxy/index.js';
 import { createTestDatabase, type TestDatabase, type TestLike } from '../support/postgres.js';
 import { installPgvpd, loginRole, type LoginRole } from '../support/pgvpd.js';
 

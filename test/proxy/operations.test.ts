@@ -4,7 +4,7 @@ import pg from 'pg';
 import t from 'tap';
 import { ConfigError, loadConfig } from '../../proxy/config.js';
 import { createLogger } from '../../proxy/logger.js';
-import { startProxy } from '../../proxy/server.js';
+import { startProxy } from '../../proxy/index.js';
 import { testRoles } from '../support/postgres.js';
 import { WireClient, authCodeOf, closedPort, startupMessage } from '../support/wire.js';
 import { proxyFixture, visible } from './fixture.js';

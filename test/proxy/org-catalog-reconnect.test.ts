@@ -2,7 +2,7 @@
 // still routed and authenticated from the last snapshot, and once the proxy has reconnected (it
 // retries every second) it sees changes again.
 import t from 'tap';
-import { makeVerifier } from '../../proxy/scram-verifier.js';
+import { makeVerifier } from '../../proxy/auth/scram-verifier.js';
 import { orgFixture } from './org-fixture.js';
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

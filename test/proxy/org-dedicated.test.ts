@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import type pg from 'pg';
 import t from 'tap';
-import { makeVerifier } from '../../proxy/scram-verifier.js';
+import { makeVerifier } from '../../proxy/auth/scram-verifier.js';
 import { backendPid, connect as connectUrl, setupSqlPath, sqlstate } from '../support/pgvpd.js';
 import { secondCluster } from '../support/second-cluster.js';
 import { backendKey, sendCancelRequest, waitFor } from './clients-support.js';

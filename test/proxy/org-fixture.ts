@@ -8,8 +8,8 @@ import { join } from 'node:path';
 import pg from 'pg';
 import { loadConfig, type ConfigKey } from '../../proxy/config.js';
 import { createLogger, type Logger } from '../../proxy/logger.js';
-import { makeVerifier } from '../../proxy/scram-verifier.js';
-import { startProxy, type ProxyHandle } from '../../proxy/server.js';
+import { makeVerifier } from '../../proxy/auth/scram-verifier.js';
+import { startProxy, type ProxyHandle } from '../../proxy/index.js';
 import { createTestDatabase, type TestDatabase, type TestLike } from '../support/postgres.js';
 import { installPgvpd, loginRole, type LoginRole } from '../support/pgvpd.js';
 

@@ -224,7 +224,7 @@ t.test(
     await f.db.query('select pgvpd.user_add($1, $2, $3, $4)', [
       f.orgs.beta,
       'carol',
-      (await import('../../proxy/scram-verifier.js')).makeVerifier('carol-pass'),
+      (await import('../../proxy/auth/scram-verifier.js')).makeVerifier('carol-pass'),
       f.connectAs,
     ]);
     t.ok(await catalogLoadedAfter(beforeAdd), 'the proxy reloaded the catalog (NOTIFY)');

@@ -10,9 +10,9 @@ import t from 'tap';
 import { createLogger } from '../../proxy/logger.js';
 import { lend, type Loan, type LoanResult } from '../../proxy/pool/lend.js';
 import { SessionPool } from '../../proxy/pool/session-pool.js';
-import { loginUpstream, type PoolKey } from '../../proxy/pool/upstream-login.js';
+import { loginUpstream, type PoolKey } from '../../proxy/upstream/login.js';
 import { PacketReader } from '../../proxy/protocol/reader.js';
-import { authenticationOk, backendKeyData } from '../../proxy/protocol/server-messages.js';
+import { authenticationOk, backendKeyData } from '../../proxy/protocol/encode.js';
 import { createTestDatabase, testRoles, type TestLike } from '../support/postgres.js';
 
 function backendMessage(type: string, body: Buffer): Buffer {

@@ -3,11 +3,7 @@
 import { createServer, type Server } from 'node:net';
 import t from 'tap';
 import type { ProxyError } from '../../proxy/errors.js';
-import {
-  loginUpstream,
-  type PoolKey,
-  type PooledSession,
-} from '../../proxy/pool/upstream-login.js';
+import { loginUpstream, type PoolKey, type PooledSession } from '../../proxy/upstream/login.js';
 import {
   createTestDatabase,
   serverInfo,

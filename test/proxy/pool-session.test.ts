@@ -8,11 +8,7 @@ import t from 'tap';
 import type { ProxyError } from '../../proxy/errors.js';
 import { createLogger } from '../../proxy/logger.js';
 import { SessionPool, type SessionPoolOptions } from '../../proxy/pool/session-pool.js';
-import {
-  loginUpstream,
-  type PoolKey,
-  type PooledSession,
-} from '../../proxy/pool/upstream-login.js';
+import { loginUpstream, type PoolKey, type PooledSession } from '../../proxy/upstream/login.js';
 import { createTestDatabase, type TestDatabase, type TestLike } from '../support/postgres.js';
 import { sqlstate, type LoginRole } from '../support/pgvpd.js';
 

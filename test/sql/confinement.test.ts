@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import t, { type Test } from 'tap';
-import { makeVerifier } from '../../proxy/scram-verifier.js';
+import { makeVerifier } from '../../proxy/auth/scram-verifier.js';
 import { backendPid, connect, giveContext, loginRole, scratchRole } from '../support/pgvpd.js';
 import { fixture } from './fixture.js';
 

@@ -2,7 +2,7 @@
 import t from 'tap';
 import { createTestDatabase } from '../support/postgres.js';
 import { contextPath, installPgvpd, loginRole } from '../support/pgvpd.js';
-import { makeVerifier } from '../../proxy/scram-verifier.js';
+import { makeVerifier } from '../../proxy/auth/scram-verifier.js';
 
 const db = await createTestDatabase(t);
 await installPgvpd(db);

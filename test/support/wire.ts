@@ -6,7 +6,7 @@
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import type { BackendMessage } from 'pg-protocol/dist/messages';
 import { Parser } from 'pg-protocol/dist/parser';
-import { ScramClient } from '../../proxy/password-answers.js';
+import { ScramClient } from '../../proxy/auth/password-answers.js';
 
 /** Request codes sent in place of a protocol version (1234.5679, 1234.5680, 1234.5678). */
 export const requestCode = {

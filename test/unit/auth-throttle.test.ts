@@ -7,7 +7,7 @@ import {
   UnauthenticatedConnections,
   addressKey,
   type HeldAnswer,
-} from '../../proxy/auth-throttle.js';
+} from '../../proxy/auth/throttle.js';
 
 /** Settles and at once withdraws the answer, so that no timer outlives the test. */
 function step(throttle: AuthThrottle, address: string, user: string, ok: boolean, now: number) {

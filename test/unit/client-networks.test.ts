@@ -1,6 +1,6 @@
 // compileNetworks: which client addresses bypass_networks admits.
 import t from 'tap';
-import { compileNetworks } from '../../proxy/client-networks.js';
+import { compileNetworks } from '../../proxy/app/client-networks.js';
 
 t.test('addresses inside the listed networks are admitted, others and unknowns are not', (t) => {
   const allowed = compileNetworks(['10.1.0.0/16', '127.0.0.1', 'fd00::/8']);

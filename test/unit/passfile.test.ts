@@ -1,6 +1,6 @@
 // connect_as passwords in pgpass format: fields, wildcards, escapes, first match wins.
 import t from 'tap';
-import { lookupPassword, parsePassfile } from '../../proxy/passfile.js';
+import { lookupPassword, parsePassfile } from '../../proxy/upstream/passfile.js';
 
 const file = [
   '# comment',

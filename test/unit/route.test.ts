@@ -3,7 +3,7 @@
 import t from 'tap';
 import { defaults } from '../../proxy/config.js';
 import { ProxyError } from '../../proxy/errors.js';
-import { compileRoute, type AppRoute, type RouteConfig } from '../../proxy/route.js';
+import { compileRoute, type AppRoute, type RouteConfig } from '../../proxy/app/route.js';
 
 const withValues: RouteConfig = {
   ...defaults,

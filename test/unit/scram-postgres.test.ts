@@ -4,8 +4,8 @@
 import { createRequire } from 'node:module';
 import pg from 'pg';
 import t from 'tap';
-import { ScramServer, scramMechanism } from '../../proxy/scram-server.js';
-import { makeVerifier, parseVerifier } from '../../proxy/scram-verifier.js';
+import { ScramServer, scramMechanism } from '../../proxy/auth/scram-server.js';
+import { makeVerifier, parseVerifier } from '../../proxy/auth/scram-verifier.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { connect, installPgvpd, loginRole, sqlstate, type LoginRole } from '../support/pgvpd.js';
 

@@ -6,7 +6,7 @@ import { createRequire } from 'node:module';
 import { serialize } from 'pg-protocol/dist/serializer';
 import t from 'tap';
 import { ProxyError } from '../../proxy/errors.js';
-import { ScramClient } from '../../proxy/password-answers.js';
+import { ScramClient } from '../../proxy/auth/password-answers.js';
 import { ProtocolViolation } from '../../proxy/protocol/reader.js';
 import {
   ScramProtocolError,
@@ -21,8 +21,12 @@ import {
   serverSignature,
   verifyClientProof,
   type ScramOutcome,
-} from '../../proxy/scram-server.js';
-import { makeVerifier, parseVerifier, type ScramVerifier } from '../../proxy/scram-verifier.js';
+} from '../../proxy/auth/scram-server.js';
+import {
+  makeVerifier,
+  parseVerifier,
+  type ScramVerifier,
+} from '../../proxy/auth/scram-verifier.js';
 
 // ---- clients ----
 

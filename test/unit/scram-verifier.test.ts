@@ -10,7 +10,7 @@ import {
   parseVerifier,
   saltLength,
   saslPrep,
-} from '../../proxy/scram-verifier.js';
+} from '../../proxy/auth/scram-verifier.js';
 
 const b64 = '[A-Za-z0-9+/]';
 const defaultShape = new RegExp(`^SCRAM-SHA-256\\$4096:${b64}{22}==\\$${b64}{43}=:${b64}{43}=$`);

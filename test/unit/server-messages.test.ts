@@ -1,7 +1,7 @@
 // The proxy's own backend messages, read back by pg-protocol's parser (the one node-postgres
 // clients use): what the proxy writes is what a driver understands.
 import t from 'tap';
-import * as send from '../../proxy/protocol/server-messages.js';
+import * as send from '../../proxy/protocol/encode.js';
 import { errorFieldsOf, negotiationOf, parseBackend, type Frame } from '../support/wire.js';
 
 /** Splits a buffer into frames by their declared lengths. */

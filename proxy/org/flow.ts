@@ -13,28 +13,28 @@
 // when the client leaves it goes back to the pool (ROLLBACK, DISCARD ALL).
 import type { Socket } from 'node:net';
 import type { SecureContext } from 'node:tls';
-import type { AuthThrottle, HeldAnswer, UnauthenticatedConnections } from './auth-throttle.js';
-import type { CancelKeys } from './cancel-keys.js';
+import type { AuthThrottle, HeldAnswer, UnauthenticatedConnections } from '../auth/throttle.js';
+import type { CancelKeys } from '../edge/cancel-keys.js';
 import type { Catalog, CatalogOrg, CatalogUser } from './catalog.js';
-import { ClientEdge, ClientLeft } from './client-edge.js';
-import type { ProxyConfig } from './config.js';
-import type { ControlPools } from './control.js';
-import { ProxyError, proxyErrors } from './errors.js';
-import type { Logger } from './logger.js';
-import { lend, type Loan } from './pool/lend.js';
-import type { SessionPool } from './pool/session-pool.js';
-import type { PoolKey, PooledSession } from './pool/upstream-login.js';
-import { ProtocolViolation } from './protocol/reader.js';
-import * as send from './protocol/server-messages.js';
+import { ClientEdge, ClientLeft } from '../edge/client-edge.js';
+import type { ProxyConfig } from '../config.js';
+import type { ControlPools } from '../upstream/control.js';
+import { ProxyError, proxyErrors } from '../errors.js';
+import type { Logger } from '../logger.js';
+import { lend, type Loan } from '../pool/lend.js';
+import type { SessionPool } from '../pool/session-pool.js';
+import type { PoolKey, PooledSession } from '../upstream/login.js';
+import { ProtocolViolation } from '../protocol/reader.js';
+import * as send from '../protocol/encode.js';
 import {
   ScramServer,
   orgMockSecret,
   decodeSASLInitialResponse,
   decodeSASLResponse,
   scramMechanism,
-} from './scram-server.js';
-import type { Phase } from './session.js';
-import { sendCancel, type UpstreamTarget } from './upstream.js';
+} from '../auth/scram-server.js';
+import type { Phase } from '../app/flow.js';
+import { sendCancel, type UpstreamTarget } from '../upstream/connect.js';
 
 export interface OrgDeps {
   config: ProxyConfig;

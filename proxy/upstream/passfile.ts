@@ -3,7 +3,7 @@
 // escaped, first matching line wins). The file is read when the proxy starts and on SIGHUP-free
 // reloads by the caller; a file readable by others is refused, as libpq refuses it.
 import { readFileSync, statSync } from 'node:fs';
-import { ConfigError } from './config.js';
+import { ConfigError } from '../config.js';
 
 export interface PassEntry {
   host: string;

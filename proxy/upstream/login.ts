@@ -5,12 +5,12 @@
 // reached or talked to, the upstream's own SQLSTATE when it refuses (28P01, 3D000, 53300…).
 import { serialize } from 'pg-protocol/dist/serializer';
 import { proxyErrors } from '../errors.js';
-import { ScramClient, md5Response } from '../password-answers.js';
+import { ScramClient, md5Response } from '../auth/password-answers.js';
 import { AuthCode, BackendCode } from '../protocol/codes.js';
 import type { Message, PacketReader } from '../protocol/reader.js';
-import { connectUpstream, type Upstream, type UpstreamTarget } from '../upstream.js';
-import { poolErrors } from './pool-errors.js';
-import { errorFields, parameterStatus, upstreamMessage } from './wire.js';
+import { connectUpstream, type Upstream, type UpstreamTarget } from './connect.js';
+import { poolErrors } from '../pool/pool-errors.js';
+import { errorFields, parameterStatus, upstreamMessage } from '../protocol/decode.js';
 
 /** What makes two upstream sessions interchangeable: same server, database and role. */
 export interface PoolKey {

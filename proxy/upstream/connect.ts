@@ -5,8 +5,8 @@ import { readFileSync } from 'node:fs';
 import { isIP, connect as tcpConnect, type Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { serialize } from 'pg-protocol/dist/serializer';
-import { proxyErrors } from './errors.js';
-import { PacketReader } from './protocol/reader.js';
+import { proxyErrors } from '../errors.js';
+import { PacketReader } from '../protocol/reader.js';
 
 export interface UpstreamTarget {
   host: string;

@@ -2,7 +2,7 @@
 // IPv4 clients of a dual-stack listener arrive as IPv4-mapped IPv6 addresses (::ffff:10.1.2.3)
 // and are checked as the IPv4 address they are.
 import { BlockList, isIP } from 'node:net';
-import { parseNetwork } from './config.js';
+import { parseNetwork } from '../config.js';
 
 export function compileNetworks(
   networks: readonly string[],

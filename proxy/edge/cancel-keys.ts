@@ -2,7 +2,7 @@
 // it stands for, so a CancelRequest reaches the right backend and a client never learns (or
 // can guess from its own key) an upstream secret.
 import { randomInt } from 'node:crypto';
-import { sendCancel, type UpstreamTarget } from './upstream.js';
+import { sendCancel, type UpstreamTarget } from '../upstream/connect.js';
 
 export interface CancelTarget {
   processId: number;

@@ -4,12 +4,12 @@
 // password messages during authentication. Every protocol violation becomes 08P01.
 import type { Socket } from 'node:net';
 import { TLSSocket, type SecureContext } from 'node:tls';
-import { proxyErrors } from './errors.js';
-import type { Logger } from './logger.js';
-import { FrontendCode } from './protocol/codes.js';
-import { PacketReader, ProtocolViolation, type Message } from './protocol/reader.js';
-import * as send from './protocol/server-messages.js';
-import { decodeStartup, type StartupPacket } from './protocol/startup.js';
+import { proxyErrors } from '../errors.js';
+import type { Logger } from '../logger.js';
+import { FrontendCode } from '../protocol/codes.js';
+import { PacketReader, ProtocolViolation, type Message } from '../protocol/reader.js';
+import * as send from '../protocol/encode.js';
+import { decodeStartup, type StartupPacket } from '../protocol/startup.js';
 
 /** The client left (Terminate or close) during the handshake. */
 export class ClientLeft extends Error {

@@ -2,8 +2,8 @@
 // `<role><tenant_separator><tenant>[<value_separator><value>…]`, e.g. `app_user.acme:alice`.
 // Everything is validated here, before a byte goes upstream; the tenant and values never reach
 // SQL except as bind parameters.
-import { defaults, type ProxyConfig } from './config.js';
-import { proxyErrors } from './errors.js';
+import { defaults, type ProxyConfig } from '../config.js';
+import { proxyErrors } from '../errors.js';
 
 export type AppRoute =
   | { kind: 'bypass'; role: string }

@@ -2,7 +2,7 @@
 // handshake in ../protocol/codes.ts: enough to run a statement and to check a reset. Pure helpers
 // plus one reader wrapper that turns a lost or garbled upstream into a ProxyError.
 import { proxyErrors } from '../errors.js';
-import { PeerClosed, type Message, type PacketReader } from '../protocol/reader.js';
+import { PeerClosed, type Message, type PacketReader } from './reader.js';
 
 /** Message type bytes sent by the server after the handshake. */
 export const enum ResultCode {

@@ -12,8 +12,8 @@
 // check, after the same computation as a wrong password; and a failed proof is reported with the
 // message PostgreSQL uses for every password method, never with RFC 5802's "e=invalid-proof".
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { ProxyError } from './errors.js';
-import { ProtocolViolation } from './protocol/reader.js';
+import { ProxyError } from '../errors.js';
+import { ProtocolViolation } from '../protocol/reader.js';
 import {
   type ScramVerifier,
   decodeBase64,

@@ -4,7 +4,7 @@
 // database says `NOTIFY pgvpd_catalog`. A lost connection keeps the last snapshot in service and
 // reconnects every second; a reload that fails keeps the old snapshot too.
 import pg from 'pg';
-import type { Logger } from './logger.js';
+import type { Logger } from '../logger.js';
 
 export interface CatalogServer {
   name: string;
