@@ -7,10 +7,10 @@ begin;
 -- 000001-sql-core.sql
 --! split: 001-roles-schemas.sql
 -- Roles and schemas.
--- Why: pgvpd separates three kinds of actor (architecture §2): the application role that apps and
--- end users log in as, pgvpd_proxy (the proxy's control connection) and pgvpd_admin (owner of
--- everything pgvpd installs). The API lives in schema pgvpd; secrets and internals live in
--- pgvpd_private, on which no application role has USAGE.
+-- Why: pgvpd separates three kinds of actor (docs/architecture.md §2): the application role that
+-- apps and end users log in as, pgvpd_proxy (the proxy's control connection) and pgvpd_admin
+-- (owner of everything pgvpd installs). The API lives in schema pgvpd; secrets and internals live
+-- in pgvpd_private, on which no application role has USAGE.
 -- Guarantees: safe to run again, and safe to run concurrently in two databases of one cluster
 -- (roles are cluster-wide, so a racing CREATE ROLE is tolerated).
 
@@ -140,7 +140,7 @@ end;
 $$;
 
 --! split: 003-context.sql
--- The signed, fail-closed tenant context (architecture §3).
+-- The signed, fail-closed tenant context (docs/architecture.md §3).
 -- Why: a plain setting such as app.current_tenant_id can be changed by any client that can run
 -- SQL. pgvpd's context is a token issued by the database itself:
 --   v1.<kid>.<pid>.<payload>.<mac>
@@ -720,8 +720,9 @@ as $$ select * from pgvpd.status() $$;
 --! split: 008-privileges.sql
 -- Ownership and EXECUTE, stated once for everything above.
 -- Why: functions are executable by PUBLIC when created; every SECURITY DEFINER function here is
--- revoked from PUBLIC and granted to the one role that needs it (architecture §1). pgvpd_admin
--- owns all of pgvpd's objects, so definer functions run as a role that is not a superuser.
+-- revoked from PUBLIC and granted to the one role that needs it (docs/architecture.md §1).
+-- pgvpd_admin owns all of pgvpd's objects, so definer functions run as a role that is not a
+-- superuser.
 
 do $$
 declare
@@ -928,7 +929,7 @@ $$;
 
 -- 000005-org-catalog.sql
 --! split: 1-servers.sql
--- The org catalog, part 1: servers (architecture §5, §6).
+-- The org catalog, part 1: servers (docs/architecture.md §5, §6).
 -- Why: in org mode the proxy routes each org to a database on some PostgreSQL server; the catalog
 -- names those servers once, and orgs refer to them by name. The built-in server `default` means
 -- "the proxy's own upstream": its host and port are NULL, and the proxy uses its own settings
@@ -1017,7 +1018,7 @@ end;
 $$;
 
 --! split: 2-orgs.sql
--- The org catalog, part 2: orgs and reserved names (architecture §4 route, §5).
+-- The org catalog, part 2: orgs and reserved names (docs/architecture.md §4 route, §5).
 -- Why: in org mode a client names its org by the database name in its connection string
 -- (dbname=acme-analytics); the proxy looks that name up here to find the org, its status and where
 -- its data lives. An org is identified by a uuid, which is also its tenant id in the signed
@@ -1263,7 +1264,7 @@ end;
 $$;
 
 --! split: 3-org-users.sql
--- The org catalog, part 3: org users and their connect_as roles (architecture §4 auth, §5).
+-- The org catalog, part 3: org users and their connect_as roles (docs/architecture.md §4 auth, §5).
 -- Why: in org mode the proxy authenticates a client itself, with SCRAM-SHA-256, against a verifier
 -- kept here (never a password), then logs in upstream as the user's connect_as role: a role the
 -- customer creates and manages, which row-level security must apply to. Users are keyed by
@@ -1591,7 +1592,7 @@ end;
 $$;
 
 --! split: 4-notify.sql
--- The org catalog, part 4: telling the proxies (architecture §5).
+-- The org catalog, part 4: telling the proxies (docs/architecture.md §5).
 -- Why: several proxy instances may share one catalog; each keeps a snapshot of it in memory and
 -- must see a change (a suspended org, a removed user, a new verifier) at once, not at its next
 -- poll. Every statement that changes servers, orgs, org_users or reserved_names sends
@@ -1689,7 +1690,7 @@ as $$
 $$;
 
 --! split: 6-resolvers.sql
--- Resolvers: values the database adds to a context when it is issued (architecture §3).
+-- Resolvers: values the database adds to a context when it is issued (docs/architecture.md §3).
 -- Why: some context values are facts the database knows better than the proxy (a user's plan,
 -- region or team). A resolver is a function (p_context jsonb) returns jsonb, registered at a
 -- position. issue_context calls the resolvers in position order with
@@ -1928,7 +1929,7 @@ grant execute on function
 
 -- 000006-guard-and-sql-context-paths.sql
 --! split: 1-current.sql
--- The two context paths (architecture §3, docs/guard.md).
+-- The two context paths (docs/architecture.md §3, docs/guard.md).
 -- Why: on the SQL path every statement verifies the session's token against its record (a
 -- SECURITY DEFINER call and a lookup per statement). Where the server has loaded the guard module
 -- (extension/pgvpd_guard.c), the pgvpd.* settings are superuser-only: set_context verifies the

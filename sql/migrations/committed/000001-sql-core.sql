@@ -1,13 +1,13 @@
 --! Previous: -
---! Hash: sha1:f67be41c85b697c7536bb439299862d9085efc6e
+--! Hash: sha1:76edee19cdd378c75742d761372edc8fa1e46db3
 --! Message: sql core
 
 --! split: 001-roles-schemas.sql
 -- Roles and schemas.
--- Why: pgvpd separates three kinds of actor (architecture §2): the application role that apps and
--- end users log in as, pgvpd_proxy (the proxy's control connection) and pgvpd_admin (owner of
--- everything pgvpd installs). The API lives in schema pgvpd; secrets and internals live in
--- pgvpd_private, on which no application role has USAGE.
+-- Why: pgvpd separates three kinds of actor (docs/architecture.md §2): the application role that
+-- apps and end users log in as, pgvpd_proxy (the proxy's control connection) and pgvpd_admin
+-- (owner of everything pgvpd installs). The API lives in schema pgvpd; secrets and internals live
+-- in pgvpd_private, on which no application role has USAGE.
 -- Guarantees: safe to run again, and safe to run concurrently in two databases of one cluster
 -- (roles are cluster-wide, so a racing CREATE ROLE is tolerated).
 
@@ -139,7 +139,7 @@ end;
 $$;
 
 --! split: 003-context.sql
--- The signed, fail-closed tenant context (architecture §3).
+-- The signed, fail-closed tenant context (docs/architecture.md §3).
 -- Why: a plain setting such as app.current_tenant_id can be changed by any client that can run
 -- SQL. pgvpd's context is a token issued by the database itself:
 --   v1.<kid>.<pid>.<payload>.<mac>
@@ -719,8 +719,9 @@ as $$ select * from pgvpd.status() $$;
 --! split: 008-privileges.sql
 -- Ownership and EXECUTE, stated once for everything above.
 -- Why: functions are executable by PUBLIC when created; every SECURITY DEFINER function here is
--- revoked from PUBLIC and granted to the one role that needs it (architecture §1). pgvpd_admin
--- owns all of pgvpd's objects, so definer functions run as a role that is not a superuser.
+-- revoked from PUBLIC and granted to the one role that needs it (docs/architecture.md §1).
+-- pgvpd_admin owns all of pgvpd's objects, so definer functions run as a role that is not a
+-- superuser.
 
 do $$
 declare

@@ -1,5 +1,5 @@
---! Previous: sha1:f67be41c85b697c7536bb439299862d9085efc6e
---! Hash: sha1:ef0ad00ab370f5e820537ca9110d32bb74ec7203
+--! Previous: sha1:76edee19cdd378c75742d761372edc8fa1e46db3
+--! Hash: sha1:54c7d20a9b7e3f4563b19809b8c10cc877b1c0d2
 --! Message: end session
 
 --! split: 1-current.sql

@@ -1,5 +1,5 @@
---! Previous: sha1:ef0ad00ab370f5e820537ca9110d32bb74ec7203
---! Hash: sha1:6b605b3a0ecd11a97c8caf3599d1bda4e6044c78
+--! Previous: sha1:54c7d20a9b7e3f4563b19809b8c10cc877b1c0d2
+--! Hash: sha1:98c211d6f104335bc31d3ff06f94f816bb881b8a
 --! Message: fast set context
 
 --! split: 1-current.sql

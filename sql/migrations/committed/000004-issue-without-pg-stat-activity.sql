@@ -1,5 +1,5 @@
---! Previous: sha1:6b605b3a0ecd11a97c8caf3599d1bda4e6044c78
---! Hash: sha1:7f1107e38123e19b604d4493b712b883bfbb3468
+--! Previous: sha1:98c211d6f104335bc31d3ff06f94f816bb881b8a
+--! Hash: sha1:4ef393c1c12af7696e97bbb03843c72e447526b9
 --! Message: issue without pg stat activity
 
 --! split: 1-current.sql

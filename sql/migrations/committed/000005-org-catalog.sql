@@ -1,9 +1,9 @@
---! Previous: sha1:7f1107e38123e19b604d4493b712b883bfbb3468
---! Hash: sha1:fb7058bfb9e80af04c075ab9d5c9b8880a3eadd0
+--! Previous: sha1:4ef393c1c12af7696e97bbb03843c72e447526b9
+--! Hash: sha1:f3a3a8447f59d9df4ae6b652d3d1aec91d246d10
 --! Message: org catalog
 
 --! split: 1-servers.sql
--- The org catalog, part 1: servers (architecture §5, §6).
+-- The org catalog, part 1: servers (docs/architecture.md §5, §6).
 -- Why: in org mode the proxy routes each org to a database on some PostgreSQL server; the catalog
 -- names those servers once, and orgs refer to them by name. The built-in server `default` means
 -- "the proxy's own upstream": its host and port are NULL, and the proxy uses its own settings
@@ -92,7 +92,7 @@ end;
 $$;
 
 --! split: 2-orgs.sql
--- The org catalog, part 2: orgs and reserved names (architecture §4 route, §5).
+-- The org catalog, part 2: orgs and reserved names (docs/architecture.md §4 route, §5).
 -- Why: in org mode a client names its org by the database name in its connection string
 -- (dbname=acme-analytics); the proxy looks that name up here to find the org, its status and where
 -- its data lives. An org is identified by a uuid, which is also its tenant id in the signed
@@ -338,7 +338,7 @@ end;
 $$;
 
 --! split: 3-org-users.sql
--- The org catalog, part 3: org users and their connect_as roles (architecture §4 auth, §5).
+-- The org catalog, part 3: org users and their connect_as roles (docs/architecture.md §4 auth, §5).
 -- Why: in org mode the proxy authenticates a client itself, with SCRAM-SHA-256, against a verifier
 -- kept here (never a password), then logs in upstream as the user's connect_as role: a role the
 -- customer creates and manages, which row-level security must apply to. Users are keyed by
@@ -666,7 +666,7 @@ end;
 $$;
 
 --! split: 4-notify.sql
--- The org catalog, part 4: telling the proxies (architecture §5).
+-- The org catalog, part 4: telling the proxies (docs/architecture.md §5).
 -- Why: several proxy instances may share one catalog; each keeps a snapshot of it in memory and
 -- must see a change (a suspended org, a removed user, a new verifier) at once, not at its next
 -- poll. Every statement that changes servers, orgs, org_users or reserved_names sends
@@ -764,7 +764,7 @@ as $$
 $$;
 
 --! split: 6-resolvers.sql
--- Resolvers: values the database adds to a context when it is issued (architecture §3).
+-- Resolvers: values the database adds to a context when it is issued (docs/architecture.md §3).
 -- Why: some context values are facts the database knows better than the proxy (a user's plan,
 -- region or team). A resolver is a function (p_context jsonb) returns jsonb, registered at a
 -- position. issue_context calls the resolvers in position order with

@@ -1,9 +1,9 @@
---! Previous: sha1:fb7058bfb9e80af04c075ab9d5c9b8880a3eadd0
---! Hash: sha1:59158cd0c979b5fec875ab8e88ad85a3eff6b8e5
+--! Previous: sha1:f3a3a8447f59d9df4ae6b652d3d1aec91d246d10
+--! Hash: sha1:3dc707390164115ca1d354b132f728411b3f1330
 --! Message: guard and sql context paths
 
 --! split: 1-current.sql
--- The two context paths (architecture §3, docs/guard.md).
+-- The two context paths (docs/architecture.md §3, docs/guard.md).
 -- Why: on the SQL path every statement verifies the session's token against its record (a
 -- SECURITY DEFINER call and a lookup per statement). Where the server has loaded the guard module
 -- (extension/pgvpd_guard.c), the pgvpd.* settings are superuser-only: set_context verifies the

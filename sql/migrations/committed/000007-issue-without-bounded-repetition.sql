@@ -1,5 +1,5 @@
---! Previous: sha1:59158cd0c979b5fec875ab8e88ad85a3eff6b8e5
---! Hash: sha1:26bb863295438d0243dac8b434817541c242d27a
+--! Previous: sha1:3dc707390164115ca1d354b132f728411b3f1330
+--! Hash: sha1:9a44d792e273647e29cf8c73a972da82d1678198
 --! Message: issue without bounded repetition
 
 --! split: 1-current.sql

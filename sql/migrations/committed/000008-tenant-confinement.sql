@@ -1,5 +1,5 @@
---! Previous: sha1:26bb863295438d0243dac8b434817541c242d27a
---! Hash: sha1:849b9923a37b95bea088109880e2073de7756ff9
+--! Previous: sha1:9a44d792e273647e29cf8c73a972da82d1678198
+--! Hash: sha1:dd6505dc1fcdd91972423b75eeaf5dc2a88fdcc0
 --! Message: tenant confinement
 
 --! split: 1-tenant-roles.sql
