@@ -1,5 +1,5 @@
-// Architecture §7.5 in org mode: the proxy's logs never carry a password, a verifier or a token,
-// while they do say who connected to which org and why a login was refused.
+// docs/architecture.md §7.5 in org mode: the proxy's logs never carry a password, a verifier or a
+// token, while they do say who connected to which org and why a login was refused.
 import t from 'tap';
 import { createLogger } from '../../proxy/logger.js';
 import { orgFixture } from './org-fixture.js';

@@ -1,4 +1,4 @@
-// Fail-closed context and tenant isolation for every command (architecture §7, invariants 1–2).
+// Fail-closed context and tenant isolation for every command (docs/architecture.md §7.1, §7.2).
 import t from 'tap';
 import { contextPath, giveContext, sqlstate } from '../support/pgvpd.js';
 import { fixture } from './fixture.js';

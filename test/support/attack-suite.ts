@@ -1,4 +1,4 @@
-// The attack suite (architecture §7, invariant 2): a client of tenant a, connected as the
+// The attack suite (docs/architecture.md §7.2): a client of tenant a, connected as the
 // application role with a valid context, tries everything we know to read tenant b's rows.
 // Each attack ends in zero rows of b, or in a permission error with its exact SQLSTATE.
 // It runs twice: with contexts set the proxy's way by hand (test/sql/attacks.test.ts) and with
