@@ -233,10 +233,11 @@ pgvpd_guard_ProcessUtility(PlannedStmt *pstmt, const char *queryString, bool rea
 }
 
 /*
- * true. Its point is that calling it loads this library: a guard-path function that calls it
- * either runs with the guarded settings defined (a placeholder a client set before is dropped
- * when the library defines the setting) or fails because the library is gone. Never a
- * client-made placeholder read as a tenant.
+ * pgvpd.guard_loaded() on the guard path guarantees that set_context writes only settings this
+ * module defines, or fails: it always returns true. Its point is that calling it loads this
+ * library: a guard-path function that calls it either runs with the guarded settings defined (a
+ * placeholder a client set before is dropped when the library defines the setting) or fails
+ * because the library is gone. Never a client-made placeholder read as a tenant.
  */
 PG_FUNCTION_INFO_V1(pgvpd_guard_loaded);
 
