@@ -8,7 +8,7 @@ import { runCli } from '../../cli/program.js';
 import type { InputStream } from '../../cli/read-password.js';
 import { makeVerifier, parseVerifier } from '../../proxy/auth/scram-verifier.js';
 import { createTestDatabase, type TestLike } from '../support/postgres.js';
-import { installPgvpd } from '../support/pgvpd.js';
+import { backendPid, connect, installPgvpd, loginRole } from '../support/pgvpd.js';
 import { pgvpd, type CliResult } from './run-cli.js';
 
 const db = await createTestDatabase(t);
@@ -476,3 +476,53 @@ t.test('user subcommands explain themselves in --help', async (t) => {
     t.match(result.out, says);
   }
 });
+
+t.test(
+  "a connect_as role added with user add after protect reads its org's rows, and only those",
+  async (t) => {
+    const password = randomBytes(9).toString('hex');
+    const customer = await role(t, `login password '${password}' nosuperuser nobypassrls`);
+    const org = (await db.query<{ id: string }>("select pgvpd.org_create('Hooli', 'hooli') as id"))
+      .rows[0]!.id;
+    await db.query(`
+    create table public.tickets (id serial primary key, org_id uuid not null, title text);
+    insert into public.tickets (org_id, title) values ('${org}', 'hooli 1'), ('${globex}', 'globex 1');
+    select pgvpd.protect('public.tickets', 'org_id')`);
+    t.teardown(() => db.query('drop table public.tickets'));
+    t.same(
+      await pgvpdWith(
+        stdin('pw\n', false),
+        'user',
+        'add',
+        'gavin',
+        '--org',
+        'hooli',
+        '--connect-as',
+        customer,
+        '--password-stdin',
+        '--db',
+        db.url,
+      ),
+      { code: 0, out: `added user gavin to org hooli, connecting as ${customer}\n`, err: '' },
+    );
+    const proxyRole = await loginRole(t, db, 'proxy');
+    const proxy = await proxyRole.connect();
+    t.teardown(() => proxy.end());
+    const client = await connect(db.urlFor(customer, password));
+    t.teardown(() => client.end());
+    const { rows } = await proxy.query<{ token: string }>(
+      'select pgvpd.issue_org_context($1, $2, $3) as token',
+      [await backendPid(client), org, 'gavin'],
+    );
+    await client.query('select pgvpd.set_context($1)', [rows[0]!.token]);
+    t.same((await client.query('select title from public.tickets order by id')).rows, [
+      { title: 'hooli 1' },
+    ]);
+    t.same(
+      (await db.query(`select object from pgvpd.lint() where check_name = 'role_missing_grants'`))
+        .rows,
+      [],
+      'lint finds no role without its grants',
+    );
+  },
+);

@@ -649,9 +649,13 @@ t.test('the snapshot and who may call what', (t) => {
         'pgvpd.context(text)',
         'pgvpd.context_path()',
         'pgvpd.current_tenant_id()',
+        // grant_protected: grants only what protect and registration decided (docs/sql-core.md)
+        'pgvpd.grant_protected(regclass,name)',
         'pgvpd.lint()',
         'pgvpd.protect(regclass,name)',
+        'pgvpd.protected_privileges(regclass)',
         'pgvpd.protection_note(regclass)',
+        'pgvpd.relation_privilege_held(regclass,text,oid,boolean)',
         'pgvpd.set_context(text)',
         'pgvpd.status()',
         'pgvpd.tenant_column_names()',

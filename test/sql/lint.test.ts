@@ -137,6 +137,14 @@ const cases: Case[] = [
     fix: `alter table public.docs drop constraint docs_body_key`,
   },
   {
+    check: 'role_missing_grants',
+    severity: 'error',
+    object: `${app.name} on public.docs`,
+    // protect() had pgvpd_admin grant it, so only pgvpd_admin can take it back
+    plant: `set role pgvpd_admin; revoke delete on public.docs from ${app.name}; reset role`,
+    fix: `select pgvpd.grant_protected('public.docs')`,
+  },
+  {
     check: 'confinement_open',
     severity: 'error',
     object: 'activity',
