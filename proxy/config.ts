@@ -2,212 +2,329 @@
 // overriding the one before. Option names follow the original pgvpd where they exist, so its
 // documented settings keep their meaning. Every bad value is reported with the key that
 // carried it and the layer it came from.
+//
+// Each setting is declared once, in `settings` below: its kind, default, the modes it applies
+// to, its help text and where it may come from. The ProxyConfig type, `defaults`, the CLI flags
+// (cli/commands/serve.ts), the environment variable names and docs/settings.md
+// (proxy/settings-doc.ts, written by scripts/settings-doc.mjs) are all derived from it.
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 
-export interface ProxyConfig {
+export type Mode = 'app' | 'org';
+
+const logLevels = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+
+/** The value type of each kind of setting. */
+interface KindValues {
+  mode: Mode;
+  port: number;
+  string: string;
+  optional: string | undefined;
+  list: string[];
+  boolean: boolean;
+  seconds: number;
+  count: number;
+  level: (typeof logLevels)[number];
+}
+
+export type Kind = keyof KindValues;
+
+interface SettingOf<K extends Kind> {
+  readonly kind: K;
+  /** Lists are copied out of the table, so a loaded config never shares an array with it. */
+  readonly default: K extends 'list' ? readonly string[] : KindValues[K];
+  /** The modes that read the setting; given for another mode it is refused by loadConfig. */
+  readonly modes: readonly Mode[];
+  /** One line, for `pgvpd serve --help` and docs/settings.md. */
+  readonly help: string;
+  /** The environment variable, when it is not PGVPD_<KEY>. */
+  readonly env?: string;
+  /** Read from the environment only: no flag, refused in a config file. */
+  readonly envOnly?: true;
+}
+
+/** One setting of any kind: its default is checked against its kind. */
+export type Setting = { [K in Kind]: SettingOf<K> }[Kind];
+
+const both = ['app', 'org'] as const;
+const appOnly = ['app'] as const;
+const orgOnly = ['org'] as const;
+
+export const settings = {
   /**
    * app: tenant from the username, authentication relayed (docs/app-mode.md). org: org from the
    * database name, users authenticated by the proxy against the catalog, upstream sessions
    * pooled (docs/org-mode.md).
    */
-  mode: 'app' | 'org';
+  mode: {
+    kind: 'mode',
+    default: 'app',
+    modes: both,
+    help: 'app (tenant from the username) or org (org from the database name, catalog users, pooling)',
+  },
   /** Plain listener; TLS is negotiated on it through SSLRequest when tls_cert/tls_key are set. */
-  port: number;
-  listen_host: string;
-  upstream_host: string;
-  upstream_port: number;
+  port: { kind: 'port', default: 6432, modes: both, help: 'port to listen on' },
+  listen_host: {
+    kind: 'string',
+    default: '127.0.0.1',
+    modes: both,
+    help: 'address to listen on',
+    env: 'PGVPD_HOST', // the original pgvpd's name
+  },
+  /** In org mode, the server of catalog servers that name no host (the shared placement). */
+  upstream_host: { kind: 'string', default: '127.0.0.1', modes: both, help: 'PostgreSQL host' },
+  upstream_port: { kind: 'port', default: 5432, modes: both, help: 'PostgreSQL port' },
   /** `<role><tenant_separator><tenant>[<value_separator><value>…]` */
-  tenant_separator: string;
-  value_separator: string;
+  tenant_separator: {
+    kind: 'string',
+    default: '.',
+    modes: appOnly,
+    help: 'separator between role and tenant in the username',
+  },
+  value_separator: {
+    kind: 'string',
+    default: ':',
+    modes: appOnly,
+    help: 'separator between the tenant and extra context values',
+  },
   /**
    * Names of the values carried in the username, in order. The first names the tenant (kept for
    * compatibility with the original pgvpd, where it named the tenant setting); the others name
-   * the extra context values, readable with pgvpd.context(name). A name `user` fills the
-   * context's user.
+   * the extra context values, readable with pgvpd.context(name), and must be names the database
+   * accepts (contextValueName). A name `user` fills the context's user.
    */
-  context_variables: string[];
+  context_variables: {
+    kind: 'list',
+    default: ['tenant_id'],
+    modes: appOnly,
+    help: 'comma-separated names of the tenant and the extra values (a value named user fills the context user)',
+  },
   /** Regular expression a tenant must match in full. */
-  tenant_pattern: string;
-  /** Regular expression the role part of a tenant username must match in full. */
-  role_pattern: string;
+  tenant_pattern: {
+    kind: 'string',
+    default: '^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$',
+    modes: appOnly,
+    help: 'regular expression a tenant must match',
+  },
   /** Regular expression each extra context value must match in full. */
-  value_pattern: string;
+  value_pattern: {
+    kind: 'string',
+    default: '^[A-Za-z0-9@._+-]{1,255}$',
+    modes: appOnly,
+    help: 'regular expression each extra value must match',
+  },
+  /** Regular expression the role part of a tenant username must match in full. */
+  role_pattern: {
+    kind: 'string',
+    default: '^[A-Za-z_][A-Za-z0-9_.$-]{0,62}$',
+    modes: appOnly,
+    help: 'regular expression the role part of a tenant username must match',
+  },
   /**
-   * Exact usernames that pass through with no tenant and no context (app mode). Empty by default:
-   * upstream sees the proxy's address, not the client's, so PostgreSQL's own pg_hba.conf rules by
-   * address no longer hold for them; they are served only from bypass_networks.
+   * Exact usernames that pass through with no tenant and no context. Empty by default: upstream
+   * sees the proxy's address, not the client's, so PostgreSQL's own pg_hba.conf rules by address
+   * no longer hold for them; they are served only from bypass_networks.
    */
-  superuser_bypass: string[];
+  superuser_bypass: {
+    kind: 'list',
+    default: [],
+    modes: appOnly,
+    help: 'comma-separated usernames that pass through with no tenant (needs bypass_networks)',
+  },
   /** Client networks (CIDR, e.g. 10.0.0.0/8, ::1/128) from which superuser_bypass users are served. */
-  bypass_networks: string[];
+  bypass_networks: {
+    kind: 'list',
+    default: [],
+    modes: appOnly,
+    help: 'comma-separated client networks (CIDR) from which superuser_bypass users are served',
+  },
   /** Seconds for startup + auth + context. */
-  handshake_timeout: number;
+  handshake_timeout: {
+    kind: 'seconds',
+    default: 30,
+    modes: both,
+    help: 'seconds allowed for startup, authentication and context',
+  },
   /** Seconds sessions may keep running after SIGTERM/SIGINT before they are ended. */
-  shutdown_timeout: number;
-  tls_cert: string | undefined;
-  tls_key: string | undefined;
-  upstream_tls: boolean;
-  upstream_tls_verify: boolean;
-  upstream_tls_ca: string | undefined;
+  shutdown_timeout: {
+    kind: 'seconds',
+    default: 30,
+    modes: both,
+    help: 'seconds sessions may run on after SIGTERM/SIGINT before they are ended',
+  },
+  tls_cert: {
+    kind: 'optional',
+    default: undefined,
+    modes: both,
+    help: 'PEM certificate for client TLS (with tls_key)',
+  },
+  tls_key: {
+    kind: 'optional',
+    default: undefined,
+    modes: both,
+    help: 'PEM private key for client TLS',
+  },
+  /** In org mode, for the servers of the catalog that name no host; the others say their own. */
+  upstream_tls: {
+    kind: 'boolean',
+    default: false,
+    modes: both,
+    help: 'connect to PostgreSQL over TLS',
+  },
+  upstream_tls_verify: {
+    kind: 'boolean',
+    default: true,
+    modes: both,
+    help: 'verify the upstream certificate and host name',
+  },
+  /** In org mode, trusted for every server of the catalog. */
+  upstream_tls_ca: {
+    kind: 'optional',
+    default: undefined,
+    modes: both,
+    help: 'PEM CA file trusted for the upstream certificate',
+  },
   /**
    * MD5 cannot be relayed through a username rewrite, so the proxy asks the client for its
    * password and answers upstream's MD5 challenge itself. That password travels in the clear
-   * unless the client is on TLS; this allows it without TLS (e.g. loopback only).
+   * unless the client is on TLS; this allows it without TLS (e.g. loopback only). Org mode checks
+   * passwords itself with SCRAM and never asks for one this way.
    */
-  allow_password_without_tls: boolean;
+  allow_password_without_tls: {
+    kind: 'boolean',
+    default: false,
+    modes: appOnly,
+    help: 'let the proxy ask for a password (MD5 upstream) on a connection without TLS',
+  },
   /** Connection string of the control connections (role pgvpd_proxy); pgpass is honoured. */
-  control_url: string | undefined;
-  control_pool_size: number;
-  log_level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
-  /** Org mode: upstream sessions per (server, database, connect_as role). */
-  pool_size: number;
-  /** Org mode: seconds a client waits for a pooled session before 53300. */
-  pool_checkout_timeout: number;
-  /** Org mode: seconds an idle pooled session is kept. */
-  pool_idle_timeout: number;
-  /** Org mode: seconds after which a pooled session is closed instead of reused. */
-  pool_max_lifetime: number;
+  control_url: {
+    kind: 'optional',
+    default: undefined,
+    modes: both,
+    help: 'connection string of the control connections (a pgvpd_proxy member; required); pgpass is honoured',
+  },
+  control_pool_size: {
+    kind: 'count',
+    default: 2,
+    modes: both,
+    help: 'control connections per database',
+  },
+  log_level: {
+    kind: 'level',
+    default: 'info',
+    modes: both,
+    help: 'trace, debug, info, warn, error, fatal or silent',
+  },
+  /** Upstream sessions per (server, database, connect_as role). */
+  pool_size: {
+    kind: 'count',
+    default: 20,
+    modes: orgOnly,
+    help: 'pooled upstream sessions per server, database and connect_as role',
+  },
+  /** Seconds a client waits for a pooled session before 53300. */
+  pool_checkout_timeout: {
+    kind: 'seconds',
+    default: 5,
+    modes: orgOnly,
+    help: 'seconds a client waits for a pooled session; then FATAL 53300 naming the role, database, size and wait',
+  },
+  /** Seconds an idle pooled session is kept. */
+  pool_idle_timeout: {
+    kind: 'seconds',
+    default: 300,
+    modes: orgOnly,
+    help: 'seconds an idle pooled session is kept',
+  },
+  /** Seconds after which a pooled session is closed instead of reused. */
+  pool_max_lifetime: {
+    kind: 'seconds',
+    default: 3600,
+    modes: orgOnly,
+    help: 'seconds after which a pooled session is closed on release instead of reused',
+  },
   /**
-   * Org mode: connections from one client address (IPv6: one /64) that may be between accept and
-   * the end of authentication at once; more are refused at once with 53300.
+   * Connections from one client address (IPv6: one /64) that may be between accept and the end
+   * of authentication at once; more are refused at once with 53300.
    */
-  max_unauthenticated_per_address: number;
-  /** Org mode: pgpass-format file with the passwords of connect_as roles (mode 0600). */
-  connect_as_passfile: string | undefined;
+  max_unauthenticated_per_address: {
+    kind: 'count',
+    default: 32,
+    modes: orgOnly,
+    help: 'connections from one client address that may be logging in at once',
+  },
+  /** pgpass-format file with the passwords of connect_as roles (mode 0600). */
+  connect_as_passfile: {
+    kind: 'optional',
+    default: undefined,
+    modes: orgOnly,
+    help: "pgpass-format file with the connect_as roles' passwords",
+  },
   /**
-   * Org mode: passwords of connect_as roles as pgpass-format lines, consulted after
-   * connect_as_passfile's. From the environment only (envOnlyKeys).
+   * Passwords of connect_as roles as pgpass-format lines, consulted after connect_as_passfile's.
+   * From the environment only: a password in a flag shows in `ps` and shell history, and a config
+   * file of passwords is what connect_as_passfile (mode 0600) is for.
    */
-  connect_as_passwords: string | undefined;
+  connect_as_passwords: {
+    kind: 'optional',
+    default: undefined,
+    modes: orgOnly,
+    help: "the connect_as roles' passwords as pgpass-format lines, after connect_as_passfile's",
+    envOnly: true,
+  },
+} as const satisfies Record<string, Setting>;
+
+type Settings = typeof settings;
+
+/** The loaded configuration: one field per setting, typed by its kind. */
+export type ProxyConfig = { -readonly [K in keyof Settings]: KindValues[Settings[K]['kind']] };
+
+export type ConfigKey = keyof Settings;
+
+/** The table seen one setting at a time, with every optional fact. */
+const table: Record<ConfigKey, Setting> = settings;
+
+export const configKeys = Object.keys(settings) as ConfigKey[];
+
+/** A setting's default, lists copied. */
+function defaultOf(key: ConfigKey): unknown {
+  const value: unknown = table[key].default;
+  return Array.isArray(value) ? [...(value as string[])] : value;
 }
 
-export const defaults: ProxyConfig = {
-  mode: 'app',
-  port: 6432,
-  listen_host: '127.0.0.1',
-  upstream_host: '127.0.0.1',
-  upstream_port: 5432,
-  tenant_separator: '.',
-  value_separator: ':',
-  context_variables: ['tenant_id'],
-  tenant_pattern: '^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$',
-  value_pattern: '^[A-Za-z0-9@._+-]{1,255}$',
-  role_pattern: '^[A-Za-z_][A-Za-z0-9_.$-]{0,62}$',
-  superuser_bypass: [],
-  bypass_networks: [],
-  handshake_timeout: 30,
-  shutdown_timeout: 30,
-  tls_cert: undefined,
-  tls_key: undefined,
-  upstream_tls: false,
-  upstream_tls_verify: true,
-  upstream_tls_ca: undefined,
-  allow_password_without_tls: false,
-  control_url: undefined,
-  control_pool_size: 2,
-  log_level: 'info',
-  pool_size: 20,
-  pool_checkout_timeout: 5,
-  pool_idle_timeout: 300,
-  pool_max_lifetime: 3600,
-  max_unauthenticated_per_address: 32,
-  connect_as_passfile: undefined,
-  connect_as_passwords: undefined,
-};
+function defaultConfig(): ProxyConfig {
+  return Object.fromEntries(configKeys.map((key) => [key, defaultOf(key)])) as ProxyConfig;
+}
 
-export type ConfigKey = keyof ProxyConfig;
+export const defaults: ProxyConfig = defaultConfig();
 
-/** One line per setting, for `pgvpd serve --help` and the docs. */
-export const descriptions: Record<ConfigKey, string> = {
-  mode: 'app (tenant from the username) or org (org from the database name, catalog users, pooling)',
-  port: 'port to listen on',
-  listen_host: 'address to listen on',
-  upstream_host: 'PostgreSQL host',
-  upstream_port: 'PostgreSQL port',
-  tenant_separator: 'separator between role and tenant in the username',
-  value_separator: 'separator between the tenant and extra context values',
-  context_variables:
-    'comma-separated names of the tenant and the extra values (a value named user fills the context user)',
-  tenant_pattern: 'regular expression a tenant must match',
-  value_pattern: 'regular expression each extra value must match',
-  role_pattern: 'regular expression the role part of a tenant username must match',
-  superuser_bypass:
-    'comma-separated usernames that pass through with no tenant (needs bypass_networks)',
-  bypass_networks:
-    'comma-separated client networks (CIDR) from which superuser_bypass users are served',
-  handshake_timeout: 'seconds allowed for startup, authentication and context',
-  shutdown_timeout: 'seconds sessions may run on after SIGTERM/SIGINT before they are ended',
-  tls_cert: 'PEM certificate for client TLS (with tls_key)',
-  tls_key: 'PEM private key for client TLS',
-  upstream_tls: 'connect to PostgreSQL over TLS',
-  upstream_tls_verify: 'verify the upstream certificate and host name',
-  upstream_tls_ca: 'PEM CA file trusted for the upstream certificate',
-  allow_password_without_tls:
-    'let the proxy ask for a password (MD5 upstream) on a connection without TLS',
-  control_url:
-    'connection string of the control connections (a pgvpd_proxy member); pgpass is honoured',
-  control_pool_size: 'control connections per database',
-  log_level: 'trace, debug, info, warn, error, fatal or silent',
-  pool_size: 'org mode: pooled upstream sessions per server, database and role',
-  pool_checkout_timeout: 'org mode: seconds a client waits for a pooled session',
-  pool_idle_timeout: 'org mode: seconds an idle pooled session is kept',
-  pool_max_lifetime: 'org mode: seconds before a pooled session is replaced',
-  max_unauthenticated_per_address:
-    'org mode: connections from one client address that may be logging in at once',
-  connect_as_passfile: "org mode: pgpass-format file with the connect_as roles' passwords",
-  connect_as_passwords:
-    "org mode: the connect_as roles' passwords as pgpass-format lines, after connect_as_passfile's; environment only",
-};
+/** The modes a setting applies to. */
+export function modesOf(key: ConfigKey): readonly Mode[] {
+  return table[key].modes;
+}
 
-type Kind =
-  'mode' | 'port' | 'string' | 'optional' | 'list' | 'boolean' | 'seconds' | 'count' | 'level';
-
-const kinds: Record<ConfigKey, Kind> = {
-  mode: 'mode',
-  port: 'port',
-  listen_host: 'string',
-  upstream_host: 'string',
-  upstream_port: 'port',
-  tenant_separator: 'string',
-  value_separator: 'string',
-  context_variables: 'list',
-  tenant_pattern: 'string',
-  value_pattern: 'string',
-  role_pattern: 'string',
-  superuser_bypass: 'list',
-  bypass_networks: 'list',
-  handshake_timeout: 'seconds',
-  shutdown_timeout: 'seconds',
-  tls_cert: 'optional',
-  tls_key: 'optional',
-  upstream_tls: 'boolean',
-  upstream_tls_verify: 'boolean',
-  upstream_tls_ca: 'optional',
-  allow_password_without_tls: 'boolean',
-  control_url: 'optional',
-  control_pool_size: 'count',
-  log_level: 'level',
-  pool_size: 'count',
-  pool_checkout_timeout: 'seconds',
-  pool_idle_timeout: 'seconds',
-  pool_max_lifetime: 'seconds',
-  max_unauthenticated_per_address: 'count',
-  connect_as_passfile: 'optional',
-  connect_as_passwords: 'optional',
-};
-
-export const configKeys = Object.keys(kinds) as ConfigKey[];
+/**
+ * One line per setting, for `pgvpd serve --help`: the help text, after the mode when the setting
+ * applies to one mode only.
+ */
+export const descriptions = Object.fromEntries(
+  configKeys.map((key) => {
+    const { modes, help } = table[key];
+    return [key, modes.length === 1 ? `${String(modes[0])} mode: ${help}` : help];
+  }),
+) as Record<ConfigKey, string>;
 
 /**
  * Settings taken from the environment only: a password in a flag shows in `ps` and shell
  * history, and a config file of passwords is what connect_as_passfile (mode 0600) is for.
  */
-export const envOnlyKeys: ReadonlySet<ConfigKey> = new Set(['connect_as_passwords']);
+export const envOnlyKeys: ReadonlySet<ConfigKey> = new Set(
+  configKeys.filter((key) => table[key].envOnly === true),
+);
 
-/** PGVPD_HOST is the original pgvpd's name for listen_host; every other key is PGVPD_<KEY>. */
+/** PGVPD_<KEY>, or the name the table gives (PGVPD_HOST, the original pgvpd's name for listen_host). */
 export function envName(key: ConfigKey): string {
-  return key === 'listen_host' ? 'PGVPD_HOST' : `PGVPD_${key.toUpperCase()}`;
+  return table[key].env ?? `PGVPD_${key.toUpperCase()}`;
 }
 
 /** `--listen-host` for listen_host. */
@@ -215,18 +332,26 @@ export function flagName(key: ConfigKey): string {
   return `--${key.replaceAll('_', '-')}`;
 }
 
+/**
+ * The names the database accepts for an extra context value: this pattern, and not `tenant`.
+ * The other copy of this rule is in SQL, in pgvpd_private.issue (called by pgvpd.issue_context;
+ * migration 000007-issue-without-bounded-repetition.sql), which refuses any other name with
+ * 22023: `length(k) > 63 or k !~ '^[a-z_][a-z0-9_]*$' or k in ('tenant', 'user')`, the same set.
+ * `user` is not refused here because the proxy never sends it as a value name: a value named
+ * user fills the context's user.
+ */
+export const contextValueName = /^[a-z_][a-z0-9_]{0,62}$/;
+
 export class ConfigError extends Error {
   override name = 'ConfigError';
 }
-
-const levels = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'];
 
 function coerce(key: ConfigKey, raw: unknown, where: string): unknown {
   const bad = (expected: string): never => {
     throw new ConfigError(`${where}: ${key} must be ${expected}, got ${JSON.stringify(raw)}`);
   };
   const text = typeof raw === 'number' || typeof raw === 'boolean' ? String(raw) : raw;
-  switch (kinds[key]) {
+  switch (table[key].kind) {
     case 'string':
       if (typeof text !== 'string' || text === '') return bad('a non-empty string');
       return text;
@@ -265,7 +390,9 @@ function coerce(key: ConfigKey, raw: unknown, where: string): unknown {
       if (text !== 'app' && text !== 'org') return bad('app or org');
       return text;
     case 'level':
-      if (typeof text !== 'string' || !levels.includes(text)) return bad(levels.join('|'));
+      if (typeof text !== 'string' || !(logLevels as readonly string[]).includes(text)) {
+        return bad(logLevels.join('|'));
+      }
       return text;
   }
 }
@@ -294,17 +421,16 @@ export interface ConfigSources {
 }
 
 function isKey(key: string): key is ConfigKey {
-  return Object.hasOwn(kinds, key);
+  return Object.hasOwn(settings, key);
 }
 
+/** The layers that gave each setting, in order: `config file …`, `environment …`, `flag …`. */
+type Origins = Map<ConfigKey, string[]>;
+
 export function loadConfig(sources: ConfigSources = {}): ProxyConfig {
-  // Lists are copied: a loaded config must never share (and so change) the defaults' arrays.
-  const config: Record<string, unknown> = {
-    ...defaults,
-    context_variables: [...defaults.context_variables],
-    superuser_bypass: [...defaults.superuser_bypass],
-    bypass_networks: [...defaults.bypass_networks],
-  };
+  // A fresh copy: a loaded config must never share (and so change) the defaults' arrays.
+  const config: Record<string, unknown> = defaultConfig();
+  const origins: Origins = new Map();
   const apply = (key: string, raw: unknown, where: string, fromEnv = false): void => {
     if (!isKey(key)) {
       throw new ConfigError(`${where}: unknown setting "${key}" (known: ${configKeys.join(', ')})`);
@@ -315,6 +441,7 @@ export function loadConfig(sources: ConfigSources = {}): ProxyConfig {
       );
     }
     config[key] = coerce(key, raw, where);
+    origins.set(key, [...(origins.get(key) ?? []), where]);
   };
   if (sources.file !== undefined) {
     let text: string;
@@ -335,10 +462,30 @@ export function loadConfig(sources: ConfigSources = {}): ProxyConfig {
   for (const [key, value] of Object.entries(sources.flags ?? {})) {
     if (value !== undefined) apply(key, value, `flag ${isKey(key) ? flagName(key) : key}`);
   }
-  return validate(config as unknown as ProxyConfig);
+  const loaded = config as unknown as ProxyConfig;
+  checkModes(loaded.mode, origins);
+  return validate(loaded, origins);
 }
 
-function validate(config: ProxyConfig): ProxyConfig {
+/** `(set in environment PGVPD_X)`, or every layer that gave the setting. */
+function setIn(key: ConfigKey, origins: Origins): string {
+  const layers = origins.get(key);
+  return layers === undefined ? '(its default)' : `(set in ${layers.join(', ')})`;
+}
+
+/** A setting given for a mode it does not apply to is a mistake, whichever layer gave it. */
+function checkModes(mode: Mode, origins: Origins): void {
+  for (const key of origins.keys()) {
+    const modes = modesOf(key);
+    if (!modes.includes(mode)) {
+      throw new ConfigError(
+        `${key} applies to ${modes.join(' and ')} mode only; this proxy runs in ${mode} mode ${setIn(key, origins)}`,
+      );
+    }
+  }
+}
+
+function validate(config: ProxyConfig, origins: Origins): ProxyConfig {
   for (const key of ['tenant_pattern', 'value_pattern', 'role_pattern'] as const) {
     try {
       new RegExp(config[key], 'u');
@@ -353,6 +500,17 @@ function validate(config: ProxyConfig): ProxyConfig {
   }
   if (config.context_variables.length === 0) {
     throw new ConfigError('context_variables must name at least the tenant');
+  }
+  // The first name only labels the tenant and never reaches SQL; the others are sent as the
+  // names of the context values, which the database checks again on every login.
+  for (const name of config.context_variables.slice(1)) {
+    if (!contextValueName.test(name) || name === 'tenant') {
+      throw new ConfigError(
+        `context_variables: ${JSON.stringify(name)} is not a context value name the database accepts: ` +
+          `each name after the first (the tenant's) must match ${contextValueName.source} and not be tenant ` +
+          setIn('context_variables', origins),
+      );
+    }
   }
   if ((config.tls_cert === undefined) !== (config.tls_key === undefined)) {
     throw new ConfigError('tls_cert and tls_key must be set together');

@@ -8,7 +8,10 @@ import {
   ConfigError,
   configKeys,
   defaults,
+  descriptions,
   loadConfig,
+  modesOf,
+  type ConfigKey,
   type ConfigSources,
   type ProxyConfig,
 } from '../../proxy/config.js';
@@ -107,7 +110,11 @@ t.test('a later layer overrides an earlier one, key by key', (t) => {
 
 t.test('connect_as_passwords comes from the environment only', (t) => {
   const lines = '*:*:*:org_role:secret\n*:*:*:other:pa\\:ss';
-  t.equal(loadConfig({ env: { PGVPD_CONNECT_AS_PASSWORDS: lines } }).connect_as_passwords, lines);
+  t.equal(
+    loadConfig({ env: { PGVPD_MODE: 'org', PGVPD_CONNECT_AS_PASSWORDS: lines } })
+      .connect_as_passwords,
+    lines,
+  );
   t.match(loadError({ flags: { connect_as_passwords: lines } }), {
     name: 'ConfigError',
     message:
@@ -497,5 +504,267 @@ t.test('superuser_bypass is served only from bypass_networks, which must be netw
     flags: { superuser_bypass: 'postgres', bypass_networks: '10.0.0.0/8, ::1' },
   });
   t.same(config.bypass_networks, ['10.0.0.0/8', '::1']);
+  t.end();
+});
+
+t.test(
+  'the ProxyConfig derived from the settings table has the fields and types it always had',
+  (t) => {
+    // The interface the table replaced, field for field; code that reads the config relies on it.
+    interface Previous {
+      mode: 'app' | 'org';
+      port: number;
+      listen_host: string;
+      upstream_host: string;
+      upstream_port: number;
+      tenant_separator: string;
+      value_separator: string;
+      context_variables: string[];
+      tenant_pattern: string;
+      role_pattern: string;
+      value_pattern: string;
+      superuser_bypass: string[];
+      bypass_networks: string[];
+      handshake_timeout: number;
+      shutdown_timeout: number;
+      tls_cert: string | undefined;
+      tls_key: string | undefined;
+      upstream_tls: boolean;
+      upstream_tls_verify: boolean;
+      upstream_tls_ca: string | undefined;
+      allow_password_without_tls: boolean;
+      control_url: string | undefined;
+      control_pool_size: number;
+      log_level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
+      pool_size: number;
+      pool_checkout_timeout: number;
+      pool_idle_timeout: number;
+      pool_max_lifetime: number;
+      max_unauthenticated_per_address: number;
+      connect_as_passfile: string | undefined;
+      connect_as_passwords: string | undefined;
+    }
+    // Each assignable to the other: the same fields, each of the same type (readonly aside).
+    type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+    // A compile-time check: tsc fails here when the derived type differs in any field.
+    const same: Same<ProxyConfig, Previous> = true;
+    t.ok(same, 'ProxyConfig is the same type as before');
+    t.end();
+  },
+);
+
+t.test('each setting applies to the modes whose code reads it', (t) => {
+  const of = (wanted: string): ConfigKey[] =>
+    configKeys.filter((key) => modesOf(key).join(',') === wanted);
+  t.same(of('app,org'), [
+    'mode',
+    'port',
+    'listen_host',
+    'upstream_host',
+    'upstream_port',
+    'handshake_timeout',
+    'shutdown_timeout',
+    'tls_cert',
+    'tls_key',
+    'upstream_tls',
+    'upstream_tls_verify',
+    'upstream_tls_ca',
+    'control_url',
+    'control_pool_size',
+    'log_level',
+  ]);
+  t.same(of('app'), [
+    'tenant_separator',
+    'value_separator',
+    'context_variables',
+    'tenant_pattern',
+    'value_pattern',
+    'role_pattern',
+    'superuser_bypass',
+    'bypass_networks',
+    'allow_password_without_tls',
+  ]);
+  t.same(of('org'), [
+    'pool_size',
+    'pool_checkout_timeout',
+    'pool_idle_timeout',
+    'pool_max_lifetime',
+    'max_unauthenticated_per_address',
+    'connect_as_passfile',
+    'connect_as_passwords',
+  ]);
+  t.equal(
+    of('app').length + of('org').length + of('app,org').length,
+    configKeys.length,
+    'no setting is left without a mode',
+  );
+  t.end();
+});
+
+t.test('the help of a setting for one mode names that mode', (t) => {
+  t.equal(
+    descriptions.pool_size,
+    'org mode: pooled upstream sessions per server, database and connect_as role',
+  );
+  t.equal(
+    descriptions.superuser_bypass,
+    'app mode: comma-separated usernames that pass through with no tenant (needs bypass_networks)',
+  );
+  t.equal(descriptions.port, 'port to listen on');
+  t.end();
+});
+
+t.test('a setting given for a mode it does not apply to is refused from every layer', (t) => {
+  const orgFile = configFile('mode = org', 'superuser_bypass = postgres');
+  const bypassFile = configFile('superuser_bypass = postgres', 'bypass_networks = 10.0.0.0/8');
+  const poolFile = configFile('pool_size = 5');
+  const cases: { name: string; sources: ConfigSources; message: string }[] = [
+    {
+      name: 'an app-mode setting in the config file of an org-mode proxy',
+      sources: { file: orgFile },
+      message: `superuser_bypass applies to app mode only; this proxy runs in org mode (set in config file ${orgFile})`,
+    },
+    {
+      name: 'an app-mode setting in the environment of an org-mode proxy',
+      sources: { env: { PGVPD_MODE: 'org', PGVPD_SUPERUSER_BYPASS: 'postgres' } },
+      message:
+        'superuser_bypass applies to app mode only; this proxy runs in org mode (set in environment PGVPD_SUPERUSER_BYPASS)',
+    },
+    {
+      name: 'an app-mode setting as a flag of an org-mode proxy',
+      sources: { flags: { mode: 'org', tenant_separator: '@' } },
+      message:
+        'tenant_separator applies to app mode only; this proxy runs in org mode (set in flag --tenant-separator)',
+    },
+    {
+      name: 'an org-mode setting in the config file of an app-mode proxy',
+      sources: { file: poolFile },
+      message: `pool_size applies to org mode only; this proxy runs in app mode (set in config file ${poolFile})`,
+    },
+    {
+      name: 'an org-mode setting in the environment of an app-mode proxy',
+      sources: { env: { PGVPD_CONNECT_AS_PASSWORDS: '*:*:*:org_role:secret' } },
+      message:
+        'connect_as_passwords applies to org mode only; this proxy runs in app mode (set in environment PGVPD_CONNECT_AS_PASSWORDS)',
+    },
+    {
+      name: 'an org-mode setting as a flag of an app-mode proxy',
+      sources: { flags: { max_unauthenticated_per_address: 8 } },
+      message:
+        'max_unauthenticated_per_address applies to org mode only; this proxy runs in app mode (set in flag --max-unauthenticated-per-address)',
+    },
+    {
+      name: 'a setting whose layer came before the one that chose the mode',
+      sources: { file: bypassFile, flags: { mode: 'org' } },
+      message: `superuser_bypass applies to app mode only; this proxy runs in org mode (set in config file ${bypassFile})`,
+    },
+    {
+      name: 'a setting given in two layers, both named',
+      sources: {
+        file: poolFile,
+        env: { PGVPD_POOL_SIZE: '6' },
+      },
+      message: `pool_size applies to org mode only; this proxy runs in app mode (set in config file ${poolFile}, environment PGVPD_POOL_SIZE)`,
+    },
+    {
+      name: 'a setting given with its default value',
+      sources: { env: { PGVPD_MODE: 'org', PGVPD_ALLOW_PASSWORD_WITHOUT_TLS: 'false' } },
+      message:
+        'allow_password_without_tls applies to app mode only; this proxy runs in org mode (set in environment PGVPD_ALLOW_PASSWORD_WITHOUT_TLS)',
+    },
+  ];
+  for (const c of cases) {
+    const error = loadError(c.sources);
+    t.ok(error instanceof ConfigError, `${c.name}: is a ConfigError`);
+    t.match(error, { name: 'ConfigError', message: c.message }, c.name);
+    t.equal((error as Error).message, c.message, `${c.name}: the exact message`);
+  }
+  t.end();
+});
+
+t.test('each mode takes its own settings and the shared ones', (t) => {
+  const org = loadConfig({
+    env: { PGVPD_MODE: 'org', PGVPD_POOL_SIZE: '4' },
+    flags: { upstream_host: 'db', connect_as_passfile: '/etc/pgvpd/passfile' },
+  });
+  t.same(
+    [org.mode, org.pool_size, org.upstream_host, org.connect_as_passfile],
+    ['org', 4, 'db', '/etc/pgvpd/passfile'],
+  );
+  const app = loadConfig({
+    flags: { superuser_bypass: 'postgres', bypass_networks: '10.0.0.0/8', upstream_host: 'db' },
+  });
+  t.same([app.mode, app.superuser_bypass, app.upstream_host], ['app', ['postgres'], 'db']);
+  t.end();
+});
+
+t.test('a context variable the database would refuse as a value name stops the proxy', (t) => {
+  const rule =
+    "each name after the first (the tenant's) must match ^[a-z_][a-z0-9_]{0,62}$ and not be tenant";
+  const long = `a${'b'.repeat(63)}`;
+  const cases: { name: string; sources: ConfigSources; message: string }[] = [
+    {
+      name: 'a dotted name, as a flag',
+      sources: { flags: { context_variables: 'tenant_id,app.ctx_b' } },
+      message: `context_variables: "app.ctx_b" is not a context value name the database accepts: ${rule} (set in flag --context-variables)`,
+    },
+    {
+      name: 'an upper-case name, in the environment',
+      sources: { env: { PGVPD_CONTEXT_VARIABLES: 'tenant_id,user,Plan' } },
+      message: `context_variables: "Plan" is not a context value name the database accepts: ${rule} (set in environment PGVPD_CONTEXT_VARIABLES)`,
+    },
+    {
+      name: 'a name that starts with a digit',
+      sources: { flags: { context_variables: 'tenant_id,1st' } },
+      message: `context_variables: "1st" is not a context value name the database accepts: ${rule} (set in flag --context-variables)`,
+    },
+    {
+      name: 'a name of 64 characters',
+      sources: { flags: { context_variables: `tenant_id,${long}` } },
+      message: `context_variables: "${long}" is not a context value name the database accepts: ${rule} (set in flag --context-variables)`,
+    },
+    {
+      name: 'the name tenant',
+      sources: { flags: { context_variables: 'tenant_id,tenant' } },
+      message: `context_variables: "tenant" is not a context value name the database accepts: ${rule} (set in flag --context-variables)`,
+    },
+  ];
+  for (const c of cases) {
+    const error = loadError(c.sources);
+    t.ok(error instanceof ConfigError, `${c.name}: is a ConfigError`);
+    t.equal((error as Error).message, c.message, c.name);
+  }
+  t.end();
+});
+
+t.test('context variables the database accepts as value names start the proxy', (t) => {
+  const longest = `a${'b'.repeat(62)}`;
+  const cases: { name: string; value: string; expected: string[] }[] = [
+    {
+      name: 'a name and user',
+      value: 'tenant_id,plan_2,user',
+      expected: ['tenant_id', 'plan_2', 'user'],
+    },
+    { name: 'a name that starts with _', value: 'tenant_id,_x', expected: ['tenant_id', '_x'] },
+    {
+      name: 'a name of 63 characters',
+      value: `tenant_id,${longest}`,
+      expected: ['tenant_id', longest],
+    },
+    {
+      // The first name only labels the tenant and never reaches SQL; the original pgvpd's names
+      // for it (a setting such as app.current_tenant_id) keep working.
+      name: "the original pgvpd's setting name for the tenant",
+      value: 'app.current_tenant_id,plan',
+      expected: ['app.current_tenant_id', 'plan'],
+    },
+  ];
+  for (const c of cases) {
+    t.same(
+      loadConfig({ flags: { context_variables: c.value } }).context_variables,
+      c.expected,
+      c.name,
+    );
+  }
   t.end();
 });
