@@ -107,14 +107,6 @@ export const proxyErrors = {
       `the organization of database "${database}" is suspended`,
       "Ask the organization's administrator to resume it.",
     ),
-  noUpstreamPassword: (role: string, host: string, port: number, database: string) =>
-    new ProxyError(
-      'no_upstream_password',
-      '08006',
-      'the proxy cannot log in upstream for this user',
-      undefined,
-      `no password for connect_as role ${role} on ${host}:${String(port)}/${database} in connect_as_passfile`,
-    ),
   tooManyUnauthenticated: (host: string, max: number) =>
     new ProxyError(
       'too_many_unauthenticated',
@@ -128,4 +120,40 @@ export const proxyErrors = {
       '57P01',
       'terminating connection because the pgvpd proxy is shutting down',
     ),
+} as const;
+
+/**
+ * Why `pgvpd serve` could not start, one kind per cause, each message naming what failed and
+ * the setting that leads to it.
+ */
+export class StartupError extends Error {
+  override name = 'StartupError';
+  constructor(
+    readonly kind: 'tls' | 'upstream_tls_ca' | 'passfile' | 'catalog' | 'listen',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const reasonOf = (error: unknown): string =>
+  error instanceof Error ? error.message : String(error);
+
+export const startupErrors = {
+  tls: (cert: string, key: string, error: unknown) =>
+    new StartupError(
+      'tls',
+      `cannot load the client TLS certificate (tls_cert ${cert}, tls_key ${key}): ${reasonOf(error)}`,
+    ),
+  upstreamTlsCa: (path: string, error: unknown) =>
+    new StartupError('upstream_tls_ca', `cannot read upstream_tls_ca ${path}: ${reasonOf(error)}`),
+  passfile: (error: unknown) =>
+    new StartupError('passfile', `cannot read the connect_as passwords: ${reasonOf(error)}`),
+  catalog: (error: unknown) =>
+    new StartupError(
+      'catalog',
+      `cannot load the org catalog over control_url (a pgvpd_proxy member must be able to call pgvpd.catalog_snapshot()): ${reasonOf(error)}`,
+    ),
+  listen: (host: string, port: number, error: unknown) =>
+    new StartupError('listen', `cannot listen on ${host}:${String(port)}: ${reasonOf(error)}`),
 } as const;

@@ -13,6 +13,7 @@ import {
   loadConfig,
   type ConfigKey,
 } from '../../proxy/config.js';
+import { StartupError } from '../../proxy/errors.js';
 import { startProxy } from '../../proxy/index.js';
 import { CliExit } from '../cli-exit.js';
 import type { CliIo } from '../io.js';
@@ -66,13 +67,11 @@ export function register(program: Command, io: CliIo): void {
       if (error instanceof ConfigError) throw new CliExit(1, error.message);
       throw error;
     }
+    // Each cause of a failed start has its own message (StartupError, errors.ts).
     const proxy = await startProxy(config).catch((error: unknown) => {
-      if (error instanceof ConfigError) throw new CliExit(1, error.message);
-      const reason = error instanceof Error ? error.message : String(error);
-      throw new CliExit(
-        1,
-        `cannot listen on ${config.listen_host}:${String(config.port)}: ${reason}`,
-      );
+      if (error instanceof ConfigError || error instanceof StartupError)
+        throw new CliExit(1, error.message);
+      throw error;
     });
     io.err(`pgvpd proxy listening on ${proxy.host}:${String(proxy.port)}\n`);
     await new Promise<void>((resolve) => {

@@ -48,10 +48,6 @@ export class CancelKeys {
   revoke(processId: number, secretKey: number): void {
     this.keys.delete(keyOf(processId, secretKey));
   }
-
-  get size(): number {
-    return this.keys.size;
-  }
 }
 
 function keyOf(processId: number, secretKey: number): string {

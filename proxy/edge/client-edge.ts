@@ -81,8 +81,8 @@ export class ClientEdge {
       if (error instanceof ProtocolViolation) throw proxyErrors.protocolViolation(error.message);
       throw new ClientLeft();
     }
-    if (message.code === (FrontendCode.Terminate as number)) throw new ClientLeft();
-    if (message.code !== (FrontendCode.Password as number)) {
+    if (message.code === FrontendCode.Terminate) throw new ClientLeft();
+    if (message.code !== FrontendCode.Password) {
       throw proxyErrors.protocolViolation(
         `expected password response, got message type ${JSON.stringify(String.fromCharCode(message.code))}`,
       );

@@ -49,8 +49,6 @@ export class Catalog {
   private closed = false;
   private reloading: Promise<void> | undefined;
   private retry: NodeJS.Timeout | undefined;
-  /** How many snapshots have been loaded (tests watch it to see a NOTIFY take effect). */
-  loads = 0;
 
   constructor(
     private readonly url: string,
@@ -158,7 +156,6 @@ export class Catalog {
       }
       this.secret = undefined;
     }
-    this.loads += 1;
     this.log.debug(
       { event: 'catalog', orgs: snapshot.orgs.length, users: snapshot.users.length },
       'catalog loaded',

@@ -55,7 +55,7 @@ export class ClientFramer {
         this.ended = 'violation';
         break;
       }
-      if (type === (FrontendCode.Terminate as number)) {
+      if (type === FrontendCode.Terminate) {
         this.header = Buffer.alloc(0);
         this.ended = 'terminate';
         break;
@@ -76,7 +76,7 @@ function wholeMessages(chunk: Buffer): boolean {
   let at = 0;
   while (at + headerLength <= chunk.length) {
     const length = chunk.readInt32BE(at + 1);
-    if (length < 4 || chunk[at] === (FrontendCode.Terminate as number)) return false;
+    if (length < 4 || chunk[at] === FrontendCode.Terminate) return false;
     at += 1 + length;
   }
   return at === chunk.length;

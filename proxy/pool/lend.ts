@@ -4,20 +4,15 @@
 // stops it; by then both sockets are detached and paused, and whatever the backend still sends
 // waits for the pool's reader, which SessionPool.release() re-attaches before the reset.
 import type { Duplex } from 'node:stream';
-import { ClientFramer } from './client-framer.js';
+import type { Attachment, AttachmentEnd } from '../session/attachment.js';
+import { sendCancel } from '../upstream/connect.js';
+import type { ControlPools } from '../upstream/control.js';
 import type { PooledSession } from '../upstream/login.js';
+import { ClientFramer } from './client-framer.js';
+import type { SessionPool } from './session-pool.js';
 
-export type LoanEnd =
-  /** The client sent Terminate (held back from the backend). */
-  | 'client-terminated'
-  /** The client's connection ended or failed without Terminate. */
-  | 'client-closed'
-  /** The client sent a message the framer cannot frame. */
-  | 'client-violation'
-  /** The backend's connection ended (its FATAL, if any, went to the client). */
-  | 'upstream-closed'
-  /** The proxy called stop(). */
-  | 'stopped';
+/** Why a loan ended: the attachment's reasons (session/attachment.ts). */
+export type LoanEnd = AttachmentEnd;
 
 export interface LoanResult {
   reason: LoanEnd;
@@ -128,5 +123,61 @@ export function lend(session: PooledSession, client: Duplex, clientEarly?: Buffe
     stop: () => {
       finish('stopped');
     },
+  };
+}
+
+export interface LoanAttachmentOptions {
+  pool: SessionPool;
+  session: PooledSession;
+  client: Duplex;
+  /** Bytes the client sent after its handshake that the proxy had already read. */
+  clientEarly: Buffer;
+  control: ControlPools;
+  /** Whether the session's server is the proxy's configured upstream (no server to name). */
+  onDefaultUpstream: boolean;
+}
+
+/**
+ * A loan as the session's attachment (session/attachment.ts). When the client is gone the
+ * session goes back to the pool (reset there) if the loan left it reusable, and is discarded
+ * otherwise; a client that vanished without Terminate, perhaps with a statement still running,
+ * has that statement cancelled first, so that the backend does not go on working for nobody and
+ * the reset happens now rather than after the pool's reset timeout.
+ */
+export function loanAttachment(options: LoanAttachmentOptions): Attachment {
+  const { pool, session } = options;
+  const loan = lend(session, options.client, options.clientEarly);
+  let result: LoanResult | undefined;
+  const target = session.key.target;
+  return {
+    ended: loan.ended.then((ended) => {
+      result = ended;
+      return ended.reason;
+    }),
+    stop: () => {
+      loan.stop();
+    },
+    async terminate() {
+      const ended = await options.control
+        .terminate(
+          session.key.database,
+          session.backendPid,
+          options.onDefaultUpstream ? undefined : { host: target.host, port: target.port },
+        )
+        .catch(() => false);
+      if (!ended) loan.stop();
+    },
+    async release(end) {
+      if (end === 'client-closed')
+        await sendCancel(target, session.backendPid, session.secretKey).catch(() => undefined);
+      if (result?.reusable === true) await pool.release(session);
+      else pool.discard(session, end);
+    },
+    describe: () => ({
+      kind: 'loan',
+      backendPid: session.backendPid,
+      database: session.key.database,
+      role: session.key.role,
+    }),
   };
 }

@@ -10,11 +10,11 @@
 // stops using it, and once the holder's statements on it have settled it is reset as a release
 // is and serves the queue. A released session is reset (statements.ts) and goes back only if the
 // reset proves it clean; a closed, failed, unknown or too old session is ended.
-import { serialize } from 'pg-protocol/dist/serializer';
+import { serialize } from '../protocol/encode.js';
 import type { ProxyError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import { poolErrors } from './pool-errors.js';
-import { resetSession, runExtended, runSimple } from './statements.js';
+import { resetSession, runExtended } from './statements.js';
 import { poolKeyId, type PoolKey, type PooledSession } from '../upstream/login.js';
 
 export interface SessionPoolOptions {
@@ -251,11 +251,6 @@ export class SessionPool {
     entry?.busy.delete(session);
     this.end(session, reason);
     if (entry) this.dispatch(entry);
-  }
-
-  /** Runs a simple Query on a checked-out session with no client attached. */
-  runSimple(session: PooledSession, sql: string): Promise<void> {
-    return runSimple(session, sql);
   }
 
   /** Runs one parameterised statement on a checked-out session with no client attached. */

@@ -1,28 +1,20 @@
 // Statements the proxy runs itself on a pooled session while no client is attached: the setup
 // before a client gets it (signed context, the client's startup parameters) and the reset after.
-// Simple query (§55.2.2) and one unnamed extended-protocol round (§55.2.3), each read up to
+// One unnamed extended-protocol round (§55.2.3) and the reset (two simple Query messages), each read up to
 // ReadyForQuery. Only one statement at a time per session; the caller serialises.
-import { serialize } from 'pg-protocol/dist/serializer';
+import { serialize } from '../protocol/encode.js';
 import { proxyErrors } from '../errors.js';
 import { BackendCode } from '../protocol/codes.js';
 import type { Message } from '../protocol/reader.js';
 import { poolErrors } from './pool-errors.js';
 import type { PooledSession } from '../upstream/login.js';
 import {
-  ResultCode,
   commandTag,
   errorFields,
   parameterStatus,
   upstreamMessage,
   type ErrorFields,
 } from '../protocol/decode.js';
-
-/** Runs one simple Query; rejects with the statement's SQLSTATE and message if it failed. */
-export async function runSimple(session: PooledSession, sql: string): Promise<void> {
-  usable(session);
-  session.socket.write(serialize.query(sql));
-  await untilReady(session);
-}
 
 /** Parse/Bind/Execute/Sync of an unnamed statement with text parameters (values stay out of SQL). */
 export async function runExtended(
@@ -61,28 +53,28 @@ async function untilReady(session: PooledSession): Promise<void> {
   for (;;) {
     const message = await next(session, 'a pooled statement');
     switch (message.code) {
-      case BackendCode.ErrorResponse as number:
+      case BackendCode.ErrorResponse:
         failure ??= errorFields(message.body);
         continue;
-      case BackendCode.ParameterStatus as number: {
+      case BackendCode.ParameterStatus: {
         const [name, value] = parameterStatus(message.body);
         session.parameters.set(name, value);
         continue;
       }
-      case BackendCode.ReadyForQuery as number:
+      case BackendCode.ReadyForQuery:
         if (failure) throw poolErrors.statementFailed(failure);
         return;
-      case BackendCode.NoticeResponse as number:
-      case ResultCode.NotificationResponse as number:
-      case ResultCode.ParseComplete as number:
-      case ResultCode.BindComplete as number:
-      case ResultCode.ParameterDescription as number:
-      case ResultCode.RowDescription as number:
-      case ResultCode.NoData as number:
-      case ResultCode.DataRow as number:
-      case ResultCode.CommandComplete as number:
-      case ResultCode.EmptyQueryResponse as number:
-      case ResultCode.PortalSuspended as number:
+      case BackendCode.NoticeResponse:
+      case BackendCode.NotificationResponse:
+      case BackendCode.ParseComplete:
+      case BackendCode.BindComplete:
+      case BackendCode.ParameterDescription:
+      case BackendCode.RowDescription:
+      case BackendCode.NoData:
+      case BackendCode.DataRow:
+      case BackendCode.CommandComplete:
+      case BackendCode.EmptyQueryResponse:
+      case BackendCode.PortalSuspended:
         continue;
       default:
         // COPY and the like: the pool cannot drive them, and the session's state is now unknown.
@@ -142,24 +134,24 @@ async function checkReset(session: PooledSession): Promise<string | undefined> {
     for (;;) {
       const message = await next(session, 'the reset of a pooled session');
       const code = message.code;
-      if (code === (BackendCode.NoticeResponse as number)) continue;
-      if (code === (ResultCode.NotificationResponse as number)) continue;
-      if (code === (BackendCode.ParameterStatus as number)) {
+      if (code === BackendCode.NoticeResponse) continue;
+      if (code === BackendCode.NotificationResponse) continue;
+      if (code === BackendCode.ParameterStatus) {
         const [name, value] = parameterStatus(message.body);
         session.parameters.set(name, value);
         continue;
       }
-      if (code === (ResultCode.CommandComplete as number) && !completed) {
+      if (code === BackendCode.CommandComplete && !completed) {
         const tag = commandTag(message.body);
         if (tag !== step) return `unexpected ${JSON.stringify(tag)} in answer to ${step}`;
         completed = true;
         continue;
       }
-      if (code === (BackendCode.ReadyForQuery as number) && completed) {
+      if (code === BackendCode.ReadyForQuery && completed) {
         if (step === 'DISCARD ALL' && message.body[0] !== 0x49) return 'not idle after the reset';
         break;
       }
-      if (code === (BackendCode.ErrorResponse as number))
+      if (code === BackendCode.ErrorResponse)
         return `${step} failed: ${errorFields(message.body).message}`;
       return `unexpected message type ${String.fromCharCode(code)} in answer to ${step}`;
     }

@@ -1,58 +1,81 @@
 // Wire codes of the PostgreSQL frontend/backend protocol 3.0 that the proxy itself speaks
-// (PostgreSQL docs, "Message Formats", §55.7). Everything else is relayed as bytes.
+// (PostgreSQL docs, "Message Formats", §55.7). Everything else is relayed as bytes. Plain
+// constant objects rather than enums, so that a code read off the wire (a number) compares with
+// them in a `switch` as it is.
 
 /** Special request codes sent in place of a protocol version in a startup packet. */
-export const enum RequestCode {
+export const RequestCode = {
   /** 1234.5679 */
-  SSLRequest = 80877103,
+  SSLRequest: 80877103,
   /** 1234.5680 */
-  GSSENCRequest = 80877104,
+  GSSENCRequest: 80877104,
   /** 1234.5678 */
-  CancelRequest = 80877102,
-}
+  CancelRequest: 80877102,
+} as const;
 
 /** Protocol 3.0 as (major << 16) | minor. */
 export const protocol30 = 196608;
 
 /** Message type bytes sent by the client after startup. */
-export const enum FrontendCode {
+export const FrontendCode = {
   /** 'p': PasswordMessage, SASLInitialResponse, SASLResponse */
-  Password = 0x70,
+  Password: 0x70,
   /** 'X' */
-  Terminate = 0x58,
-}
+  Terminate: 0x58,
+} as const;
 
-/** Message type bytes sent by the server. */
-export const enum BackendCode {
+/** Message type bytes sent by the server, during the handshake and after it. */
+export const BackendCode = {
   /** 'R' */
-  Authentication = 0x52,
+  Authentication: 0x52,
   /** 'K' */
-  BackendKeyData = 0x4b,
+  BackendKeyData: 0x4b,
   /** 'S' */
-  ParameterStatus = 0x53,
+  ParameterStatus: 0x53,
   /** 'Z' */
-  ReadyForQuery = 0x5a,
+  ReadyForQuery: 0x5a,
   /** 'E' */
-  ErrorResponse = 0x45,
+  ErrorResponse: 0x45,
   /** 'N' */
-  NoticeResponse = 0x4e,
+  NoticeResponse: 0x4e,
   /** 'v' */
-  NegotiateProtocolVersion = 0x76,
-}
+  NegotiateProtocolVersion: 0x76,
+  /** '1' */
+  ParseComplete: 0x31,
+  /** '2' */
+  BindComplete: 0x32,
+  /** 'A' */
+  NotificationResponse: 0x41,
+  /** 'C' */
+  CommandComplete: 0x43,
+  /** 'D' */
+  DataRow: 0x44,
+  /** 'I' */
+  EmptyQueryResponse: 0x49,
+  /** 'n' */
+  NoData: 0x6e,
+  /** 's' */
+  PortalSuspended: 0x73,
+  /** 't' */
+  ParameterDescription: 0x74,
+  /** 'T' */
+  RowDescription: 0x54,
+} as const;
 
 /** The int32 that follows 'R'. */
-export const enum AuthCode {
-  Ok = 0,
-  KerberosV5 = 2,
-  CleartextPassword = 3,
-  MD5Password = 5,
-  GSS = 7,
-  GSSContinue = 8,
-  SSPI = 9,
-  SASL = 10,
-  SASLContinue = 11,
-  SASLFinal = 12,
-}
+export const AuthCode = {
+  Ok: 0,
+  KerberosV5: 2,
+  CleartextPassword: 3,
+  MD5Password: 5,
+  GSS: 7,
+  GSSContinue: 8,
+  SSPI: 9,
+  SASL: 10,
+  SASLContinue: 11,
+  SASLFinal: 12,
+} as const;
+export type AuthCode = (typeof AuthCode)[keyof typeof AuthCode];
 
 /** Upper bound of a startup packet, as in PostgreSQL's MAX_STARTUP_PACKET_LENGTH. */
 export const maxStartupPacket = 10_000;

@@ -1,42 +1,25 @@
-// The few backend messages the pool reads itself (PostgreSQL docs §55.7), beyond those of the
-// handshake in ../protocol/codes.ts: enough to run a statement and to check a reset. Pure helpers
-// plus one reader wrapper that turns a lost or garbled upstream into a ProxyError.
+// Every backend message the proxy reads itself (PostgreSQL docs §55.7): ErrorResponse and
+// NoticeResponse, ParameterStatus, BackendKeyData, CommandComplete, Authentication requests.
+// Pure decoders over a message body (the PacketReader bounded and framed it), plus one reader
+// wrapper that turns a lost or garbled upstream into a ProxyError. Anything malformed is a
+// ProxyError 08P01, never an exception of another kind.
 import { proxyErrors } from '../errors.js';
 import { PeerClosed, type Message, type PacketReader } from './reader.js';
 
-/** Message type bytes sent by the server after the handshake. */
-export const enum ResultCode {
-  /** '1' */
-  ParseComplete = 0x31,
-  /** '2' */
-  BindComplete = 0x32,
-  /** 'A' */
-  NotificationResponse = 0x41,
-  /** 'C' */
-  CommandComplete = 0x43,
-  /** 'D' */
-  DataRow = 0x44,
-  /** 'I' */
-  EmptyQueryResponse = 0x49,
-  /** 'n' */
-  NoData = 0x6e,
-  /** 's' */
-  PortalSuspended = 0x73,
-  /** 't' */
-  ParameterDescription = 0x74,
-  /** 'T' */
-  RowDescription = 0x54,
-}
-
-/** The fields of an ErrorResponse or NoticeResponse the pool passes on. */
+/**
+ * The fields of an ErrorResponse or NoticeResponse: those the proxy reads from upstream, and
+ * those it writes itself (protocol/encode.ts errorResponse).
+ */
 export interface ErrorFields {
+  severity?: string | undefined;
   code: string | undefined;
   message: string;
-  hint: string | undefined;
+  detail?: string | undefined;
+  hint?: string | undefined;
 }
 
-/** Upper bound of one message the pool reads (a statement's rows are small, but not tiny). */
-export const maxPoolMessage = 1024 * 1024;
+/** Upper bound of one message the proxy reads from upstream outside the pipe. */
+export const maxUpstreamMessage = 1024 * 1024;
 
 /** ErrorResponse/NoticeResponse body: (type byte, cstring)* then a zero byte. */
 export function errorFields(body: Buffer): ErrorFields {
@@ -50,8 +33,10 @@ export function errorFields(body: Buffer): ErrorFields {
     at = end + 1;
   }
   return {
+    severity: fields.get('V') ?? fields.get('S'),
     code: fields.get('C'),
     message: fields.get('M') ?? 'unknown error',
+    detail: fields.get('D'),
     hint: fields.get('H'),
   };
 }
@@ -70,10 +55,33 @@ export function commandTag(body: Buffer): string {
   return body.toString('utf8', 0, end < 0 ? body.length : end);
 }
 
+/** A backend's cancel key, as BackendKeyData carries it (protocol 3.0: two int32). */
+export interface BackendKey {
+  processId: number;
+  secretKey: number;
+}
+
+/** BackendKeyData body: process id and secret key. */
+export function backendKeyData(body: Buffer): BackendKey {
+  if (body.length !== 8) throw proxyErrors.upstreamProtocol('BackendKeyData of unexpected length');
+  return { processId: body.readInt32BE(0), secretKey: body.readInt32BE(4) };
+}
+
+/** An Authentication request: its method (AuthCode) and the bytes after it. */
+export function authentication(body: Buffer): { method: number; data: Buffer } {
+  if (body.length < 4) throw proxyErrors.upstreamProtocol('Authentication message too short');
+  return { method: body.readInt32BE(0), data: body.subarray(4) };
+}
+
+/** AuthenticationSASL data: the mechanisms offered, each a cstring, then a zero byte. */
+export function saslMechanisms(data: Buffer): string[] {
+  return data.toString('utf8').split('\0').filter(Boolean);
+}
+
 /** The next upstream message; a closed or garbled upstream becomes a 08006/08P01 ProxyError. */
 export async function upstreamMessage(reader: PacketReader, phase: string): Promise<Message> {
   try {
-    return await reader.message(maxPoolMessage);
+    return await reader.message(maxUpstreamMessage);
   } catch (error) {
     if (error instanceof PeerClosed) throw proxyErrors.upstreamClosed(phase);
     throw proxyErrors.upstreamProtocol((error as Error).message);

@@ -1,6 +1,22 @@
 // Backend messages the proxy writes to its clients itself (PostgreSQL docs §55.7). Everything
 // the upstream says is relayed as it came; these are the proxy's own words. Pure functions.
+import { createRequire } from 'node:module';
 import { AuthCode, BackendCode } from './codes.js';
+import type { ErrorFields } from './decode.js';
+
+/**
+ * Frontend messages for the upstream leg (StartupMessage, Parse/Bind/Execute/Sync, Query,
+ * password answers, Terminate), from pg-protocol's serializer: the one node-postgres uses.
+ */
+export const serialize = pgProtocol().serialize;
+
+/**
+ * pg-protocol through require(): it is CommonJS, and its named exports are not all visible to
+ * an ESM import under every loader (tap's TypeScript loader sees none).
+ */
+function pgProtocol(): typeof import('pg-protocol') {
+  return createRequire(import.meta.url)('pg-protocol') as typeof import('pg-protocol');
+}
 
 function message(code: number, body: Buffer): Buffer {
   const out = Buffer.allocUnsafe(5 + body.length);
@@ -20,16 +36,10 @@ function cstring(value: string): Buffer {
   return Buffer.concat([Buffer.from(value, 'utf8'), Buffer.from([0])]);
 }
 
-export interface ErrorFields {
-  severity: 'FATAL' | 'ERROR';
-  code: string;
-  message: string;
-  detail?: string | undefined;
-  hint?: string | undefined;
-}
-
 /** ErrorResponse: S and V (severity), C (SQLSTATE), M, D, H fields. */
-export function errorResponse(fields: ErrorFields): Buffer {
+export function errorResponse(
+  fields: ErrorFields & { severity: 'FATAL' | 'ERROR'; code: string },
+): Buffer {
   const parts: Buffer[] = [];
   const field = (tag: string, value: string | undefined): void => {
     if (value !== undefined) parts.push(Buffer.from(tag, 'ascii'), cstring(value));

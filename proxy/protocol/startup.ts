@@ -20,13 +20,13 @@ export type StartupPacket =
 export function decodeStartup(body: Buffer): StartupPacket {
   const code = body.readInt32BE(0);
   switch (code) {
-    case RequestCode.SSLRequest as number:
+    case RequestCode.SSLRequest:
       expectLength(body, 4, 'SSLRequest');
       return { kind: 'ssl' };
-    case RequestCode.GSSENCRequest as number:
+    case RequestCode.GSSENCRequest:
       expectLength(body, 4, 'GSSENCRequest');
       return { kind: 'gssenc' };
-    case RequestCode.CancelRequest as number:
+    case RequestCode.CancelRequest:
       // Protocol 3.2 allows secret keys of up to 256 bytes; 3.0 sends 4.
       if (body.length < 12 || body.length > 8 + 256) {
         throw new ProtocolViolation('invalid length of CancelRequest');

@@ -1,10 +1,9 @@
 // Opening a connection to the upstream PostgreSQL: TCP with Nagle off, then optionally TLS
 // negotiated the PostgreSQL way (SSLRequest, 'S', handshake; §55.2.10). Failures become the
 // 08006 errors that name host:port, never a silent close.
-import { readFileSync } from 'node:fs';
 import { isIP, connect as tcpConnect, type Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
-import { serialize } from 'pg-protocol/dist/serializer';
+import { serialize } from '../protocol/encode.js';
 import { proxyErrors } from '../errors.js';
 import { PacketReader } from '../protocol/reader.js';
 
@@ -21,25 +20,6 @@ export interface UpstreamTarget {
 export interface Upstream {
   socket: Socket | TLSSocket;
   reader: PacketReader;
-}
-
-export function upstreamTarget(config: {
-  upstream_host: string;
-  upstream_port: number;
-  upstream_tls: boolean;
-  upstream_tls_verify: boolean;
-  upstream_tls_ca: string | undefined;
-}): UpstreamTarget {
-  return {
-    host: config.upstream_host,
-    port: config.upstream_port,
-    tls: config.upstream_tls,
-    tlsVerify: config.upstream_tls_verify,
-    tlsCa:
-      config.upstream_tls_ca === undefined
-        ? undefined
-        : readFileSync(config.upstream_tls_ca, 'utf8'),
-  };
 }
 
 export async function connectUpstream(target: UpstreamTarget): Promise<Upstream> {

@@ -4,6 +4,7 @@
 // comes back and is only ever sent on as a bind parameter.
 import { parse as parseConnectionString } from 'pg-connection-string';
 import pg from 'pg';
+import { proxyErrors } from '../errors.js';
 
 export interface ContextRequest {
   /**
@@ -112,5 +113,24 @@ export class ControlPools {
     const pools = [...this.pools.values()];
     this.pools.clear();
     await Promise.all(pools.map((pool) => pool.end().catch(() => undefined)));
+  }
+}
+
+/**
+ * Issues a context for a session's backend; a refusal becomes the client's ProxyError
+ * (contextFailed), with the SQLSTATE the database gave (28000 for a role it will not serve).
+ */
+export async function issueContext(
+  control: ControlPools,
+  request: ContextRequest,
+): Promise<string> {
+  try {
+    return await control.issue(request);
+  } catch (error) {
+    const code = (error as { code?: unknown }).code;
+    throw proxyErrors.contextFailed(
+      typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) ? code : undefined,
+      `issue_context: ${(error as Error).message}`,
+    );
   }
 }

@@ -3,14 +3,21 @@
 // whatever method pg_hba asks for (SCRAM-SHA-256, MD5, cleartext, trust; §55.2.1/§55.3) and
 // waits for the backend to be ready. Failures are ProxyErrors: 08006 when the server cannot be
 // reached or talked to, the upstream's own SQLSTATE when it refuses (28P01, 3D000, 53300…).
-import { serialize } from 'pg-protocol/dist/serializer';
+import { serialize } from '../protocol/encode.js';
 import { proxyErrors } from '../errors.js';
-import { ScramClient, md5Response } from '../auth/password-answers.js';
+import { md5Response } from '../auth/md5.js';
+import { ScramClient } from '../auth/scram-client.js';
 import { AuthCode, BackendCode } from '../protocol/codes.js';
 import type { Message, PacketReader } from '../protocol/reader.js';
 import { connectUpstream, type Upstream, type UpstreamTarget } from './connect.js';
 import { poolErrors } from '../pool/pool-errors.js';
-import { errorFields, parameterStatus, upstreamMessage } from '../protocol/decode.js';
+import {
+  authentication,
+  errorFields,
+  saslMechanisms,
+  upstreamMessage,
+} from '../protocol/decode.js';
+import { untilReady } from './ready.js';
 
 /** What makes two upstream sessions interchangeable: same server, database and role. */
 export interface PoolKey {
@@ -102,52 +109,27 @@ async function handshake(
   );
   await authenticate(key, reader, (data) => socket.write(data), options.password);
 
-  const parameters = new Map<string, string>();
-  let backend: { pid: number; secretKey: number } | undefined;
-  for (;;) {
-    const message = await upstreamMessage(reader, 'pooled login');
-    switch (message.code) {
-      case BackendCode.ParameterStatus as number: {
-        const [name, value] = parameterStatus(message.body);
-        parameters.set(name, value);
-        continue;
-      }
-      case BackendCode.BackendKeyData as number:
-        if (message.body.length !== 8)
-          throw proxyErrors.upstreamProtocol('BackendKeyData of unexpected length');
-        backend = { pid: message.body.readInt32BE(0), secretKey: message.body.readInt32BE(4) };
-        continue;
-      case BackendCode.NoticeResponse as number:
-        continue;
-      case BackendCode.ErrorResponse as number:
-        throw poolErrors.loginRefused(key.role, key.database, errorFields(message.body));
-      case BackendCode.ReadyForQuery as number: {
-        if (!backend) throw proxyErrors.upstreamProtocol('no BackendKeyData before ReadyForQuery');
-        const now = Date.now();
-        const session: PooledSession = {
-          key,
-          socket,
-          reader,
-          backendPid: backend.pid,
-          secretKey: backend.secretKey,
-          parameters,
-          createdAt: now,
-          lastUsedAt: now,
-          broken: socket.destroyed,
-        };
-        const markBroken = (): void => {
-          session.broken = true;
-        };
-        socket.on('error', markBroken);
-        socket.once('close', markBroken);
-        return session;
-      }
-      default:
-        throw proxyErrors.upstreamProtocol(
-          `message type ${String.fromCharCode(message.code)} before ReadyForQuery`,
-        );
-    }
-  }
+  const { backend, parameters } = await untilReady(reader, 'pooled login', (message) =>
+    poolErrors.loginRefused(key.role, key.database, errorFields(message.body)),
+  );
+  const now = Date.now();
+  const session: PooledSession = {
+    key,
+    socket,
+    reader,
+    backendPid: backend.processId,
+    secretKey: backend.secretKey,
+    parameters,
+    createdAt: now,
+    lastUsedAt: now,
+    broken: socket.destroyed,
+  };
+  const markBroken = (): void => {
+    session.broken = true;
+  };
+  socket.on('error', markBroken);
+  socket.once('close', markBroken);
+  return session;
 }
 
 async function authenticate(
@@ -164,52 +146,52 @@ async function authenticate(
   let serverVerified = false;
   for (;;) {
     const message = await authMessage(key, reader);
-    const method = message.body.readInt32BE(0);
+    const { method, data } = authentication(message.body);
     switch (method) {
-      case AuthCode.Ok as number:
+      case AuthCode.Ok:
         // A server that starts SCRAM must prove it knows the verifier before letting us in.
         if (scram && !serverVerified)
           throw proxyErrors.upstreamProtocol('SCRAM ended without the server signature');
         return;
-      case AuthCode.CleartextPassword as number:
+      case AuthCode.CleartextPassword:
         write(serialize.password(need('password')));
         continue;
-      case AuthCode.MD5Password as number:
-        write(serialize.password(md5Response(key.role, need('md5'), message.body.subarray(4, 8))));
+      case AuthCode.MD5Password:
+        write(serialize.password(md5Response(key.role, need('md5'), data.subarray(0, 4))));
         continue;
-      case AuthCode.SASL as number: {
-        const mechanisms = message.body.toString('utf8', 4).split('\0').filter(Boolean);
+      case AuthCode.SASL: {
+        const mechanisms = saslMechanisms(data);
         if (!mechanisms.includes('SCRAM-SHA-256'))
           throw proxyErrors.unsupportedAuth(mechanisms.join(', '));
         scram = new ScramClient(need('SCRAM-SHA-256'));
         write(serialize.sendSASLInitialResponseMessage('SCRAM-SHA-256', scram.firstMessage()));
         continue;
       }
-      case AuthCode.SASLContinue as number: {
+      case AuthCode.SASLContinue: {
         const client = scram;
         if (!client) throw proxyErrors.upstreamProtocol('SASLContinue without SASL');
-        const serverFirst = message.body.toString('utf8', 4);
+        const serverFirst = data.toString('utf8');
         write(
           serialize.sendSCRAMClientFinalMessage(scramStep(() => client.finalMessage(serverFirst))),
         );
         continue;
       }
-      case AuthCode.SASLFinal as number: {
+      case AuthCode.SASLFinal: {
         const client = scram;
         if (!client) throw proxyErrors.upstreamProtocol('SASLFinal without SASL');
-        const serverFinal = message.body.toString('utf8', 4);
+        const serverFinal = data.toString('utf8');
         scramStep(() => {
           client.verifyFinal(serverFinal);
         });
         serverVerified = true;
         continue;
       }
-      case AuthCode.KerberosV5 as number:
+      case AuthCode.KerberosV5:
         throw proxyErrors.unsupportedAuth('Kerberos V5');
-      case AuthCode.GSS as number:
-      case AuthCode.GSSContinue as number:
+      case AuthCode.GSS:
+      case AuthCode.GSSContinue:
         throw proxyErrors.unsupportedAuth('GSSAPI');
-      case AuthCode.SSPI as number:
+      case AuthCode.SSPI:
         throw proxyErrors.unsupportedAuth('SSPI');
       default:
         throw proxyErrors.unsupportedAuth(`method ${method}`);
@@ -221,10 +203,10 @@ async function authenticate(
 async function authMessage(key: PoolKey, reader: PacketReader): Promise<Message> {
   for (;;) {
     const message = await upstreamMessage(reader, 'pooled login');
-    if (message.code === (BackendCode.ErrorResponse as number))
+    if (message.code === BackendCode.ErrorResponse)
       throw poolErrors.loginRefused(key.role, key.database, errorFields(message.body));
-    if (message.code === (BackendCode.NoticeResponse as number)) continue;
-    if (message.code !== (BackendCode.Authentication as number) || message.body.length < 4)
+    if (message.code === BackendCode.NoticeResponse) continue;
+    if (message.code !== BackendCode.Authentication || message.body.length < 4)
       throw proxyErrors.upstreamProtocol(
         `message type ${String.fromCharCode(message.code)} during authentication`,
       );

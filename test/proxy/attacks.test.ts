@@ -3,7 +3,7 @@
 // a proxy can face: forged context in the startup packet, and queries sent before ReadyForQuery.
 import net from 'node:net';
 import t from 'tap';
-import { serialize } from 'pg-protocol/dist/serializer';
+import { serialize } from '../../proxy/protocol/encode.js';
 import { attackSuite } from '../support/attack-suite.js';
 import { contextPath } from '../support/pgvpd.js';
 import { testRoles } from '../support/postgres.js';

@@ -18,7 +18,7 @@ import pg from 'pg';
 import t, { type Test } from 'tap';
 import { ClientEdge } from '../../proxy/edge/client-edge.js';
 import { createLogger } from '../../proxy/logger.js';
-import { ScramClient } from '../../proxy/auth/password-answers.js';
+import { ScramClient } from '../../proxy/auth/scram-client.js';
 import { maxReadAhead } from '../../proxy/protocol/codes.js';
 import { PacketReader } from '../../proxy/protocol/reader.js';
 import { spawnCli } from '../cli/spawn-cli.js';

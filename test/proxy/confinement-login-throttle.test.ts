@@ -13,7 +13,7 @@ import pg from 'pg';
 import t from 'tap';
 import { loadConfig } from '../../proxy/config.js';
 import { createLogger } from '../../proxy/logger.js';
-import { ScramClient } from '../../proxy/auth/password-answers.js';
+import { ScramClient } from '../../proxy/auth/scram-client.js';
 import { makeVerifier } from '../../proxy/auth/scram-verifier.js';
 import { startProxy } from '../../proxy/index.js';
 import {

@@ -1,7 +1,7 @@
 // Helpers for the org-mode acceptance tests (org-*.test.ts): clients through an org-mode proxy
 // whose lifetime is one subtest, what a client sees of its org, and how a connection failed.
 import pg from 'pg';
-import { ScramClient } from '../../proxy/auth/password-answers.js';
+import { ScramClient } from '../../proxy/auth/scram-client.js';
 import type { TestDatabase, TestLike } from '../support/postgres.js';
 import {
   WireClient,

@@ -5,7 +5,7 @@
 import { connect as tcpConnect, createServer, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
-import { serialize } from 'pg-protocol/dist/serializer';
+import { serialize } from '../../proxy/protocol/encode.js';
 import t from 'tap';
 import { createLogger } from '../../proxy/logger.js';
 import { lend, type Loan, type LoanResult } from '../../proxy/pool/lend.js';

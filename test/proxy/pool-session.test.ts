@@ -2,8 +2,7 @@
 // of session state is set, the session released and checked out again, then looked for), the
 // 53300 timeout, sessions that die or age, idle reaping, FIFO order under contention, and close.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Parser } from 'pg-protocol/dist/parser';
-import { serialize } from 'pg-protocol/dist/serializer';
+import { serialize } from '../../proxy/protocol/encode.js';
 import t from 'tap';
 import type { ProxyError } from '../../proxy/errors.js';
 import { createLogger } from '../../proxy/logger.js';
@@ -11,6 +10,7 @@ import { SessionPool, type SessionPoolOptions } from '../../proxy/pool/session-p
 import { loginUpstream, type PoolKey, type PooledSession } from '../../proxy/upstream/login.js';
 import { createTestDatabase, type TestDatabase, type TestLike } from '../support/postgres.js';
 import { sqlstate, type LoginRole } from '../support/pgvpd.js';
+import { parseBackend } from '../support/wire.js';
 
 interface Fixture {
   db: TestDatabase;
@@ -73,10 +73,9 @@ async function value(session: PooledSession, sql: string): Promise<string | null
   session.socket.write(serialize.query(sql));
   const outcome: { value: string | null; failure: { code?: string; message: string } | undefined } =
     { value: null, failure: undefined };
-  const parser = new Parser();
   for (;;) {
     const message = await session.reader.message(1024 * 1024);
-    parser.parse(message.raw, (parsed) => {
+    for (const parsed of parseBackend(message.raw)) {
       const m = parsed as unknown as {
         name: string;
         fields?: (string | null)[];
@@ -85,7 +84,7 @@ async function value(session: PooledSession, sql: string): Promise<string | null
       };
       if (m.name === 'dataRow' && outcome.value === null) outcome.value = m.fields?.[0] ?? null;
       if (m.name === 'error') outcome.failure = m;
-    });
+    }
     if (message.code === 0x5a) break; // ReadyForQuery
   }
   const failure = outcome.failure;
@@ -235,13 +234,13 @@ t.test(
   async (t) => {
     const f = await fixture(t);
     const session = await f.pool.checkout(f.key);
-    t.equal(await sqlstate(f.pool.runSimple(session, 'ROLLBACK; DISCARD ALL')), '25001');
+    t.equal(await sqlstate(value(session, 'ROLLBACK; DISCARD ALL')), '25001');
     await f.pool.release(session);
     t.match(f.pool.stats(), { idle: 1 }, 'the two-message reset succeeds');
   },
 );
 
-t.test('runSimple and runExtended run statements and fail with their SQLSTATE', async (t) => {
+t.test('runExtended runs statements and fails with their SQLSTATE', async (t) => {
   const f = await fixture(t);
   const session = await f.pool.checkout(f.key);
   await f.pool.runExtended(session, 'select set_config($1, $2, false)', [
@@ -254,10 +253,10 @@ t.test('runSimple and runExtended run statements and fail with their SQLSTATE', 
     'ParameterStatus updates the session parameters',
   );
   t.equal(await value(session, 'show application_name'), "o'brien; app");
-  await f.pool.runSimple(session, "set TimeZone = 'UTC'");
+  await f.pool.runExtended(session, "set TimeZone = 'UTC'", []);
   t.equal(session.parameters.get('TimeZone'), 'UTC');
   const failed = (await f.pool
-    .runSimple(session, 'select 1/0')
+    .runExtended(session, 'select 1/0', [])
     .catch((e: unknown) => e)) as ProxyError;
   t.match(failed, {
     code: '22012',
@@ -269,7 +268,7 @@ t.test('runSimple and runExtended run statements and fail with their SQLSTATE', 
     '22P02',
     'a bad parameter',
   );
-  await f.pool.runSimple(session, 'select 1');
+  await f.pool.runExtended(session, 'select 1', []);
   t.pass('the session is usable after a failed statement');
   await f.pool.release(session);
   const again = await f.pool.checkout(f.key);
@@ -550,7 +549,11 @@ t.test(
     if (!tentative) throw new Error('no idle session');
     t.match(f.pool.stats(), { busy: 1, tentative: 1 });
     running = f.pool
-      .runSimple(tentative, "select set_config('application_name', 'holder', false), pg_sleep(0.3)")
+      .runExtended(
+        tentative,
+        "select set_config('application_name', 'holder', false), pg_sleep(0.3)",
+        [],
+      )
       .then(() => {
         events.push('holder statement done');
       });

@@ -4,9 +4,9 @@
 // by frame and decoded with pg-protocol's parser where it knows the message.
 // Also a counting TCP relay, to prove whether a connection reached the upstream at all.
 import { connect, createServer, type Server, type Socket } from 'node:net';
-import type { BackendMessage } from 'pg-protocol/dist/messages';
-import { Parser } from 'pg-protocol/dist/parser';
-import { ScramClient } from '../../proxy/auth/password-answers.js';
+import { EventEmitter } from 'node:events';
+import { createRequire } from 'node:module';
+import { ScramClient } from '../../proxy/auth/scram-client.js';
 
 /** Request codes sent in place of a protocol version (1234.5679, 1234.5680, 1234.5678). */
 export const requestCode = {
@@ -73,10 +73,24 @@ export interface Frame {
   raw: Buffer;
 }
 
-/** Decodes frames pg-protocol knows (everything but 'v' NegotiateProtocolVersion). */
+/** A backend message as pg-protocol's parser hands it to node-postgres. */
+export interface BackendMessage {
+  name: string;
+  length: number;
+}
+
+/**
+ * Decodes frames pg-protocol knows (everything but 'v' NegotiateProtocolVersion), through its
+ * public `parse`: a stream is only something that emits 'data', so the bytes are parsed at once.
+ */
 export function parseBackend(bytes: Buffer): BackendMessage[] {
   const messages: BackendMessage[] = [];
-  new Parser().parse(bytes, (message) => messages.push(message));
+  const stream = new EventEmitter();
+  const pgProtocol = createRequire(import.meta.url)('pg-protocol') as typeof import('pg-protocol');
+  void pgProtocol.parse(stream as unknown as NodeJS.ReadableStream, (message) =>
+    messages.push(message),
+  );
+  stream.emit('data', bytes);
   return messages;
 }
 

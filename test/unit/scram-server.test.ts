@@ -3,10 +3,10 @@
 // unknown users, and every way a client can get the exchange wrong.
 import { createHmac, createHash, pbkdf2Sync, randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
-import { serialize } from 'pg-protocol/dist/serializer';
+import { serialize } from '../../proxy/protocol/encode.js';
 import t from 'tap';
 import { ProxyError } from '../../proxy/errors.js';
-import { ScramClient } from '../../proxy/auth/password-answers.js';
+import { ScramClient } from '../../proxy/auth/scram-client.js';
 import { ProtocolViolation } from '../../proxy/protocol/reader.js';
 import {
   ScramProtocolError,

@@ -19,7 +19,11 @@ function framesOf(bytes: Buffer): Frame[] {
 }
 
 t.test('an ErrorResponse round-trips through the parser with every field', (t) => {
-  const cases: { name: string; fields: send.ErrorFields; expected: Record<string, string> }[] = [
+  const cases: {
+    name: string;
+    fields: Parameters<typeof send.errorResponse>[0];
+    expected: Record<string, string>;
+  }[] = [
     {
       name: 'severity, code and message only',
       fields: { severity: 'FATAL', code: '08P01', message: 'invalid length of startup packet: -1' },

@@ -1,7 +1,7 @@
 // The first packet of a connection: decodeStartup on bodies built from their parts, and the
 // reader's bound on the declared length, which is checked before any body byte is awaited.
 import { PassThrough } from 'node:stream';
-import { serialize } from 'pg-protocol/dist/serializer';
+import { serialize } from '../../proxy/protocol/encode.js';
 import t from 'tap';
 import { PacketReader, ProtocolViolation } from '../../proxy/protocol/reader.js';
 import { decodeStartup, type StartupPacket } from '../../proxy/protocol/startup.js';

@@ -1,21 +1,7 @@
-// Answers to upstream password challenges, for the cases where the proxy holds the client's
-// password because the challenge itself cannot be relayed: MD5 (its hash covers the username,
-// which the proxy rewrote) and SCRAM when both legs are TLS (the client would insist on channel
-// binding to the proxy's certificate, which upstream cannot verify). RFC 5802 / RFC 7677.
+// SCRAM-SHA-256 client (RFC 5802 / RFC 7677), for the upstream logins the proxy makes itself:
+// pooled logins with a configured password, and app mode when both legs are TLS (the client
+// would insist on channel binding to the proxy's certificate, which upstream cannot verify).
 import { createHash, createHmac, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto';
-
-/** PostgreSQL's MD5 response: "md5" + md5(md5(password + user) + salt). */
-export function md5Response(user: string, password: string, salt: Buffer): string {
-  const inner = createHash('md5')
-    .update(password + user)
-    .digest('hex');
-  return (
-    'md5' +
-    createHash('md5')
-      .update(Buffer.concat([Buffer.from(inner), salt]))
-      .digest('hex')
-  );
-}
 
 const hmac = (key: Buffer, data: string): Buffer => createHmac('sha256', key).update(data).digest();
 const sha256 = (data: Buffer): Buffer => createHash('sha256').update(data).digest();

@@ -1,0 +1,239 @@
+// Org mode's checkout: which pooled backend a client gets, and what is set on it before the
+// client may use it. A session of the user's connect_as role on the org's server and database
+// is checked out and gets a fresh signed context (org id, username) and the client's startup
+// parameters. While the client derives its SCRAM key, an idle session may be readied early with
+// the context only (tentative, see readyEarly); the client's parameters wait for authentication.
+// Whatever the checkout holds when the session closes before its loan goes back: a session of
+// a failed handshake is discarded (its state is unknown), one readied early is handed back to be
+// reset, a waiting checkout is aborted.
+import type { PoolKey, PooledSession } from '../upstream/login.js';
+import type { UpstreamTarget } from '../upstream/connect.js';
+import { issueContext } from '../upstream/control.js';
+import type { OrgParts, Runtime } from '../runtime.js';
+import type { Session } from '../session/lifecycle.js';
+import type { CatalogOrg } from './catalog.js';
+
+/** Startup parameters that are not session settings, or that the proxy decides itself. */
+const notSettings = new Set(['user', 'database', 'options', 'replication']);
+
+/**
+ * `pg_catalog.set_config` calls (and their values, as statement parameters) for the client's
+ * startup parameters; a `pgvpd.*` one is not the client's to set at all.
+ */
+function settingsOf(parameters: Map<string, string> | undefined): {
+  values: string[];
+  calls: string[];
+} {
+  const values: string[] = [];
+  const calls: string[] = [];
+  for (const [name, value] of parameters ?? []) {
+    if (notSettings.has(name) || name.toLowerCase().startsWith('pgvpd.')) continue;
+    values.push(name, value);
+    calls.push(
+      `pg_catalog.set_config($${String(values.length - 1)}, $${String(values.length)}, false)`,
+    );
+  }
+  return { values, calls };
+}
+
+export class Checkout {
+  /** The client's pooled session, from checkout (or claim) until the loan takes it. */
+  private session: PooledSession | undefined;
+  /**
+   * A session readied before authentication (readyEarly) and its preparation, until the client
+   * claims it, gives it back, or the pool takes it back for a waiting checkout.
+   */
+  private tentative: { session: PooledSession; ready: Promise<PooledSession> } | undefined;
+  private abort: AbortController | undefined;
+
+  constructor(
+    private readonly client: Session,
+    private readonly runtime: Runtime,
+    private readonly org: OrgParts,
+  ) {
+    client.hold(() => {
+      this.abort?.abort();
+      const session = this.session;
+      this.session = undefined;
+      // A session checked out for a handshake that failed before the loan: its state is unknown.
+      if (session) org.pool.discard(session, 'handshake failed');
+      // One readied before authentication is not the client's yet: it goes back to be reset.
+      if (this.tentative) void this.giveBack(this.tentative.ready);
+    });
+  }
+
+  /** Aborts a waiting checkout or held answer when the client goes. */
+  signal(): AbortSignal {
+    this.abort ??= new AbortController();
+    if (this.client.isClosed()) this.abort.abort();
+    return this.abort.signal;
+  }
+
+  keyOf(org: CatalogOrg, connectAs: string): PoolKey {
+    return { target: this.targetOf(org), database: org.target_database, role: connectAs };
+  }
+
+  /** Whether a session's server is the proxy's configured upstream (the `default` server). */
+  onDefaultUpstream(session: PooledSession): boolean {
+    return session.key.target === this.runtime.upstream;
+  }
+
+  /**
+   * Before authentication: an idle session of the key, if there is one at once (this never
+   * makes the pool grow or anyone wait), with the context issued and set, which depend only on
+   * the org and the username; nothing of the client's own (startup parameters) reaches it before
+   * the client has authenticated. Undefined when none is idle. The checkout is tentative:
+   * claim() makes it the client's after authentication, giveBack() returns it, and the pool
+   * takes it back for a checkout that would otherwise wait.
+   */
+  readyEarly(key: PoolKey, org: CatalogOrg, username: string): Promise<PooledSession> | undefined {
+    const session = this.org.pool.checkoutIdle(key, () => {
+      // An authenticated client is waiting for the pool: the session is the pool's again, from
+      // now on; the pool resets it once the statement under way on it (if any) has finished.
+      const tentative = this.tentative;
+      if (!tentative || tentative.session !== session) return Promise.resolve();
+      this.tentative = undefined;
+      return tentative.ready;
+    });
+    if (!session) return undefined;
+    const ready = this.prepare(
+      session,
+      org,
+      username,
+      undefined,
+      () => this.tentative?.session !== session,
+    ).then(() => session);
+    ready.catch(() => undefined);
+    this.tentative = { session, ready };
+    return ready;
+  }
+
+  /**
+   * Not authenticated (refused, left, timed out): a session readied early goes back to the pool,
+   * to be reset like a released one once its statement under way has finished; nothing more is
+   * started on it. Not discarded: an unauthenticated client cannot make the pool throw sessions
+   * away. Nothing to do if the pool has taken it back already.
+   */
+  async giveBack(early: Promise<PooledSession>): Promise<void> {
+    const tentative = this.tentative;
+    if (tentative?.ready !== early) return;
+    this.tentative = undefined;
+    // No longer the pool's to take back: this release is the only one.
+    if (!this.org.pool.confirm(tentative.session)) return;
+    await early.catch(() => undefined);
+    void this.org.pool.release(tentative.session);
+  }
+
+  /**
+   * Authenticated: the client's session, with its context and its startup parameters. The one
+   * readied early if the pool has not taken it back meanwhile, else a checkout (which may wait,
+   * up to pool_checkout_timeout). Undefined if the client left while it waited.
+   */
+  async take(
+    key: PoolKey,
+    org: CatalogOrg,
+    username: string,
+    parameters: Map<string, string>,
+    early: Promise<PooledSession> | undefined,
+  ): Promise<PooledSession | undefined> {
+    const claimed = early ? await this.claim(early) : undefined;
+    if (claimed) {
+      // Readied early with the context only: the client's parameters, now it has authenticated.
+      await this.applyParameters(claimed, parameters);
+      return claimed;
+    }
+    const session = await this.org.pool.checkout(key, this.signal());
+    if (this.client.isClosed()) {
+      await this.org.pool.release(session);
+      return undefined;
+    }
+    this.session = session;
+    await this.prepare(session, org, username, parameters);
+    return session;
+  }
+
+  /** The loan takes the session: nothing is undone for it any more. */
+  handOver(): void {
+    this.session = undefined;
+  }
+
+  /**
+   * The session readied early becomes the client's, unless the pool has taken it back meanwhile
+   * (undefined: the client checks out as usual).
+   */
+  private async claim(early: Promise<PooledSession>): Promise<PooledSession | undefined> {
+    try {
+      await early;
+    } catch (error) {
+      // Still this client's: its failure is the client's (the close gives the session back).
+      if (this.tentative?.ready === early) throw error;
+    }
+    const tentative = this.tentative;
+    if (tentative?.ready !== early) return undefined;
+    this.tentative = undefined;
+    if (!this.org.pool.confirm(tentative.session)) return undefined;
+    this.session = tentative.session;
+    return tentative.session;
+  }
+
+  private targetOf(org: CatalogOrg): UpstreamTarget {
+    const fallback = this.runtime.upstream;
+    const server = this.org.catalog.server(org.server);
+    if (!server || server.host === null || server.port === null) return fallback;
+    return {
+      host: server.host,
+      port: server.port,
+      tls: server.tls !== 'disable',
+      tlsVerify: server.tls === 'verify-full',
+      tlsCa: fallback.tlsCa,
+    };
+  }
+
+  /**
+   * A fresh signed context for this checkout, and the client's startup parameters unless
+   * `parameters` is undefined (a session readied before authentication: applyParameters() after
+   * it). Once `abandoned()` says the session is no longer the client's, nothing is written to it.
+   */
+  private async prepare(
+    session: PooledSession,
+    org: CatalogOrg,
+    username: string,
+    parameters: Map<string, string> | undefined,
+    abandoned: () => boolean = () => false,
+  ): Promise<void> {
+    const target = session.key.target;
+    const token = await issueContext(this.runtime.control, {
+      mode: 'org',
+      server: this.onDefaultUpstream(session)
+        ? undefined
+        : { host: target.host, port: target.port },
+      database: session.key.database,
+      backendPid: session.backendPid,
+      tenant: org.id,
+      user: username,
+      values: {},
+    });
+    if (abandoned()) return;
+    // One statement, one round trip: the client's parameters first, then the context (a
+    // target list is evaluated in order), so that none of them can touch it.
+    const { values, calls } = settingsOf(parameters);
+    values.push(token);
+    calls.push(`pgvpd.set_context($${String(values.length)})`);
+    await this.org.pool.runExtended(session, `select ${calls.join(', ')}`, values);
+  }
+
+  /**
+   * The client's startup parameters on a session readied before authentication, which has its
+   * context already: one statement, only if there are any. Set after the context, they touch it
+   * no more than the client's own SET could (a `pgvpd.*` one is never applied); their
+   * ParameterStatus is kept in `session.parameters` for the end of the handshake.
+   */
+  private async applyParameters(
+    session: PooledSession,
+    parameters: Map<string, string>,
+  ): Promise<void> {
+    const { values, calls } = settingsOf(parameters);
+    if (calls.length === 0) return;
+    await this.org.pool.runExtended(session, `select ${calls.join(', ')}`, values);
+  }
+}

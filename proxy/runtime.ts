@@ -1,0 +1,191 @@
+// The runtime record: everything a running proxy shares between its sessions, built once at
+// start by the composition root (index.ts) and read by anything that must report on or act on
+// the proxy as a whole (the listener's drain, an admin API). Sessions register here for their
+// whole life. Org mode adds its catalog, pool and login throttle. Each step that can fail at
+// start fails with its own StartupError (errors.ts), naming what failed.
+import { readFileSync } from 'node:fs';
+import { createSecureContext, type SecureContext } from 'node:tls';
+import { compileNetworks } from './app/client-networks.js';
+import { compileRoute, type AppRoute } from './app/route.js';
+import { AuthThrottle, UnauthenticatedConnections } from './auth/throttle.js';
+import { newMockSecret } from './auth/scram-server.js';
+import { ConfigError, type ProxyConfig } from './config.js';
+import { CancelKeys } from './edge/cancel-keys.js';
+import { startupErrors } from './errors.js';
+import type { Logger } from './logger.js';
+import { Catalog } from './org/catalog.js';
+import { SessionPool } from './pool/session-pool.js';
+import type { Session, SessionDescription } from './session/lifecycle.js';
+import type { UpstreamTarget } from './upstream/connect.js';
+import { ControlPools } from './upstream/control.js';
+import { loginUpstream } from './upstream/login.js';
+import {
+  lookupPassword,
+  parsePassfile,
+  readPassfile,
+  type PassEntry,
+} from './upstream/passfile.js';
+
+/** App mode's parts: how a username routes, and who may bypass the tenant. */
+export interface AppParts {
+  route: (username: string) => AppRoute;
+  /** Whether a client address is in bypass_networks. */
+  bypassAllowed: (address: string | undefined) => boolean;
+}
+
+/** Org mode's parts. */
+export interface OrgParts {
+  catalog: Catalog;
+  pool: SessionPool;
+  throttle: AuthThrottle;
+  /** Connections per address not yet authenticated (max_unauthenticated_per_address). */
+  unauthenticated: UnauthenticatedConnections;
+  /**
+   * The secret of unknown users' mock salts, read at each handshake: the catalog's, shared by
+   * every proxy of the catalog (a per-process one only when the catalog has none).
+   */
+  mockSecret(): Buffer;
+}
+
+export interface Runtime {
+  readonly config: ProxyConfig;
+  readonly logger: Logger;
+  /** The proxy's configured upstream (in org mode: the catalog's `default` server). */
+  readonly upstream: UpstreamTarget;
+  readonly control: ControlPools;
+  readonly cancelKeys: CancelKeys;
+  /** Client TLS, when tls_cert and tls_key are set. */
+  readonly tls: SecureContext | undefined;
+  /** Live sessions, in any phase, from accept until closed. */
+  readonly sessions: Set<Session>;
+  readonly startedAt: number;
+  readonly app: AppParts | undefined;
+  readonly org: OrgParts | undefined;
+  /** Every live session, described. */
+  describeSessions(): SessionDescription[];
+}
+
+function clientTls(config: ProxyConfig): SecureContext | undefined {
+  if (config.tls_cert === undefined || config.tls_key === undefined) return undefined;
+  try {
+    return createSecureContext({
+      cert: readFileSync(config.tls_cert),
+      key: readFileSync(config.tls_key),
+    });
+  } catch (error) {
+    throw startupErrors.tls(config.tls_cert, config.tls_key, error);
+  }
+}
+
+function upstreamOf(config: ProxyConfig): UpstreamTarget {
+  let tlsCa: string | undefined;
+  if (config.upstream_tls_ca !== undefined) {
+    try {
+      tlsCa = readFileSync(config.upstream_tls_ca, 'utf8');
+    } catch (error) {
+      throw startupErrors.upstreamTlsCa(config.upstream_tls_ca, error);
+    }
+  }
+  return {
+    host: config.upstream_host,
+    port: config.upstream_port,
+    tls: config.upstream_tls,
+    tlsVerify: config.upstream_tls_verify,
+    tlsCa,
+  };
+}
+
+function connectAsPasswords(config: ProxyConfig): PassEntry[] {
+  // The file's entries first, then the environment's; the first match wins (as in pgpass).
+  try {
+    return [
+      ...(config.connect_as_passfile === undefined ? [] : readPassfile(config.connect_as_passfile)),
+      ...parsePassfile(config.connect_as_passwords ?? ''),
+    ];
+  } catch (error) {
+    // readPassfile's ConfigError already names the file and the problem.
+    if (error instanceof ConfigError) throw error;
+    throw startupErrors.passfile(error);
+  }
+}
+
+/** The catalog snapshot is loaded before the first client is accepted: no catalog, no start. */
+async function orgParts(
+  config: ProxyConfig,
+  controlUrl: string,
+  logger: Logger,
+): Promise<OrgParts> {
+  const passwords = connectAsPasswords(config);
+  const catalog = new Catalog(controlUrl, logger);
+  try {
+    await catalog.start();
+  } catch (error) {
+    await catalog.close().catch(() => undefined);
+    throw startupErrors.catalog(error);
+  }
+  // Only for a catalog whose SQL predates its shared mock secret.
+  const ownMockSecret = newMockSecret();
+  const pool = new SessionPool({
+    size: config.pool_size,
+    checkoutTimeoutMs: config.pool_checkout_timeout * 1000,
+    idleTimeoutMs: config.pool_idle_timeout * 1000,
+    maxLifetimeMs: config.pool_max_lifetime * 1000,
+    logger,
+    login: (key) =>
+      loginUpstream(key, {
+        password: lookupPassword(passwords, {
+          host: key.target.host,
+          port: key.target.port,
+          database: key.database,
+          user: key.role,
+        }),
+        applicationName: 'pgvpd',
+      }),
+  });
+  return {
+    catalog,
+    pool,
+    throttle: new AuthThrottle(),
+    unauthenticated: new UnauthenticatedConnections(config.max_unauthenticated_per_address),
+    mockSecret: () => catalog.mockSecret() ?? ownMockSecret,
+  };
+}
+
+export async function buildRuntime(config: ProxyConfig, logger: Logger): Promise<Runtime> {
+  if (config.control_url === undefined) {
+    throw new ConfigError(
+      'control_url is required: the proxy issues tenant contexts over it (role pgvpd_proxy)',
+    );
+  }
+  const tls = clientTls(config);
+  const upstream = upstreamOf(config);
+  const org =
+    config.mode === 'org' ? await orgParts(config, config.control_url, logger) : undefined;
+  const app =
+    config.mode === 'app'
+      ? { route: compileRoute(config), bypassAllowed: compileNetworks(config.bypass_networks) }
+      : undefined;
+  const sessions = new Set<Session>();
+  return {
+    config,
+    logger,
+    upstream,
+    control: new ControlPools(config.control_url, config.control_pool_size),
+    cancelKeys: new CancelKeys(),
+    tls,
+    sessions,
+    startedAt: Date.now(),
+    app,
+    org,
+    describeSessions: () => [...sessions].map((session) => session.describe()),
+  };
+}
+
+/** Releases what the runtime holds, once every session has closed. */
+export async function closeRuntime(runtime: Runtime): Promise<void> {
+  if (runtime.org) {
+    await runtime.org.pool.close();
+    await runtime.org.catalog.close();
+  }
+  await runtime.control.close();
+}

@@ -1,0 +1,49 @@
+// The pipe phase's one seam. Once a client has authenticated and its backend holds the client's
+// context, the session hands the client to an attachment, which serves it until one side ends.
+// Two implementations today: the dedicated pipe of app mode (session/pipe.ts: one backend for the
+// client's whole life, bytes relayed with no per-message work) and the pooled loan of org mode
+// (pool/loan.ts: a pooled backend lent for the session, framed so that it can go back to the
+// pool). A new pool policy (e.g. per transaction) is a third implementation; the session's
+// lifecycle does not change.
+
+/** Why an attachment ended, for the log and for what happens to the backend. */
+export type AttachmentEnd =
+  /** The client sent Terminate. */
+  | 'client-terminated'
+  /** The client's connection ended or failed without Terminate. */
+  | 'client-closed'
+  /** The client sent a message the attachment cannot frame (pooled loans only). */
+  | 'client-violation'
+  /** The backend's connection ended (its FATAL, if any, went to the client). */
+  | 'upstream-closed'
+  /** The proxy stopped it (drain, or the session was closed). */
+  | 'stopped';
+
+export interface AttachmentDescription {
+  /** Which implementation: `pipe` (dedicated backend) or `loan` (pooled backend). */
+  kind: 'pipe' | 'loan';
+  /** The backend serving the client. */
+  backendPid: number;
+  database: string;
+  /** The upstream role the backend runs as. */
+  role: string;
+}
+
+export interface Attachment {
+  /** Settles once the client's service has ended, with why; never rejects. */
+  readonly ended: Promise<AttachmentEnd>;
+  /**
+   * Drain at shutdown: asks PostgreSQL to end the backend (pgvpd.end_session), which sends the
+   * client FATAL 57P01 itself, framed correctly; where that is not possible, stops.
+   */
+  terminate(): Promise<void>;
+  /** Ends the service from the proxy's side now. */
+  stop(): void;
+  /**
+   * Once the client's socket is closed: what becomes of the backend (a dedicated one is closed;
+   * a pooled one is cancelled if the client vanished mid-statement, then reset and returned or
+   * discarded). Never rejects.
+   */
+  release(end: AttachmentEnd): Promise<void>;
+  describe(): AttachmentDescription;
+}
