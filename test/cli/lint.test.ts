@@ -8,13 +8,14 @@ import { pgvpd } from './run-cli.js';
 const db = await createTestDatabase(t);
 await installPgvpd(db);
 const app = await loginRole(t, db, 'app');
-// Clean: the key includes the tenant column, and no tenant role may lock docs without a
-// lock_timeout of its own (lock_without_timeout on the SQL path; app_user, shared by every
-// test, is never altered, so it only reads docs here).
+// Clean: the key includes the tenant column, every registered role holds what protect grants
+// (role_missing_grants), and no tenant role may lock docs without a lock_timeout of its own
+// (lock_without_timeout on the SQL path; app_user, shared by every test, gets one only in this
+// database).
 await db.query(`
   create table public.docs (id int, tenant_id text not null, primary key (tenant_id, id));
   select pgvpd.protect('public.docs');
-  revoke update, delete on public.docs from app_user;
+  alter role app_user in database "${db.name}" set lock_timeout = '5s';
   alter role ${app.name} set lock_timeout = '5s';
 `);
 
