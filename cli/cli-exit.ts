@@ -4,6 +4,8 @@
 // so commander's own failures (unknown option, missing argument, --help, --version) and ours reach
 // the caller in one shape: an error with an exitCode.
 import { CommanderError } from 'commander';
+import type { CliIo } from './io.js';
+import { OperationError } from './operations/errors.js';
 
 export class CliExit extends CommanderError {
   constructor(exitCode: number, message = '') {
@@ -38,4 +40,32 @@ export function formatFailure(error: unknown): string {
     text += 'hint: is pgvpd installed in this database? Run pgvpd setup\n';
   }
   return text;
+}
+
+/**
+ * What a command throws when an operation (cli/operations/) fails, so that the CLI says what it
+ * said before the operations existed: the operation's warnings first (`warning: ...` on stderr),
+ * then, for an error PostgreSQL or the connection raised, that original error (runCli prints its
+ * SQLSTATE, detail and hint), and for one the operation raised itself its message (exit code 1).
+ * Any other error is returned as it is.
+ */
+export function cliFailure(error: unknown, io: CliIo): unknown {
+  if (!(error instanceof OperationError)) return error;
+  for (const warning of error.warnings) io.err(`warning: ${warning}\n`);
+  if (error.cause !== undefined) return error.cause;
+  return new CliExit(1, error.message);
+}
+
+/** A command's action whose operation failures end the command as cliFailure says. */
+export function operationAction<A extends unknown[]>(
+  io: CliIo,
+  action: (...args: A) => Promise<void>,
+): (...args: A) => Promise<void> {
+  return async (...args) => {
+    try {
+      await action(...args);
+    } catch (error) {
+      throw cliFailure(error, io);
+    }
+  };
 }

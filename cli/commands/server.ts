@@ -1,24 +1,18 @@
-// pgvpd server: the PostgreSQL servers orgs are placed on (pgvpd.server_* functions). The
-// built-in server `default` is the proxy's own upstream; others are named once here, with their
-// address and TLS mode, and orgs refer to them by name.
+// pgvpd server: the PostgreSQL servers orgs are placed on. The work is done by
+// cli/operations/servers.ts (pgvpd.server_* functions). The built-in server `default` is the
+// proxy's own upstream; others are named once here, with their address and TLS mode, and orgs
+// refer to them by name.
 import { InvalidArgumentError, Option, type Command } from 'commander';
+import { operationAction } from '../cli-exit.js';
 import { connectionString, dbOption, withClient, type DbOptions } from '../database.js';
 import type { CliIo } from '../io.js';
+import { addServer, listServers, removeServer, type TlsMode } from '../operations/servers.js';
 import { renderTable } from '../table.js';
-
-interface ServerRow {
-  name: string;
-  host: string | null;
-  port: number | null;
-  tls: string | null;
-  org_count: number;
-  created_at: Date;
-}
 
 interface AddOptions extends DbOptions {
   host: string;
   port: number;
-  tls: string;
+  tls: TlsMode;
 }
 
 interface ListOptions extends DbOptions {
@@ -51,20 +45,17 @@ export function register(program: Command, io: CliIo): void {
         .default('disable'),
     )
     .addOption(dbOption())
-    .action(async (name: string, options: AddOptions) => {
-      const url = connectionString(options);
-      await withClient(url, (client) =>
-        client.query('select pgvpd.server_add($1, $2, $3, $4)', [
-          name,
-          options.host,
-          options.port,
-          options.tls,
-        ]),
-      );
-      io.out(
-        `added server ${name} (${options.host}:${String(options.port)}, tls ${options.tls})\n`,
-      );
-    });
+    .action(
+      operationAction(io, async (name: string, options: AddOptions) => {
+        const url = connectionString(options);
+        await withClient(url, (client) =>
+          addServer(client, { name, host: options.host, port: options.port, tls: options.tls }),
+        );
+        io.out(
+          `added server ${name} (${options.host}:${String(options.port)}, tls ${options.tls})\n`,
+        );
+      }),
+    );
 
   server
     .command('list')
@@ -72,25 +63,24 @@ export function register(program: Command, io: CliIo): void {
     .description('list the servers, with the number of orgs each holds')
     .option('--json', 'print a JSON array of pgvpd.servers() rows instead of a table')
     .addOption(dbOption())
-    .action(async (options: ListOptions) => {
-      const url = connectionString(options);
-      const rows = await withClient(url, async (client) => {
-        const result = await client.query<ServerRow>('select * from pgvpd.servers()');
-        return result.rows;
-      });
-      if (options.json === true) {
-        io.out(`${JSON.stringify(rows, null, 2)}\n`);
-        return;
-      }
-      // default is the proxy's upstream: its address and TLS mode are the proxy's settings.
-      const display = rows.map((row) => ({
-        ...row,
-        host: row.host ?? "(the proxy's upstream)",
-        tls: row.host === null ? null : row.tls,
-        orgs: row.org_count,
-      }));
-      io.out(renderTable(display, ['name', 'host', 'port', 'tls', 'orgs']));
-    });
+    .action(
+      operationAction(io, async (options: ListOptions) => {
+        const url = connectionString(options);
+        const rows = await withClient(url, listServers);
+        if (options.json === true) {
+          io.out(`${JSON.stringify(rows, null, 2)}\n`);
+          return;
+        }
+        // default is the proxy's upstream: its address and TLS mode are the proxy's settings.
+        const display = rows.map((row) => ({
+          ...row,
+          host: row.host ?? "(the proxy's upstream)",
+          tls: row.host === null ? null : row.tls,
+          orgs: row.org_count,
+        }));
+        io.out(renderTable(display, ['name', 'host', 'port', 'tls', 'orgs']));
+      }),
+    );
 
   server
     .command('remove')
@@ -98,9 +88,11 @@ export function register(program: Command, io: CliIo): void {
     .description('remove a server; refused while an org is placed on it, and for default')
     .argument('<name>', 'the server')
     .addOption(dbOption())
-    .action(async (name: string, options: DbOptions) => {
-      const url = connectionString(options);
-      await withClient(url, (client) => client.query('select pgvpd.server_remove($1)', [name]));
-      io.out(`removed server ${name}\n`);
-    });
+    .action(
+      operationAction(io, async (name: string, options: DbOptions) => {
+        const url = connectionString(options);
+        await withClient(url, (client) => removeServer(client, name));
+        io.out(`removed server ${name}\n`);
+      }),
+    );
 }

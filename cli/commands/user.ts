@@ -1,14 +1,17 @@
-// pgvpd user: an org's users (pgvpd.user_* functions). The proxy authenticates them itself with
-// SCRAM-SHA-256, so the catalog keeps a verifier, never a password: this command reads the
-// password (from the terminal without echo, or the first line of stdin), computes the verifier
-// here, and sends only that. A password is never an argument.
+// pgvpd user: an org's users. The work is done by cli/operations/users.ts (pgvpd.user_*
+// functions). The proxy authenticates users itself with SCRAM-SHA-256, so the catalog keeps a
+// verifier, never a password: this command reads the password (from the terminal without echo,
+// or the first line of stdin), computes the verifier here, and hands only that to the operation.
+// A password is never an argument.
 import type { Command } from 'commander';
 import { makeVerifier } from '../../proxy/auth/scram-verifier.js';
-import { CliExit } from '../cli-exit.js';
+import { operationAction } from '../cli-exit.js';
 import { connectionString, dbOption, withClient, type DbOptions } from '../database.js';
 import type { CliIo } from '../io.js';
+import { getOrg } from '../operations/orgs.js';
+import { addUser, getUser, listUsers, removeUser, setUserVerifier } from '../operations/users.js';
 import { readNewPassword } from '../read-password.js';
-import { orgOption, resolveOrg, usersTable, type OrgUserRow } from './org.js';
+import { orgOption, usersTable } from './org.js';
 
 interface UserOptions extends DbOptions {
   org: string;
@@ -48,24 +51,28 @@ export function register(program: Command, io: CliIo): void {
     .requiredOption('--connect-as <role>', 'the role the proxy logs in as upstream for this user')
     .option('--password-stdin', passwordStdinHelp)
     .addOption(dbOption())
-    .action(async (username: string, options: AddOptions) => {
-      const url = connectionString(options);
-      const org = await withClient(url, async (client) => {
-        const found = await resolveOrg(client, options.org);
-        const password = await readNewPassword(io, {
-          fromStdin: options.passwordStdin === true,
-          who: `${username} in org ${found.database_name}`,
+    .action(
+      operationAction(io, async (username: string, options: AddOptions) => {
+        const url = connectionString(options);
+        const added = await withClient(url, async (client) => {
+          // Before asking for a password nobody could use.
+          const found = await getOrg(client, options.org);
+          const password = await readNewPassword(io, {
+            fromStdin: options.passwordStdin === true,
+            who: `${username} in org ${found.database_name}`,
+          });
+          return addUser(client, {
+            org: found.id,
+            username,
+            verifier: makeVerifier(password),
+            connectAs: options.connectAs,
+          });
         });
-        await client.query('select pgvpd.user_add($1, $2, $3, $4)', [
-          found.id,
-          username,
-          makeVerifier(password),
-          options.connectAs,
-        ]);
-        return found.database_name;
-      });
-      io.out(`added user ${username} to org ${org}, connecting as ${options.connectAs}\n`);
-    });
+        io.out(
+          `added user ${username} to org ${added.org.database_name}, connecting as ${options.connectAs}\n`,
+        );
+      }),
+    );
 
   user
     .command('passwd')
@@ -77,34 +84,25 @@ export function register(program: Command, io: CliIo): void {
     .addOption(orgOption())
     .option('--password-stdin', passwordStdinHelp)
     .addOption(dbOption())
-    .action(async (username: string, options: PasswordOptions) => {
-      const url = connectionString(options);
-      const org = await withClient(url, async (client) => {
-        const found = await resolveOrg(client, options.org);
-        // Before asking for a password nobody could use.
-        const { rowCount } = await client.query(
-          'select 1 from pgvpd.org_users($1) u where u.username = $2',
-          [found.id, username],
-        );
-        if (rowCount === 0) {
-          throw new CliExit(
-            1,
-            `no user ${JSON.stringify(username)} in org ${found.database_name} (pgvpd user list --org ${found.database_name})`,
-          );
-        }
-        const password = await readNewPassword(io, {
-          fromStdin: options.passwordStdin === true,
-          who: `${username} in org ${found.database_name}`,
+    .action(
+      operationAction(io, async (username: string, options: PasswordOptions) => {
+        const url = connectionString(options);
+        const changed = await withClient(url, async (client) => {
+          // Before asking for a password nobody could use.
+          const { org: found } = await getUser(client, options.org, username);
+          const password = await readNewPassword(io, {
+            fromStdin: options.passwordStdin === true,
+            who: `${username} in org ${found.database_name}`,
+          });
+          return setUserVerifier(client, {
+            org: found.id,
+            username,
+            verifier: makeVerifier(password),
+          });
         });
-        await client.query('select pgvpd.user_set_verifier($1, $2, $3)', [
-          found.id,
-          username,
-          makeVerifier(password),
-        ]);
-        return found.database_name;
-      });
-      io.out(`changed the password of user ${username} in org ${org}\n`);
-    });
+        io.out(`changed the password of user ${username} in org ${changed.org.database_name}\n`);
+      }),
+    );
 
   user
     .command('list')
@@ -113,21 +111,17 @@ export function register(program: Command, io: CliIo): void {
     .addOption(orgOption())
     .option('--json', 'print a JSON array of pgvpd.org_users() rows instead of a table')
     .addOption(dbOption())
-    .action(async (options: ListOptions) => {
-      const url = connectionString(options);
-      const { org, users } = await withClient(url, async (client) => {
-        const found = await resolveOrg(client, options.org);
-        const result = await client.query<OrgUserRow>('select * from pgvpd.org_users($1)', [
-          found.id,
-        ]);
-        return { org: found.database_name, users: result.rows };
-      });
-      if (options.json === true) {
-        io.out(`${JSON.stringify(users, null, 2)}\n`);
-        return;
-      }
-      io.out(users.length === 0 ? `no users in org ${org}\n` : usersTable(users));
-    });
+    .action(
+      operationAction(io, async (options: ListOptions) => {
+        const url = connectionString(options);
+        const { org, users } = await withClient(url, (client) => listUsers(client, options.org));
+        if (options.json === true) {
+          io.out(`${JSON.stringify(users, null, 2)}\n`);
+          return;
+        }
+        io.out(users.length === 0 ? `no users in org ${org.database_name}\n` : usersTable(users));
+      }),
+    );
 
   user
     .command('remove')
@@ -138,13 +132,13 @@ export function register(program: Command, io: CliIo): void {
     .argument('<username>', 'the user')
     .addOption(orgOption())
     .addOption(dbOption())
-    .action(async (username: string, options: UserOptions) => {
-      const url = connectionString(options);
-      const org = await withClient(url, async (client) => {
-        const found = await resolveOrg(client, options.org);
-        await client.query('select pgvpd.user_remove($1, $2)', [found.id, username]);
-        return found.database_name;
-      });
-      io.out(`removed user ${username} from org ${org}\n`);
-    });
+    .action(
+      operationAction(io, async (username: string, options: UserOptions) => {
+        const url = connectionString(options);
+        const removed = await withClient(url, (client) =>
+          removeUser(client, { org: options.org, username }),
+        );
+        io.out(`removed user ${username} from org ${removed.org.database_name}\n`);
+      }),
+    );
 }
