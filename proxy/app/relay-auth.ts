@@ -11,6 +11,7 @@ import { ScramClient } from '../auth/scram-client.js';
 import { proxyErrors } from '../errors.js';
 import { AuthCode, BackendCode } from '../protocol/codes.js';
 import {
+  authMethodName,
   authentication,
   errorFields,
   saslMechanisms,
@@ -85,15 +86,9 @@ export async function relayAuthentication(
       case AuthCode.SASLFinal:
         edge.write(message.raw);
         continue;
-      case AuthCode.KerberosV5:
-        throw proxyErrors.unsupportedAuth('Kerberos V5');
-      case AuthCode.GSS:
-      case AuthCode.GSSContinue:
-        throw proxyErrors.unsupportedAuth('GSSAPI');
-      case AuthCode.SSPI:
-        throw proxyErrors.unsupportedAuth('SSPI');
       default:
-        throw proxyErrors.unsupportedAuth(`method ${String(method)}`);
+        // Kerberos, GSSAPI, SSPI or a method PostgreSQL does not have.
+        throw proxyErrors.unsupportedAuth(authMethodName(method));
     }
   }
 }

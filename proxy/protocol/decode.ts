@@ -4,6 +4,7 @@
 // wrapper that turns a lost or garbled upstream into a ProxyError. Anything malformed is a
 // ProxyError 08P01, never an exception of another kind.
 import { proxyErrors } from '../errors.js';
+import { AuthCode } from './codes.js';
 import { PeerClosed, type Message, type PacketReader } from './reader.js';
 
 /**
@@ -71,6 +72,21 @@ export function backendKeyData(body: Buffer): BackendKey {
 export function authentication(body: Buffer): { method: number; data: Buffer } {
   if (body.length < 4) throw proxyErrors.upstreamProtocol('Authentication message too short');
   return { method: body.readInt32BE(0), data: body.subarray(4) };
+}
+
+/** How the refusal of an authentication method the proxy does not speak names it. */
+export function authMethodName(method: number): string {
+  switch (method) {
+    case AuthCode.KerberosV5:
+      return 'Kerberos V5';
+    case AuthCode.GSS:
+    case AuthCode.GSSContinue:
+      return 'GSSAPI';
+    case AuthCode.SSPI:
+      return 'SSPI';
+    default:
+      return `method ${String(method)}`;
+  }
 }
 
 /** AuthenticationSASL data: the mechanisms offered, each a cstring, then a zero byte. */

@@ -12,6 +12,7 @@ import type { Message, PacketReader } from '../protocol/reader.js';
 import { connectUpstream, type Upstream, type UpstreamTarget } from './connect.js';
 import { poolErrors } from '../pool/pool-errors.js';
 import {
+  authMethodName,
   authentication,
   errorFields,
   saslMechanisms,
@@ -186,15 +187,9 @@ async function authenticate(
         serverVerified = true;
         continue;
       }
-      case AuthCode.KerberosV5:
-        throw proxyErrors.unsupportedAuth('Kerberos V5');
-      case AuthCode.GSS:
-      case AuthCode.GSSContinue:
-        throw proxyErrors.unsupportedAuth('GSSAPI');
-      case AuthCode.SSPI:
-        throw proxyErrors.unsupportedAuth('SSPI');
       default:
-        throw proxyErrors.unsupportedAuth(`method ${method}`);
+        // Kerberos, GSSAPI, SSPI or a method PostgreSQL does not have.
+        throw proxyErrors.unsupportedAuth(authMethodName(method));
     }
   }
 }
