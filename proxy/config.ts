@@ -6,7 +6,7 @@
 // Each setting is declared once, in `settings` below: its kind, default, the modes it applies
 // to, its help text and where it may come from. The ProxyConfig type, `defaults`, the CLI flags
 // (cli/commands/serve.ts), the environment variable names and docs/settings.md
-// (proxy/settings-doc.ts, written by scripts/settings-doc.mjs) are all derived from it.
+// (proxy/settings-doc.ts, written by `make settings-doc`) are all derived from it.
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 

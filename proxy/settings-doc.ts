@@ -1,6 +1,6 @@
 // docs/settings.md, derived from the settings table in config.ts: one row per setting with the
 // modes it applies to, its default, environment variable, flag and meaning. Written by
-// `node scripts/settings-doc.mjs` (after a build); test/unit/settings-docs.test.ts fails when the
+// `make settings-doc`; test/unit/settings-docs.test.ts fails when the
 // file in the repository differs from what this returns.
 import {
   configKeys,
@@ -12,7 +12,7 @@ import {
   type Setting,
 } from './config.js';
 
-export const regenerateCommand = 'npx tsc -p tsconfig.json && node scripts/settings-doc.mjs';
+export const regenerateCommand = 'make settings-doc';
 
 const table: Record<ConfigKey, Setting> = settings;
 
