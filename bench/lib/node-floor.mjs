@@ -20,8 +20,8 @@ const {
   decodeSASLResponse,
   newMockSecret,
   scramMechanism,
-} = await import(pathToFileURL(join(dist, 'scram-server.js')).href);
-const send = await import(pathToFileURL(join(dist, 'protocol', 'server-messages.js')).href);
+} = await import(pathToFileURL(join(dist, 'auth', 'scram-server.js')).href);
+const send = await import(pathToFileURL(join(dist, 'protocol', 'encode.js')).href);
 
 const port = Number(process.argv[2]);
 const user = process.env.PGVPD_FLOOR_USER;

@@ -12,19 +12,21 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const dist = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist');
-const { OrgSession } = await import(pathToFileURL(join(dist, 'proxy', 'org-session.js')).href);
+const { Checkout } = await import(pathToFileURL(join(dist, 'proxy', 'org', 'checkout.js')).href);
 const { runCli } = await import(pathToFileURL(join(dist, 'cli', 'program.js')).href);
 
-// The same parameter filter as OrgSession.prepare (proxy/org/flow.ts), without the context.
+// The same parameter filter as Checkout.prepare (proxy/org/checkout.ts), without the context.
 // Parameters undefined: a session readied before authentication, which gets the client's
-// parameters after it (OrgSession.applyParameters, unchanged here).
+// parameters after it (Checkout.applyParameters, unchanged here).
 const notSettings = new Set(['user', 'database', 'options', 'replication']);
-OrgSession.prototype.prepare = async function prepareWithoutContext(
+Checkout.prototype.prepare = async function prepareWithoutContext(
   session,
   _org,
-  _user,
+  _username,
   parameters,
+  abandoned = () => false,
 ) {
+  if (abandoned()) return;
   const values = [];
   const calls = [];
   for (const [name, value] of parameters ?? []) {
@@ -33,7 +35,7 @@ OrgSession.prototype.prepare = async function prepareWithoutContext(
     calls.push(`pg_catalog.set_config($${values.length - 1}, $${values.length}, false)`);
   }
   if (calls.length > 0) {
-    await this.deps.pool.runExtended(session, `select ${calls.join(', ')}`, values);
+    await this.org.pool.runExtended(session, `select ${calls.join(', ')}`, values);
   }
 };
 
