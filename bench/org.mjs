@@ -45,11 +45,16 @@
 // through app, none otherwise) and the 10 pgbench branches.
 //
 // Usage: npm run bench:org  (env: PGVPD_BENCH_SECONDS, PGVPD_BENCH_ROUNDS, PGVPD_BENCH_CONNECTS,
-//                            PGVPD_PG_BIN, PGVPD_PGBENCH, PGVPD_PGBOUNCER)
+//                            PGVPD_BENCH_BEFORE, PGVPD_PG_BIN, PGVPD_PGBENCH, PGVPD_PGBOUNCER)
+// Before/after in one run: PGVPD_BENCH_BEFORE=<tree> (another checkout with its dist/ built, e.g. a
+// worktree of an earlier commit) adds org-before and app-before, the same commands run from that
+// tree, to the churn and steady-state runs; ratios org/org-before, app/app-before and the
+// before arms' own ratios are printed. The runs' order is rotated by one each round.
 // For manual runs: PGVPD_BENCH_HOLD=1 sets everything up, prints a pgbench line per target and
 // waits for Ctrl-C; PGVPD_BENCH_NODE_ARGS adds node options to the proxies and the floor (e.g. --cpu-prof).
 // Results: a table on stdout and JSON in a temp file whose path is printed at the end.
 
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -89,6 +94,7 @@ const ORG_DATABASE = 'bench-org';
 const ORG_USER = 'alice';
 const TENANT = 'acme';
 const POOL_SIZE = 20;
+const BEFORE = process.env.PGVPD_BENCH_BEFORE || null;
 
 // The proxies' command lines (run with this Node, cwd = the repository); {port}, {pgport},
 // {controlUrl} (postgres://bench_proxy@127.0.0.1:<pgport>/pgvpd_bench) and {passfile} are filled
@@ -183,9 +189,15 @@ async function setupDatabase(adminUrl) {
   return { db, version, passwords, orgId, verifier, orgVerifier };
 }
 
-async function startPgvpd(name, command, { pgPort, controlUrl, proxyPassword, passfile }) {
-  if (!existsSync(join(ROOT, command[0]))) {
-    throw new Error(`${command[0]} does not exist (run npm run build)`);
+// `tree`: the checkout whose files run (ROOT, or PGVPD_BENCH_BEFORE's).
+async function startPgvpd(
+  name,
+  command,
+  { pgPort, controlUrl, proxyPassword, passfile },
+  tree = ROOT,
+) {
+  if (!existsSync(join(tree, command[0]))) {
+    throw new Error(`${join(tree, command[0])} does not exist (run npm run build there)`);
   }
   const port = await freePort();
   const fill = {
@@ -203,7 +215,7 @@ async function startPgvpd(name, command, { pgPort, controlUrl, proxyPassword, pa
     ],
     port,
     {
-      cwd: ROOT,
+      cwd: tree,
       env: { PGPASSWORD: proxyPassword },
     },
   );
@@ -320,16 +332,24 @@ async function pgbench(t, { churn, seconds, db }) {
   };
 }
 
-// The runs of one round, in this order.
+// The runs of one round, in this order, rotated by one each round.
 const RUNS = [
   { kind: 'churn', target: 'direct' },
   { kind: 'churn', target: 'pgbouncer' },
   { kind: 'churn', target: 'org' },
+  ...(BEFORE ? [{ kind: 'churn', target: 'org-before' }] : []),
   { kind: 'churn', target: 'nocontext' },
   { kind: 'churn', target: 'floor' },
   { kind: 'churn', target: 'app' },
+  ...(BEFORE ? [{ kind: 'churn', target: 'app-before' }] : []),
   { kind: 'steady', target: 'app' },
   { kind: 'steady', target: 'org' },
+  ...(BEFORE
+    ? [
+        { kind: 'steady', target: 'app-before' },
+        { kind: 'steady', target: 'org-before' },
+      ]
+    : []),
 ];
 
 async function runPgbench(targets, db) {
@@ -340,7 +360,8 @@ async function runPgbench(targets, db) {
   const results = { churn: {}, steady: {} };
   for (const r of RUNS) results[r.kind][r.target] = [];
   for (let round = 1; round <= ROUNDS; round++) {
-    for (const r of RUNS) {
+    const order = RUNS.map((_, k) => RUNS[(k + round - 1) % RUNS.length]);
+    for (const r of order) {
       const x = await pgbench(targets[r.target], {
         churn: r.kind === 'churn',
         seconds: SECONDS,
@@ -410,6 +431,15 @@ async function connectLatency(targets) {
   );
 }
 
+/** The commit of a checkout, with "+dirty" when its tracked files differ from it. */
+function commitOf(tree) {
+  const git = (...args) => spawnSync('git', ['-C', tree, ...args], { encoding: 'utf8' });
+  const head = git('rev-parse', '--short', 'HEAD').stdout.trim() || '?';
+  return git('status', '--porcelain', '--untracked-files=no').stdout.trim()
+    ? `${head}+dirty`
+    : head;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Report
 
@@ -440,6 +470,17 @@ const RATIOS = [
   ['churn', 'nocontext', 'pgbouncer', undefined],
   ['churn', 'org', 'nocontext', undefined],
   ['steady', 'org', 'app', STEADY_OVER_APP],
+  ...(BEFORE
+    ? [
+        ['churn', 'org-before', 'direct', undefined],
+        ['churn', 'org-before', 'pgbouncer', undefined],
+        ['churn', 'org', 'org-before', undefined],
+        ['churn', 'app', 'app-before', undefined],
+        ['steady', 'org-before', 'app-before', undefined],
+        ['steady', 'org', 'org-before', undefined],
+        ['steady', 'app', 'app-before', undefined],
+      ]
+    : []),
 ];
 
 function summarize(bench, latency) {
@@ -487,6 +528,8 @@ function report(meta, bench, summary) {
     `pgbench -n -S -c ${CLIENTS} -j ${THREADS} -T ${SECONDS} (scale ${SCALE}), SCRAM, ${ROUNDS} interleaved rounds, medians`,
     `load average at start ${meta.loadavgAtStart.map((x) => x.toFixed(2)).join(' ')}, ` +
       `at end ${meta.loadavgAtEnd.map((x) => x.toFixed(2)).join(' ')}`,
+    `org, app, nocontext, floor: ${ROOT} at ${meta.commits.after}` +
+      (BEFORE ? `; org-before, app-before: ${BEFORE} at ${meta.commits.before}` : ''),
   ];
   const ratioCell = (kind, a, b) => {
     const [, , , target] = RATIOS.find((r) => r[0] === kind && r[1] === a && r[2] === b);
@@ -525,9 +568,23 @@ function report(meta, bench, summary) {
       `(nocontext: org mode without its per-checkout context)`,
   );
 
+  if (BEFORE) {
+    out.push(
+      `   before (${BEFORE} at ${meta.commits.before}): ` +
+        `org/org-before ${ratioCell('churn', 'org', 'org-before')}, app/app-before ${ratioCell('churn', 'app', 'app-before')}, ` +
+        `org-before/pgbouncer ${ratioCell('churn', 'org-before', 'pgbouncer')}, org-before/direct ${ratioCell('churn', 'org-before', 'direct')}`,
+    );
+  }
+
   out.push('', `2. Steady state: pgbench without -C`, '');
   out.push(...table(head(), rows('steady')));
   out.push('', `   org/app ${ratioCell('steady', 'org', 'app')}`);
+  if (BEFORE) {
+    out.push(
+      `   before: org-before/app-before ${ratioCell('steady', 'org-before', 'app-before')}, ` +
+        `org/org-before ${ratioCell('steady', 'org', 'org-before')}, app/app-before ${ratioCell('steady', 'app', 'app-before')}`,
+    );
+  }
 
   out.push('', 'TPS samples by round (and ratios within each round):');
   for (const kind of ['churn', 'steady']) {
@@ -536,7 +593,10 @@ function report(meta, bench, summary) {
     }
   }
   for (const [key, xs] of Object.entries(summary.roundRatios)) {
-    out.push(`  ${key.padEnd(22)} ${xs.map((x) => `${x.toFixed(3)}×`).join(', ')}`);
+    out.push(
+      `  ${key.padEnd(26)} ${xs.map((x) => `${x.toFixed(3)}×`).join(', ')}` +
+        `  median ${median(xs).toFixed(3)}×  (ratio of medians ${summary.ratios[key].toFixed(3)}×)`,
+    );
   }
 
   const lat = summary.latency;
@@ -629,6 +689,11 @@ async function main() {
       pgvpdOptions,
     );
     const floor = await startFloor(orgVerifier);
+    const before = {};
+    if (BEFORE) {
+      before.org = await startPgvpd('pgvpd org (before)', PGVPD_ORG_COMMAND, pgvpdOptions, BEFORE);
+      before.app = await startPgvpd('pgvpd app (before)', PGVPD_APP_COMMAND, pgvpdOptions, BEFORE);
+    }
     const asOrgRole = { user: ORG_ROLE, database: DATABASE, password: passwords.org };
     const targets = {
       direct: { name: 'direct', port: cluster.port, pid: null, ...asOrgRole, role: ORG_ROLE },
@@ -678,6 +743,20 @@ async function main() {
         tenant: TENANT,
       },
     };
+    if (BEFORE) {
+      targets['org-before'] = {
+        ...targets.org,
+        name: 'org-before',
+        port: before.org.port,
+        pid: before.org.pid,
+      };
+      targets['app-before'] = {
+        ...targets.app,
+        name: 'app-before',
+        port: before.app.port,
+        pid: before.app.pid,
+      };
+    }
     for (const t of Object.values(targets)) {
       t.tenant ??= null;
       if (t.reference) continue; // canned answers: nothing to check
@@ -714,6 +793,8 @@ async function main() {
       poolSize: POOL_SIZE,
       orgCommand: PGVPD_ORG_COMMAND.join(' '),
       appCommand: PGVPD_APP_COMMAND.join(' '),
+      trees: { after: ROOT, ...(BEFORE ? { before: BEFORE } : {}) },
+      commits: { after: commitOf(ROOT), ...(BEFORE ? { before: commitOf(BEFORE) } : {}) },
     };
     const summary = summarize(bench, latency);
     report(meta, bench, summary);

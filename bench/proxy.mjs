@@ -11,12 +11,31 @@
 //              signed context of tenant acme
 // All TCP connections authenticate with scram-sha-256 (pg_hba), password in PGPASSWORD.
 //
+// Optional arms (environment):
+//   pgvpd-before  PGVPD_BENCH_BEFORE=<tree>: the same pgvpd command run from another checkout's
+//              built dist/ (e.g. a worktree of an earlier commit), so that one run measures two
+//              builds side by side against the same raw pipe; PGVPD_BENCH_TREES=<name>=<tree>,...
+//              adds such an arm pgvpd-<name> per entry (e.g. variants under test)
+//   rawheavy   PGVPD_BENCH_RAWHEAVY=1: a reference, not a baseline (bench/lib/raw-pipe-heavy.mjs):
+//              raw-pipe.mjs's exact pipe code inside a process that also runs a pgvpd proxy which
+//              has served 3 sessions; it tells what pgvpd's process costs the same pipe code
+//
 // Measured:
-//   1. pgbench -n -S -c 8 -j 2 -T $PGVPD_BENCH_SECONDS (default 15), simple and -M prepared, the
-//      four targets interleaved for $PGVPD_BENCH_ROUNDS rounds (default 3); median TPS per target;
-//      ratios pgvpd/raw pipe (target ≥ 0.95), pgbouncer/direct, raw pipe/direct.
-//   2. Proxy CPU per transaction: utime+stime of the proxy process (/proc/<pid>/stat) across each of
-//      those pgbench runs, divided by its transactions; median. Target pgvpd ≤ 40 µs.
+//   1. Throughput, unthrottled: pgbench -n -S -c 8 -j 2 -T $PGVPD_BENCH_SECONDS (default 15),
+//      simple and -M prepared, for $PGVPD_BENCH_ROUNDS rounds (default 3); each round runs every
+//      target once per protocol, the order rotated by one target each round (no target always
+//      follows the same one). Per round the ratios pgvpd/raw (target ≥ 0.95), pgbouncer/direct,
+//      raw/direct; judged: the median of the per-round ratios (median TPS printed too).
+//   2. Proxy CPU per transaction at a fixed rate: pgbench as above with -R <rate>, the same rate
+//      for every proxy arm (raw, rawheavy, pgvpd, pgvpd-before), rotated likewise, so that CPU
+//      per transaction does not follow each arm's own TPS (fewer transactions per wake-up cost
+//      more each). The rate: $PGVPD_BENCH_RATE for both protocols, else per protocol
+//      $PGVPD_BENCH_RATE_FRACTION (default 0.5) of the lowest median unthrottled TPS among those
+//      arms, rounded down to 100; a run whose TPS fell more than 3% below the rate is flagged.
+//      CPU: the process's threads' on-CPU time (/proc/<pid>/task/*/schedstat) over the run,
+//      divided by its transactions. Per round pgvpd − raw, µs; judged: the median of those
+//      (target ≤ 2 µs). The unthrottled runs' CPU per transaction is printed too (target pgvpd
+//      ≤ 40 µs, the earlier absolute target).
 //   3. Connect + select 1 + close with a pg Client, sequentially, the targets interleaved,
 //      $PGVPD_BENCH_CONNECTS iterations (default 300) after 30 of warm-up: p50 and p90, with the
 //      close and to the result of select 1. Target pgvpd p50 ≤ direct p50 + 1 ms (with the close).
@@ -32,10 +51,15 @@
 // measured and the reason is printed.
 //
 // Usage: npm run bench:proxy  (env: PGVPD_BENCH_SECONDS, PGVPD_BENCH_ROUNDS, PGVPD_BENCH_CONNECTS,
-//                              PGVPD_BENCH_SESSIONS (default 500), PGVPD_PG_BIN, PGVPD_PGBENCH,
-//                              PGVPD_PGBOUNCER)
+//                              PGVPD_BENCH_SESSIONS (default 500), PGVPD_BENCH_RATE,
+//                              PGVPD_BENCH_RATE_FRACTION, PGVPD_BENCH_BEFORE, PGVPD_BENCH_TREES,
+//                              PGVPD_BENCH_RAWHEAVY,
+//                              PGVPD_BENCH_NODE_ARGS (node options for the Node arms),
+//                              PGVPD_BENCH_THROUGHPUT_ONLY=1 (sections 1 and 2 only),
+//                              PGVPD_PG_BIN, PGVPD_PGBENCH, PGVPD_PGBOUNCER)
 // Results: a table on stdout and JSON in a temp file whose path is printed at the end.
 
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -43,8 +67,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import {
-  CLK_TCK,
-  cpuTicks,
+  cpuNs,
   memory,
   startServer,
   startPgbouncer as startSharedPgbouncer,
@@ -71,6 +94,28 @@ const ROUNDS = positiveInt(process.env.PGVPD_BENCH_ROUNDS, 3);
 const CONNECTS = positiveInt(process.env.PGVPD_BENCH_CONNECTS, 300);
 const SESSIONS = positiveInt(process.env.PGVPD_BENCH_SESSIONS, 500);
 const CONNECT_WARMUP = 30;
+const RATE = process.env.PGVPD_BENCH_RATE ? positiveInt(process.env.PGVPD_BENCH_RATE) : null;
+const RATE_FRACTION = Number(process.env.PGVPD_BENCH_RATE_FRACTION ?? 0.5);
+if (!(RATE_FRACTION > 0 && RATE_FRACTION <= 1)) {
+  throw new Error(`PGVPD_BENCH_RATE_FRACTION: not in (0, 1]: ${RATE_FRACTION}`);
+}
+// Extra pgvpd arms: [name, checkout]; PGVPD_BENCH_BEFORE=<tree> is pgvpd-before,
+// PGVPD_BENCH_TREES=<name>=<tree>,... adds pgvpd-<name> for each.
+const EXTRA_TREES = [
+  ...(process.env.PGVPD_BENCH_BEFORE ? [['pgvpd-before', process.env.PGVPD_BENCH_BEFORE]] : []),
+  ...(process.env.PGVPD_BENCH_TREES ?? '')
+    .split(',')
+    .filter(Boolean)
+    .map((spec) => {
+      const eq = spec.indexOf('=');
+      if (eq < 1) throw new Error(`PGVPD_BENCH_TREES: not <name>=<tree>: ${spec}`);
+      return [`pgvpd-${spec.slice(0, eq)}`, spec.slice(eq + 1)];
+    }),
+];
+const RAWHEAVY = Boolean(process.env.PGVPD_BENCH_RAWHEAVY);
+const NODE_ARGS = process.env.PGVPD_BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+// For quick experiments: sections 1 and 2 only.
+const THROUGHPUT_ONLY = Boolean(process.env.PGVPD_BENCH_THROUGHPUT_ONLY);
 const CLIENTS = 8;
 const THREADS = 2;
 const SCALE = 10;
@@ -99,10 +144,15 @@ const PGVPD_COMMAND = [
 
 const TARGETS = {
   pgvpd: { target: 0.95, over: 'raw' },
+  ...Object.fromEntries(EXTRA_TREES.map(([name]) => [name, { over: 'raw' }])),
+  rawheavy: { over: 'raw' },
   pgbouncer: { over: 'direct' },
   raw: { over: 'direct' },
 };
+// The arms of the fixed-rate CPU measurement, and what each is compared with.
+const CPU_ARMS = ['raw', 'rawheavy', 'pgvpd', ...EXTRA_TREES.map(([name]) => name)];
 const CPU_TARGET_US = 40;
+const CPU_OVER_RAW_TARGET_US = 2;
 const CONNECT_TARGET_MS = 1;
 const RSS_TARGET_MB = 150;
 
@@ -124,21 +174,45 @@ async function startRawPipe(pgPort) {
   return startServer(
     'raw pipe',
     process.execPath,
-    [join(ROOT, 'bench/lib/raw-pipe.mjs'), String(port), '127.0.0.1', String(pgPort)],
+    [...NODE_ARGS, join(ROOT, 'bench/lib/raw-pipe.mjs'), String(port), '127.0.0.1', String(pgPort)],
     port,
   );
 }
 
+// The reference rawheavy: raw-pipe.mjs's code in a process that also runs pgvpd (of ROOT).
+async function startRawHeavy(pgPort, controlUrl, controlPassword, appPassword) {
+  const port = await freePort();
+  return startServer(
+    'rawheavy',
+    process.execPath,
+    [
+      ...NODE_ARGS,
+      join(ROOT, 'bench/lib/raw-pipe-heavy.mjs'),
+      String(port),
+      '127.0.0.1',
+      String(pgPort),
+      controlUrl,
+      `${APP_ROLE}.${TENANT}`,
+      appPassword,
+      DATABASE,
+      ROOT,
+    ],
+    port,
+    { env: { PGPASSWORD: controlPassword } },
+  );
+}
+
 // The control role's password goes in PGPASSWORD, not in the URL that shows in the process list.
-async function startPgvpd(pgPort, controlUrl, controlPassword) {
-  if (!existsSync(join(ROOT, PGVPD_COMMAND[0]))) {
-    throw new Error(`${PGVPD_COMMAND[0]} does not exist (run npm run build)`);
+// `tree`: the checkout whose dist/ runs (ROOT, or one of EXTRA_TREES).
+async function startPgvpd(name, tree, pgPort, controlUrl, controlPassword) {
+  if (!existsSync(join(tree, PGVPD_COMMAND[0]))) {
+    throw new Error(`${join(tree, PGVPD_COMMAND[0])} does not exist (run npm run build there)`);
   }
   const port = await freePort();
   const fill = { '{port}': String(port), '{pgport}': String(pgPort), '{controlUrl}': controlUrl };
-  const args = PGVPD_COMMAND.map((a) => fill[a] ?? a);
-  return startServer('pgvpd', process.execPath, args, port, {
-    cwd: ROOT,
+  const args = [...NODE_ARGS, ...PGVPD_COMMAND.map((a) => fill[a] ?? a)];
+  return startServer(name, process.execPath, args, port, {
+    cwd: tree,
     env: { PGPASSWORD: controlPassword },
   });
 }
@@ -205,7 +279,7 @@ async function checkTarget(t, password) {
               (select count(*) from pgbench_branches)::int as branches`,
     );
     const row = r.rows[0];
-    const tenant = t.name === 'pgvpd' ? TENANT : null;
+    const tenant = t.name.startsWith('pgvpd') ? TENANT : null;
     if (row.role !== APP_ROLE || row.tenant !== tenant || row.branches !== SCALE) {
       throw new Error(
         `${t.name}: expected role ${APP_ROLE}, tenant ${tenant}, ${SCALE} branches; got ${JSON.stringify(row)}`,
@@ -217,8 +291,9 @@ async function checkTarget(t, password) {
   }
 }
 
-async function pgbench(t, password, mode, seconds) {
-  const before = t.pid ? cpuTicks(t.pid) : null;
+/** One pgbench run; `rate` (transactions per second, all clients together) adds -R. */
+async function pgbench(t, password, mode, seconds, rate = null) {
+  const before = t.pid ? cpuNs(t.pid) : null;
   const { stdout } = await run(
     PGBENCH,
     [
@@ -232,6 +307,7 @@ async function pgbench(t, password, mode, seconds) {
       `${THREADS}`,
       '-T',
       `${seconds}`,
+      ...(rate === null ? [] : ['-R', `${rate}`]),
       '-h',
       '127.0.0.1',
       '-p',
@@ -242,15 +318,16 @@ async function pgbench(t, password, mode, seconds) {
     ],
     { env: { PGPASSWORD: password } },
   );
-  const after = t.pid ? cpuTicks(t.pid) : null;
+  const after = t.pid ? cpuNs(t.pid) : null;
   const tps = stdout.match(/^tps = ([\d.]+) \(without initial connection time\)/m);
   const tx = stdout.match(/^number of transactions actually processed: (\d+)/m);
   const failed = stdout.match(/^number of failed transactions: (\d+)/m);
   if (!tps || !tx) throw new Error(`cannot parse pgbench output:\n${stdout}`);
   if (failed && Number(failed[1]) !== 0) throw new Error(`pgbench reported failures:\n${stdout}`);
   const transactions = Number(tx[1]);
-  const cpuUs = t.pid ? ((after - before) * 1e6) / CLK_TCK : null;
+  const cpuUs = t.pid ? (after - before) / 1e3 : null;
   return {
+    rate,
     tps: Number(tps[1]),
     transactions,
     cpuUs,
@@ -260,21 +337,63 @@ async function pgbench(t, password, mode, seconds) {
 
 const MODES = ['simple', 'prepared'];
 
-async function runPgbench(targets, password) {
+// The targets in round `round`'s order: rotated by one each round.
+const rotated = (targets, round) => targets.map((_, k) => targets[(k + round) % targets.length]);
+
+function logRun(label, t, r) {
+  const cpu = r.cpuUsPerTx === null ? '' : `, proxy ${r.cpuUsPerTx.toFixed(1)} µs CPU/tx`;
+  const rate = r.rate === null ? '' : ` at -R ${r.rate}${behind(r) ? ' (BEHIND the rate)' : ''}`;
+  log(`${label} ${t.name.padEnd(12)} ${r.tps.toFixed(0)} tps${rate}${cpu}`);
+}
+const behind = (r) => r.rate !== null && r.tps < 0.97 * r.rate;
+
+// 1. Unthrottled, every target, rotated.
+async function runThroughput(targets, password) {
   log(`warm-up: pgbench -T 2 through each target`);
   for (const t of targets) await pgbench(t, password, 'simple', 2);
   const results = Object.fromEntries(
     MODES.map((m) => [m, Object.fromEntries(targets.map((t) => [t.name, []]))]),
   );
   for (let round = 1; round <= ROUNDS; round++) {
+    const order = rotated(targets, round - 1);
+    log(`round ${round}/${ROUNDS} order: ${order.map((t) => t.name).join(', ')}`);
     for (const mode of MODES) {
-      for (const t of targets) {
+      for (const t of order) {
         const r = await pgbench(t, password, mode, SECONDS);
         results[mode][t.name].push(r);
-        const cpu = r.cpuUsPerTx === null ? '' : `, proxy ${r.cpuUsPerTx.toFixed(1)} µs CPU/tx`;
-        log(
-          `round ${round}/${ROUNDS} ${mode.padEnd(8)} ${t.name.padEnd(9)} ${r.tps.toFixed(0)} tps${cpu}`,
-        );
+        logRun(`round ${round}/${ROUNDS} ${mode.padEnd(8)}`, t, r);
+      }
+    }
+  }
+  return results;
+}
+
+// The fixed rate per protocol: PGVPD_BENCH_RATE, else RATE_FRACTION of the lowest median
+// unthrottled TPS among the CPU arms, rounded down to 100.
+function fixedRates(arms, throughput) {
+  return Object.fromEntries(
+    MODES.map((mode) => {
+      if (RATE !== null) return [mode, RATE];
+      const lowest = Math.min(
+        ...arms.map((t) => median(throughput[mode][t.name].map((r) => r.tps))),
+      );
+      return [mode, Math.max(100, Math.floor((lowest * RATE_FRACTION) / 100) * 100)];
+    }),
+  );
+}
+
+// 2. At a fixed rate, the CPU arms only, rotated.
+async function runFixedRate(arms, password, rates) {
+  const results = Object.fromEntries(
+    MODES.map((m) => [m, Object.fromEntries(arms.map((t) => [t.name, []]))]),
+  );
+  for (let round = 1; round <= ROUNDS; round++) {
+    const order = rotated(arms, round - 1);
+    for (const mode of MODES) {
+      for (const t of order) {
+        const r = await pgbench(t, password, mode, SECONDS, rates[mode]);
+        results[mode][t.name].push(r);
+        logRun(`fixed rate round ${round}/${ROUNDS} ${mode.padEnd(8)}`, t, r);
       }
     }
   }
@@ -393,6 +512,15 @@ async function contextSqlCost(port, proxyPassword, appPassword) {
 
 const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
+/** The commit of a checkout, with "+dirty" when its tracked files differ from it. */
+function commitOf(tree) {
+  const git = (...args) => spawnSync('git', ['-C', tree, ...args], { encoding: 'utf8' });
+  const head = git('rev-parse', '--short', 'HEAD').stdout.trim() || '?';
+  return git('status', '--porcelain', '--untracked-files=no').stdout.trim()
+    ? `${head}+dirty`
+    : head;
+}
+
 // RSS of a proxy with SESSIONS idle sessions through it (each has run select 1).
 async function sessionsRss(t, password) {
   const clients = [];
@@ -438,13 +566,16 @@ function table(head, rows) {
   return [line(head), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)];
 }
 
-function summarize(targets, bench, latency, rss) {
+function summarize(targets, bench, fixed, rates, latency, rss) {
   const names = targets.map((t) => t.name);
   const summary = {
     tps: {},
     ratios: {},
     roundRatios: {},
+    medianRoundRatios: {},
     cpuUsPerTx: {},
+    rates,
+    fixedRate: {},
     latency,
     rss,
     verdicts: {},
@@ -454,15 +585,17 @@ function summarize(targets, bench, latency, rss) {
     summary.tps[mode] = tps;
     summary.ratios[mode] = {};
     summary.roundRatios[mode] = {};
+    summary.medianRoundRatios[mode] = {};
     for (const [name, def] of Object.entries(TARGETS)) {
       if (tps[name] === undefined) continue;
-      const ratio = tps[name] / tps[def.over];
-      summary.ratios[mode][`${name}/${def.over}`] = ratio;
-      summary.roundRatios[mode][`${name}/${def.over}`] = bench[mode][name].map(
-        (r, i) => r.tps / bench[mode][def.over][i].tps,
-      );
+      const key = `${name}/${def.over}`;
+      summary.ratios[mode][key] = tps[name] / tps[def.over];
+      const perRound = bench[mode][name].map((r, i) => r.tps / bench[mode][def.over][i].tps);
+      summary.roundRatios[mode][key] = perRound;
+      summary.medianRoundRatios[mode][key] = median(perRound);
       if (def.target !== undefined) {
-        summary.verdicts[`tps ${mode} ${name}/${def.over} ≥ ${def.target}`] = ratio >= def.target;
+        summary.verdicts[`tps ${mode} ${key} ≥ ${def.target} (median of the rounds' ratios)`] =
+          median(perRound) >= def.target;
       }
     }
     summary.cpuUsPerTx[mode] = Object.fromEntries(
@@ -471,11 +604,30 @@ function summarize(targets, bench, latency, rss) {
         .map((t) => [t.name, median(bench[mode][t.name].map((r) => r.cpuUsPerTx))]),
     );
     if (summary.cpuUsPerTx[mode].pgvpd !== undefined) {
-      summary.verdicts[`cpu ${mode} pgvpd ≤ ${CPU_TARGET_US} µs/tx`] =
+      summary.verdicts[`cpu ${mode} pgvpd ≤ ${CPU_TARGET_US} µs/tx (unthrottled)`] =
         summary.cpuUsPerTx[mode].pgvpd <= CPU_TARGET_US;
     }
+    // At the fixed rate: per arm the median µs/tx and TPS, and per round its difference from raw.
+    const f = {};
+    for (const [name, xs] of Object.entries(fixed[mode])) {
+      const overRaw = xs.map((r, i) => r.cpuUsPerTx - fixed[mode].raw[i].cpuUsPerTx);
+      f[name] = {
+        cpuUsPerTx: median(xs.map((r) => r.cpuUsPerTx)),
+        perRound: xs.map((r) => r.cpuUsPerTx),
+        tps: xs.map((r) => r.tps),
+        behind: xs.filter(behind).length,
+        overRaw: name === 'raw' ? null : overRaw,
+        medianOverRaw: name === 'raw' ? null : median(overRaw),
+      };
+    }
+    summary.fixedRate[mode] = f;
+    if (f.pgvpd) {
+      summary.verdicts[
+        `cpu ${mode} at -R ${rates[mode]}: pgvpd − raw ≤ ${CPU_OVER_RAW_TARGET_US} µs/tx (median of the rounds)`
+      ] = f.pgvpd.medianOverRaw <= CPU_OVER_RAW_TARGET_US;
+    }
   }
-  if (latency.pgvpd) {
+  if (latency.pgvpd && latency.direct) {
     summary.verdicts[`connect p50 pgvpd ≤ direct + ${CONNECT_TARGET_MS} ms`] =
       latency.pgvpd.p50 <= latency.direct.p50 + CONNECT_TARGET_MS;
   }
@@ -494,15 +646,27 @@ function report(meta, targets, bench, summary, skipped) {
     `pgbench -n -S -c ${CLIENTS} -j ${THREADS} -T ${SECONDS} (scale ${SCALE}), ${ROUNDS} interleaved rounds, medians`,
     `load average at start ${meta.loadavgAtStart.map((x) => x.toFixed(2)).join(' ')}, ` +
       `at end ${meta.loadavgAtEnd.map((x) => x.toFixed(2)).join(' ')}; raw = the raw Node socket pipe`,
+    ...Object.entries(meta.trees).map(
+      ([name, tree]) => `${name}: ${tree} at ${meta.commits[name]}`,
+    ),
+    ...(names.includes('rawheavy')
+      ? [
+          "rawheavy (a reference, not the baseline): raw-pipe.mjs's code in a process that also runs pgvpd",
+        ]
+      : []),
   ];
   if (skipped) out.push('', `pgvpd NOT MEASURED: ${skipped}`);
 
-  out.push('', '1. TPS (median)', '');
+  out.push(
+    '',
+    `1. TPS, unthrottled (${ROUNDS} rounds, the order rotated each round; judged: the median of the rounds' ratios)`,
+    '',
+  );
   const ratioHead = Object.entries(TARGETS)
     .filter(([n]) => names.includes(n))
     .map(([n, d]) => `${n}/${d.over}`);
   const tpsRows = MODES.map((mode) => {
-    const r = summary.ratios[mode];
+    const r = summary.medianRoundRatios[mode];
     return [
       mode,
       ...names.map((n) => fmt(summary.tps[mode][n])),
@@ -515,26 +679,74 @@ function report(meta, targets, bench, summary, skipped) {
       }),
     ];
   });
+  out.push('   median TPS of each target; ratios: median of the per-round ratios', '');
   out.push(...table(['protocol', ...names, ...ratioHead], tpsRows));
 
-  out.push('', 'TPS samples by round (and ratios within each round):');
+  out.push('', 'TPS by round (and the ratios within each round, their median last):');
   for (const mode of MODES) {
     for (const n of names) {
       out.push(
-        `  ${mode.padEnd(8)} ${n.padEnd(9)} ${bench[mode][n].map((r) => fmt(r.tps)).join(', ')}`,
+        `  ${mode.padEnd(8)} ${n.padEnd(21)} ${bench[mode][n].map((r) => fmt(r.tps)).join(', ')}`,
       );
     }
-    for (const [name, def] of Object.entries(TARGETS)) {
-      if (!bench[mode][name]) continue;
-      const ratios = bench[mode][name].map((r, i) => r.tps / bench[mode][def.over][i].tps);
+    for (const k of ratioHead) {
+      const xs = summary.roundRatios[mode][k];
       out.push(
-        `  ${mode.padEnd(8)} ${`${name}/${def.over}`.padEnd(16)} ${ratios.map((x) => `${x.toFixed(3)}×`).join(', ')}`,
+        `  ${mode.padEnd(8)} ${k.padEnd(21)} ${xs.map((x) => `${x.toFixed(3)}×`).join(', ')}` +
+          `  median ${summary.medianRoundRatios[mode][k].toFixed(3)}×` +
+          `  (ratio of medians ${summary.ratios[mode][k].toFixed(3)}×)`,
       );
     }
   }
 
-  out.push('', '2. Proxy CPU per transaction (utime+stime / transactions, median), µs', '');
+  const arms = CPU_ARMS.filter((n) => names.includes(n));
+  out.push(
+    '',
+    `2. Proxy CPU per transaction at a fixed rate (pgbench -R, the same for every arm; ` +
+      `on-CPU time of all the process's threads / transactions), µs`,
+    '',
+  );
+  out.push(
+    ...table(
+      ['protocol', 'rate', ...arms, ...arms.filter((n) => n !== 'raw').map((n) => `${n} − raw`)],
+      MODES.map((mode) => {
+        const f = summary.fixedRate[mode];
+        return [
+          mode,
+          `${summary.rates[mode]}/s`,
+          ...arms.map((n) => fmt(f[n].cpuUsPerTx, 1)),
+          ...arms
+            .filter((n) => n !== 'raw')
+            .map((n) =>
+              n === 'pgvpd'
+                ? `${fmt(f[n].medianOverRaw, 1)} (≤ ${CPU_OVER_RAW_TARGET_US} ${verdict(f[n].medianOverRaw <= CPU_OVER_RAW_TARGET_US)})`
+                : fmt(f[n].medianOverRaw, 1),
+            ),
+        ];
+      }),
+    ),
+  );
+  out.push('', '   µs/tx by round (TPS reached), and the differences from raw within each round:');
+  for (const mode of MODES) {
+    const f = summary.fixedRate[mode];
+    for (const n of arms) {
+      out.push(
+        `  ${mode.padEnd(8)} ${n.padEnd(21)} ` +
+          f[n].perRound.map((x, i) => `${fmt(x, 1)} (${fmt(f[n].tps[i])})`).join(', ') +
+          (f[n].behind ? `  ${f[n].behind} run(s) more than 3% BEHIND the rate` : ''),
+      );
+    }
+    for (const n of arms.filter((x) => x !== 'raw')) {
+      out.push(
+        `  ${mode.padEnd(8)} ${`${n} − raw`.padEnd(21)} ` +
+          f[n].overRaw.map((x) => fmt(x, 1)).join(', ') +
+          `  median ${fmt(f[n].medianOverRaw, 1)}`,
+      );
+    }
+  }
+
   const proxies = targets.filter((t) => t.pid).map((t) => t.name);
+  out.push('', "   Unthrottled (section 1), median µs/tx (follows each arm's TPS):", '');
   out.push(
     ...table(
       ['protocol', ...proxies],
@@ -551,70 +763,76 @@ function report(meta, targets, bench, summary, skipped) {
   );
 
   const lat = summary.latency;
-  out.push(
-    '',
-    `3. Connect + select 1 + close, sequential, ${CONNECTS} iterations after ${CONNECT_WARMUP} warm-up, ms`,
-    '',
-  );
-  out.push(
-    ...table(
-      [
-        'target',
-        'to result p50',
-        'p90',
-        '− direct',
-        'with close p50',
-        'p90',
-        'mean',
-        '− direct (p50)',
-      ],
-      names.map((n) => [
-        n,
-        fmt(lat[n].toResultP50, 2),
-        fmt(lat[n].toResultP90, 2),
-        n === 'direct' ? '' : fmt(lat[n].toResultP50 - lat.direct.toResultP50, 2),
-        fmt(lat[n].p50, 2),
-        fmt(lat[n].p90, 2),
-        fmt(lat[n].mean, 2),
-        n === 'direct'
-          ? ''
-          : `${fmt(lat[n].p50 - lat.direct.p50, 2)}` +
-            (n === 'pgvpd'
-              ? ` (≤ ${CONNECT_TARGET_MS} ${verdict(lat[n].p50 <= lat.direct.p50 + CONNECT_TARGET_MS)})`
-              : ''),
-      ]),
-    ),
-  );
-  const sql = summary.contextSql;
-  if (sql) {
+  if (!meta.throughputOnly) {
     out.push(
       '',
-      `   SQL side of a pgvpd handshake, one session of ${PROXY_ROLE}, median of ${CONTEXT_CALLS}: ` +
-        `select 1 ${fmt(sql.select1, 2)} ms, issue_context ${fmt(sql.issueContext, 2)} ms, ` +
-        `set_context ${fmt(sql.setContext, 2)} ms`,
-      `   first statement of a fresh ${APP_ROLE} session, median of ${FRESH_SESSIONS}: ` +
-        `select 1 ${fmt(sql.firstSelect1, 2)} ms, set_context ${fmt(sql.firstSetContext, 2)} ms`,
+      `3. Connect + select 1 + close, sequential, ${CONNECTS} iterations after ${CONNECT_WARMUP} warm-up, ms`,
+      '',
+    );
+    out.push(
+      ...table(
+        [
+          'target',
+          'to result p50',
+          'p90',
+          '− direct',
+          'with close p50',
+          'p90',
+          'mean',
+          '− direct (p50)',
+        ],
+        names
+          .filter((n) => lat[n])
+          .map((n) => [
+            n,
+            fmt(lat[n].toResultP50, 2),
+            fmt(lat[n].toResultP90, 2),
+            n === 'direct' ? '' : fmt(lat[n].toResultP50 - lat.direct.toResultP50, 2),
+            fmt(lat[n].p50, 2),
+            fmt(lat[n].p90, 2),
+            fmt(lat[n].mean, 2),
+            n === 'direct'
+              ? ''
+              : `${fmt(lat[n].p50 - lat.direct.p50, 2)}` +
+                (n === 'pgvpd'
+                  ? ` (≤ ${CONNECT_TARGET_MS} ${verdict(lat[n].p50 <= lat.direct.p50 + CONNECT_TARGET_MS)})`
+                  : ''),
+          ]),
+      ),
+    );
+    const sql = summary.contextSql;
+    if (sql) {
+      out.push(
+        '',
+        `   SQL side of a pgvpd handshake, one session of ${PROXY_ROLE}, median of ${CONTEXT_CALLS}: ` +
+          `select 1 ${fmt(sql.select1, 2)} ms, issue_context ${fmt(sql.issueContext, 2)} ms, ` +
+          `set_context ${fmt(sql.setContext, 2)} ms`,
+        `   first statement of a fresh ${APP_ROLE} session, median of ${FRESH_SESSIONS}: ` +
+          `select 1 ${fmt(sql.firstSelect1, 2)} ms, set_context ${fmt(sql.firstSetContext, 2)} ms`,
+      );
+    }
+
+    out.push('', `4. Proxy memory (VmRSS; VmHWM = peak), MB`, '');
+    out.push(
+      ...table(
+        ['proxy', 'fresh', `${SESSIONS} sessions`, 'after close', 'peak'],
+        proxies
+          .filter((n) => summary.rss[n]?.open)
+          .map((n) => {
+            const r = summary.rss[n];
+            return [
+              n,
+              fmt(r.fresh.rssMb, 1),
+              n === 'pgvpd'
+                ? `${fmt(r.open?.rssMb, 1)} (≤ ${RSS_TARGET_MB} ${verdict(r.open?.rssMb <= RSS_TARGET_MB)})`
+                : fmt(r.open?.rssMb, 1),
+              fmt(r.closed?.rssMb, 1),
+              fmt(r.closed?.hwmMb, 1),
+            ];
+          }),
+      ),
     );
   }
-
-  out.push('', `4. Proxy memory (VmRSS; VmHWM = peak), MB`, '');
-  out.push(
-    ...table(
-      ['proxy', 'fresh', `${SESSIONS} sessions`, 'after close', 'peak'],
-      proxies.map((n) => {
-        const r = summary.rss[n];
-        return [
-          n,
-          fmt(r.fresh.rssMb, 1),
-          n === 'pgvpd'
-            ? `${fmt(r.open?.rssMb, 1)} (≤ ${RSS_TARGET_MB} ${verdict(r.open?.rssMb <= RSS_TARGET_MB)})`
-            : fmt(r.open?.rssMb, 1),
-          fmt(r.closed?.rssMb, 1),
-          fmt(r.closed?.hwmMb, 1),
-        ];
-      }),
-    ),
-  );
 
   out.push('', 'Targets:');
   for (const [k, ok] of Object.entries(summary.verdicts)) out.push(`  ${verdict(ok)}  ${k}`);
@@ -644,39 +862,57 @@ async function main() {
       { name: 'raw', port: raw.port, user: APP_ROLE, pid: raw.pid },
     ];
     let skipped = null;
-    try {
-      const controlUrl = `postgres://${PROXY_ROLE}@127.0.0.1:${cluster.port}/${DATABASE}`;
-      const proxy = await startPgvpd(cluster.port, controlUrl, proxyPassword);
-      const t = { name: 'pgvpd', port: proxy.port, user: `${APP_ROLE}.${TENANT}`, pid: proxy.pid };
-      await checkTarget(t, appPassword);
-      targets.push(t);
-    } catch (err) {
-      skipped = err.message;
-      log(`pgvpd skipped: ${skipped}`);
+    const controlUrl = `postgres://${PROXY_ROLE}@127.0.0.1:${cluster.port}/${DATABASE}`;
+    const pgvpds = [['pgvpd', ROOT], ...EXTRA_TREES];
+    for (const [name, tree] of pgvpds) {
+      try {
+        const proxy = await startPgvpd(name, tree, cluster.port, controlUrl, proxyPassword);
+        const t = { name, port: proxy.port, user: `${APP_ROLE}.${TENANT}`, pid: proxy.pid, tree };
+        await checkTarget(t, appPassword);
+        targets.push(t);
+      } catch (err) {
+        if (name === 'pgvpd') skipped = err.message;
+        log(`${name} skipped: ${err.message}`);
+      }
+    }
+    if (RAWHEAVY && !skipped) {
+      const heavy = await startRawHeavy(cluster.port, controlUrl, proxyPassword, appPassword);
+      targets.push({ name: 'rawheavy', port: heavy.port, user: APP_ROLE, pid: heavy.pid });
     }
     for (const t of targets) {
       const row = await checkTarget(t, appPassword);
       log(`check ${t.name}: role ${row.role}, tenant ${row.tenant}, ${row.branches} branches`);
     }
+    // Sections 3 and 4 leave out the reference rawheavy.
+    const measured = targets.filter((t) => t.name !== 'rawheavy');
     const rss = {};
-    for (const t of targets.filter((x) => x.pid)) rss[t.name] = { fresh: memory(t.pid) };
+    for (const t of measured.filter((x) => x.pid)) rss[t.name] = { fresh: memory(t.pid) };
 
     log(
       `pgbench: ${MODES.length} protocols × ${targets.length} targets × ${ROUNDS} rounds × ${SECONDS} s`,
     );
-    const bench = await runPgbench(targets, appPassword);
+    const bench = await runThroughput(targets, appPassword);
+    const arms = CPU_ARMS.map((n) => targets.find((t) => t.name === n)).filter(Boolean);
+    const rates = fixedRates(arms, bench);
+    log(
+      `fixed rate: ${MODES.map((m) => `${m} -R ${rates[m]}`).join(', ')}; ` +
+        `${arms.map((t) => t.name).join(', ')} × ${ROUNDS} rounds × ${SECONDS} s`,
+    );
+    const fixed = await runFixedRate(arms, appPassword, rates);
 
-    log(`connect + select 1 + close: ${CONNECT_WARMUP} + ${CONNECTS} per target`);
-    const latency = await connectLatency(targets, appPassword);
-    const contextSql = skipped
-      ? null
-      : await contextSqlCost(cluster.port, proxyPassword, appPassword);
+    let latency = {};
+    let contextSql = null;
+    if (!THROUGHPUT_ONLY) {
+      log(`connect + select 1 + close: ${CONNECT_WARMUP} + ${CONNECTS} per target`);
+      latency = await connectLatency(measured, appPassword);
+      contextSql = skipped ? null : await contextSqlCost(cluster.port, proxyPassword, appPassword);
+    }
 
     // PgBouncer keeps its server connections after its clients leave (server_idle_timeout), so it
     // goes last; pgvpd first.
-    const order = ['pgvpd', 'raw', 'pgbouncer'];
-    const proxies = targets
-      .filter((x) => x.pid)
+    const order = ['pgvpd', ...EXTRA_TREES.map(([name]) => name), 'raw', 'pgbouncer'];
+    const proxies = measured
+      .filter((x) => x.pid && !THROUGHPUT_ONLY)
       .sort((a, b) => order.indexOf(a.name) - order.indexOf(b.name));
     for (const t of proxies) {
       log(`${SESSIONS} idle sessions through ${t.name}`);
@@ -707,11 +943,19 @@ async function main() {
       sessions: SESSIONS,
       pgvpdCommand: PGVPD_COMMAND.join(' '),
       pgvpdSkipped: skipped,
+      trees: Object.fromEntries(pgvpds),
+      commits: Object.fromEntries(pgvpds.map(([name, tree]) => [name, commitOf(tree)])),
+      rates,
+      rateFraction: RATE === null ? RATE_FRACTION : null,
+      throughputOnly: THROUGHPUT_ONLY,
     };
-    const summary = { ...summarize(targets, bench, latency, rss), contextSql };
+    const summary = { ...summarize(targets, bench, fixed, rates, latency, rss), contextSql };
     report(meta, targets, bench, summary, skipped);
     const json = join(mkdtempSync(join(tmpdir(), 'pgvpd-bench-results-')), 'proxy.json');
-    writeFileSync(json, JSON.stringify({ meta, summary, samples: bench }, null, 2) + '\n');
+    writeFileSync(
+      json,
+      JSON.stringify({ meta, summary, samples: bench, fixedRateSamples: fixed }, null, 2) + '\n',
+    );
     process.stdout.write(`results: ${json}\n`);
   } finally {
     stopServers();
