@@ -1,8 +1,9 @@
 // The runtime record: everything a running proxy shares between its sessions, built once at
 // start by the composition root (index.ts) and read by anything that must report on or act on
-// the proxy as a whole (the listener's drain, an admin API). Sessions register here for their
-// whole life. Org mode adds its catalog, pool and login throttle. Each step that can fail at
-// start fails with its own StartupError (errors.ts), naming what failed.
+// the proxy as a whole (the listener's drain, an admin API). Sessions are registered here from
+// accept until their client side is closed. Org mode adds its catalog, pool and login throttle.
+// Each step that can fail at start fails with its own StartupError (errors.ts), naming what
+// failed.
 import { readFileSync } from 'node:fs';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import { compileNetworks } from './app/client-networks.js';

@@ -58,9 +58,12 @@ export async function appFlow(session: Session): Promise<Attachment | undefined>
   session.hold(() => {
     if (!upstream.socket.destroyed) upstream.socket.end(serialize.end());
   });
-  upstream.socket.write(
-    serialize.startup({ ...Object.fromEntries(parameters), user: route.role, database }),
-  );
+  // Assigned one by one, as the client sent them (a `__proto__` name sets nothing).
+  const startup: Record<string, string> = {};
+  for (const [name, value] of parameters) startup[name] = value;
+  startup.user = route.role;
+  startup.database = database;
+  upstream.socket.write(serialize.startup(startup));
   await relayAuthentication(session, upstream, route.role);
   session.log.info({ event: 'auth', result: 'ok' }, 'authenticated upstream');
 

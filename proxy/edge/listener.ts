@@ -29,6 +29,10 @@ export async function listen(runtime: Runtime, flow: Flow): Promise<Listener> {
     });
     server.listen(config.port, config.listen_host, () => {
       server.removeAllListeners('error');
+      // E.g. EMFILE at accept: logged; the listener goes on.
+      server.on('error', (error) => {
+        logger.error({ event: 'error', err: error }, 'listener error');
+      });
       resolve();
     });
   });
@@ -63,12 +67,23 @@ export async function listen(runtime: Runtime, flow: Flow): Promise<Listener> {
         { event: 'terminating', sessions: sessions.size },
         'shutdown timeout: ending sessions',
       );
-      await Promise.all([...sessions].map((s) => s.terminate()));
-      // PostgreSQL's FATAL travels through the pipe; sockets that linger are cut after 2 s.
+      // PostgreSQL's FATAL travels through the pipe; what lingers 2 s after the requests to end
+      // the backends were answered (or 5 s after they were sent, if a control connection does
+      // not answer) is cut.
+      const lingering = [...sessions];
+      let wait: NodeJS.Timeout | undefined;
+      await Promise.race([
+        Promise.all(lingering.map((s) => s.terminate())),
+        new Promise<void>((resolve) => (wait = setTimeout(resolve, 5000))),
+      ]);
+      clearTimeout(wait);
       const cut = setTimeout(() => {
-        for (const s of sessions) s.close();
+        for (const s of lingering) s.cut();
       }, 2000);
+      // Until every client socket is gone: a closed session whose client does not read keeps
+      // its socket flushing, and the listener open, until cut.
       await allDone();
+      await stopped;
       clearTimeout(cut);
     }
     await stopped;

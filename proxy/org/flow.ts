@@ -84,8 +84,7 @@ export async function orgFlow(session: Session): Promise<Attachment | undefined>
     [authOk, ...statuses],
     send.readyForQueryIdle(),
     () => {
-      checkout.handOver();
-      return loanAttachment({
+      const loan = loanAttachment({
         pool: org.pool,
         session: pooled,
         client: session.edge.socket,
@@ -93,6 +92,8 @@ export async function orgFlow(session: Session): Promise<Attachment | undefined>
         control: runtime.control,
         onDefaultUpstream: checkout.onDefaultUpstream(pooled),
       });
+      checkout.handOver();
+      return loan;
     },
   );
 }

@@ -30,7 +30,7 @@ export interface SessionPoolOptions {
   resetTimeoutMs?: number;
   /** How often idle sessions are checked (default: a quarter of the shortest limit, 50 ms–10 s). */
   reapIntervalMs?: number;
-  /** Opens a new session of the key (upstream-login.ts, with the key's password). */
+  /** Opens a new session of the key (upstream/login.ts, with the key's password). */
   login: (key: PoolKey) => Promise<PooledSession>;
   logger: Logger;
 }
@@ -171,7 +171,7 @@ export class SessionPool {
   /**
    * An idle session of the key at once, or undefined: never waits, never opens a session and
    * never goes ahead of a queued checkout. For work started before the client has authenticated
-   * (org-session.ts), which must not make the pool grow or make anyone wait, nor hold a session
+   * (org/checkout.ts), which must not make the pool grow or make anyone wait, nor hold a session
    * an authenticated client waits for: the checkout is tentative until confirm(). If a checkout
    * would wait meanwhile, `reclaim` is called (the holder loses the session at that moment), and
    * once its promise settles the pool resets the session as release() does and hands it on; a

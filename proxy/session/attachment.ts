@@ -2,7 +2,7 @@
 // context, the session hands the client to an attachment, which serves it until one side ends.
 // Two implementations today: the dedicated pipe of app mode (session/pipe.ts: one backend for the
 // client's whole life, bytes relayed with no per-message work) and the pooled loan of org mode
-// (pool/loan.ts: a pooled backend lent for the session, framed so that it can go back to the
+// (pool/lend.ts: a pooled backend lent for the session, framed so that it can go back to the
 // pool). A new pool policy (e.g. per transaction) is a third implementation; the session's
 // lifecycle does not change.
 
@@ -16,7 +16,7 @@ export type AttachmentEnd =
   | 'client-violation'
   /** The backend's connection ended (its FATAL, if any, went to the client). */
   | 'upstream-closed'
-  /** The proxy stopped it (drain, or the session was closed). */
+  /** The proxy stopped it (drain, or a session cut at the end of a drain). */
   | 'stopped';
 
 export interface AttachmentDescription {

@@ -100,14 +100,19 @@ export class Session {
       // Also on the early returns (a CancelRequest, a closed session): no timer outlives it.
       clearTimeout(timer);
     }
-    if (!attachment) return;
+    if (!attachment) {
+      this.close();
+      return;
+    }
     const end = await attachment.ended;
     this.log.info(
       { event: 'disconnect', reason: end, duration_ms: Date.now() - this.started },
       'session ended',
     );
     this.close();
-    await attachment.release(end);
+    await attachment.release(end).catch((error: unknown) => {
+      this.log.error({ event: 'error', err: error }, 'releasing the backend failed');
+    });
   }
 
   /** Moves on, unless the session was closed meanwhile (timeout, shutdown, client gone). */
@@ -122,14 +127,15 @@ export class Session {
 
   /** Registers what to undo if the session closes before an attachment takes over. */
   hold(undo: () => void): void {
-    this.held.push(undo);
+    if (this.phase === 'closed') undo();
+    else this.held.push(undo);
   }
 
   /**
    * The end of the handshake: the client gets `handshakeEnd` (its ParameterStatus etc.), a
    * proxy-issued BackendKeyData standing for `backend` and `ready`, in one write; from here on
-   * the attachment serves it. Returns the attachment `attach` builds, or undefined if the
-   * session closed meanwhile.
+   * the attachment serves it. Returns the attachment `attach` builds; throws ClientLeft if the
+   * session closed meanwhile. What the flow holds is undone if `attach` throws.
    */
   attach(
     backend: { processId: number; secretKey: number; upstream?: Runtime['upstream'] | undefined },
@@ -146,9 +152,20 @@ export class Session {
         ready,
       ]),
     );
+    const attachment = attach();
     this.held.length = 0;
-    this.attachment = attach();
-    return this.attachment;
+    this.attachment = attachment;
+    return attachment;
+  }
+
+  /**
+   * The end of a drain for a session still open: its client's socket is destroyed (not flushed)
+   * and its attachment stopped, which ends the backend (dedicated) or returns it (pooled).
+   */
+  cut(): void {
+    this.attachment?.stop();
+    this.close();
+    this.edge.socket.destroy();
   }
 
   /** Drain at shutdown: the attachment asks PostgreSQL to end its backend; a handshake ends here. */
@@ -241,7 +258,16 @@ export class Session {
       this.runtime.cancelKeys.revoke(this.clientKey.processId, this.clientKey.secretKey);
     this.edge.socket.end();
     this.edge.socket.destroySoon();
-    for (const undo of this.held.splice(0).reverse()) undo();
-    this.finished();
+    try {
+      for (const undo of this.held.splice(0).reverse()) {
+        try {
+          undo();
+        } catch (error) {
+          this.log.error({ event: 'error', err: error }, 'undoing a held resource failed');
+        }
+      }
+    } finally {
+      this.finished();
+    }
   }
 }

@@ -46,6 +46,9 @@ export function pipe(options: PipeOptions): Attachment {
   upstream.on('error', upstreamGone);
   upstream.once('close', upstreamGone);
   upstream.once('end', upstreamGone);
+  // A side that went while the context was being set has no event left to fire.
+  if (client.destroyed || client.readableEnded) clientGone();
+  if (upstream.destroyed || upstream.readableEnded) upstreamGone();
 
   const stop = (): void => {
     finish('stopped');
