@@ -279,6 +279,19 @@ async function backendsStarted(db) {
   return Number(r.rows[0].n);
 }
 
+// The sample of a run that failed: no figures (medians leave it out, its ratios are NaN).
+const FAILED_RUN = {
+  failed: true,
+  tps: null,
+  transactions: null,
+  avgConnectMs: null,
+  cpuUs: null,
+  cpuUsPerTx: null,
+  userUsPerTx: null,
+  systemUsPerTx: null,
+  backendsStarted: null,
+};
+
 /** One pgbench run; `churn` adds -C (a new connection per transaction). */
 async function pgbench(t, { churn, seconds, db }) {
   const startedBefore = await backendsStarted(db);
@@ -357,16 +370,27 @@ async function runPgbench(targets, db) {
   for (const r of RUNS) {
     await pgbench(targets[r.target], { churn: r.kind === 'churn', seconds: WARMUP_SECONDS, db });
   }
-  const results = { churn: {}, steady: {} };
+  const results = { churn: {}, steady: {}, failures: [] };
   for (const r of RUNS) results[r.kind][r.target] = [];
   for (let round = 1; round <= ROUNDS; round++) {
     const order = RUNS.map((_, k) => RUNS[(k + round - 1) % RUNS.length]);
     for (const r of order) {
-      const x = await pgbench(targets[r.target], {
-        churn: r.kind === 'churn',
-        seconds: SECONDS,
-        db,
-      });
+      let x;
+      try {
+        x = await pgbench(targets[r.target], { churn: r.kind === 'churn', seconds: SECONDS, db });
+      } catch (err) {
+        // A failed run (e.g. a connection the proxy refused) is recorded and reported, with the
+        // proxy's last output; the other runs go on.
+        const output = targets[r.target].output?.().trim();
+        const failure = `${err.message.split('\n').slice(0, 2).join(' / ')}`;
+        log(
+          `round ${round}/${ROUNDS} ${r.kind.padEnd(6)} ${r.target.padEnd(9)} FAILED: ${failure}`,
+        );
+        if (output) log(`${r.target}'s last output: ${output}`);
+        results.failures.push({ round, ...r, failure, output: output ?? null });
+        results[r.kind][r.target].push(FAILED_RUN);
+        continue;
+      }
       results[r.kind][r.target].push(x);
       const extra = [
         x.avgConnectMs === null ? null : `avg connect ${x.avgConnectMs.toFixed(2)} ms`,
@@ -514,7 +538,9 @@ function summarize(bench, latency) {
     const key = `${kind} ${a}/${b}`;
     const ratio = summary.tps[kind][a] / summary.tps[kind][b];
     summary.ratios[key] = ratio;
-    summary.roundRatios[key] = bench[kind][a].map((x, i) => x.tps / bench[kind][b][i].tps);
+    summary.roundRatios[key] = bench[kind][a].map((x, i) =>
+      x.tps === null || bench[kind][b][i].tps === null ? NaN : x.tps / bench[kind][b][i].tps,
+    );
     if (target !== undefined) summary.verdicts[`${key} ≥ ${target}`] = ratio >= target;
   }
   summary.latency = latency;
@@ -589,14 +615,23 @@ function report(meta, bench, summary) {
   out.push('', 'TPS samples by round (and ratios within each round):');
   for (const kind of ['churn', 'steady']) {
     for (const [n, xs] of Object.entries(bench[kind])) {
-      out.push(`  ${kind.padEnd(6)} ${n.padEnd(15)} ${xs.map((x) => fmt(x.tps)).join(', ')}`);
+      out.push(
+        `  ${kind.padEnd(6)} ${n.padEnd(15)} ${xs.map((x) => (x.failed ? 'failed' : fmt(x.tps))).join(', ')}`,
+      );
     }
   }
   for (const [key, xs] of Object.entries(summary.roundRatios)) {
+    const ok = xs.filter((x) => !Number.isNaN(x));
     out.push(
-      `  ${key.padEnd(26)} ${xs.map((x) => `${x.toFixed(3)}×`).join(', ')}` +
-        `  median ${median(xs).toFixed(3)}×  (ratio of medians ${summary.ratios[key].toFixed(3)}×)`,
+      `  ${key.padEnd(26)} ${xs.map((x) => (Number.isNaN(x) ? 'failed' : `${x.toFixed(3)}×`)).join(', ')}` +
+        `  median ${ok.length ? median(ok).toFixed(3) : '–'}×  (ratio of medians ${summary.ratios[key].toFixed(3)}×)`,
     );
+  }
+  if (bench.failures.length > 0) {
+    out.push('', `FAILED runs (${bench.failures.length}), left out of the medians:`);
+    for (const f of bench.failures) {
+      out.push(`  round ${f.round} ${f.kind} ${f.target}: ${f.failure}`);
+    }
   }
 
   const lat = summary.latency;
@@ -743,18 +778,23 @@ async function main() {
         tenant: TENANT,
       },
     };
+    targets.org.output = orgProxy.output;
+    targets.app.output = appProxy.output;
+    targets.nocontext.output = noContext.output;
     if (BEFORE) {
       targets['org-before'] = {
         ...targets.org,
         name: 'org-before',
         port: before.org.port,
         pid: before.org.pid,
+        output: before.org.output,
       };
       targets['app-before'] = {
         ...targets.app,
         name: 'app-before',
         port: before.app.port,
         pid: before.app.pid,
+        output: before.app.output,
       };
     }
     for (const t of Object.values(targets)) {
