@@ -94,7 +94,10 @@ t.test('answers held back for one address go one at a time', async (t) => {
   await held[3]!.ready;
   const took = Date.now() - started;
   t.same(order, [0, 2, 3], 'the others are answered in order');
-  t.ok(took >= 110 && took < 1000, `three steps of 40 ms, no more (${String(took)} ms)`);
+  // Three steps of 40 ms one after another (in parallel they would take 40). Node's timers run
+  // against libuv's cached loop time, which lags Date.now() on a loaded machine, so a timer may
+  // fire a few ms early by this clock: 108 ms was seen in CI.
+  t.ok(took >= 100 && took < 1000, `three steps of 40 ms, no more (${String(took)} ms)`);
   t.equal(throttle.queued('p'), 0);
   // Sequential attempts do not pile up: the next one waits its own delay only.
   const next = throttle.settle('p', 'alice', false);
