@@ -1,9 +1,14 @@
-// The dedicated pipe always ends, and a drain always finishes: a client that left while its
-// context was being set ends the pipe at once (no event is left to fire), and at the end of a
-// drain a client that does not read is cut (its socket destroyed, its backend closed) rather
-// than waited for. A fake upstream stands in for PostgreSQL: a bypass user needs no context.
+// The dedicated pipe carries every byte in order both ways, also through a reader that stops
+// (back-pressure), over TCP and TLS; it always ends, and a drain always finishes: a client that
+// left while its context was being set ends the pipe at once (no event is left to fire), and at
+// the end of a drain a client that does not read is cut (its socket destroyed, its backend
+// closed) rather than waited for. A fake upstream stands in for PostgreSQL: a bypass user needs
+// no context.
+import { createHash, randomBytes } from 'node:crypto';
 import { connect, createServer, type Server, type Socket } from 'node:net';
+import * as tls from 'node:tls';
 import t from 'tap';
+import { testCertificates } from '../support/postgres.js';
 import { loadConfig } from '../../proxy/config.js';
 import { startProxy } from '../../proxy/index.js';
 import { createLogger } from '../../proxy/logger.js';
@@ -37,6 +42,137 @@ async function connected(port: number): Promise<Socket> {
     }),
   );
   return socket;
+}
+
+/** The far ends of a pipe: what a client and PostgreSQL would hold. */
+interface PipedPair {
+  farClient: Socket;
+  farUpstream: Socket;
+  close(): void;
+}
+
+/**
+ * Joins a proxy-side client socket and a proxy-side upstream socket with pipe(), over TCP or,
+ * with `secure`, TLS on both legs (the proxy's sockets then are TLSSockets, as in production).
+ */
+async function pipedPair(secure: boolean): Promise<PipedPair> {
+  const certs = await testCertificates();
+  const serverOptions = { cert: certs.serverCertPem, key: certs.serverKeyPem };
+  const clientOptions = { ca: certs.caCertPem, servername: 'localhost' };
+  const accept = (): Promise<{ server: Server; socket: Promise<Socket>; port: number }> => {
+    let take: (socket: Socket) => void = () => undefined;
+    const socket = new Promise<Socket>((resolve) => (take = resolve));
+    const server = secure
+      ? tls.createServer(serverOptions, (s) => {
+          take(s);
+        })
+      : createServer((s) => {
+          take(s);
+        });
+    return listening(server).then((port) => ({ server, socket, port }));
+  };
+  const dial = async (port: number): Promise<Socket> => {
+    const socket = secure
+      ? tls.connect({ port, host: '127.0.0.1', ...clientOptions })
+      : connect(port, '127.0.0.1');
+    socket.on('error', () => undefined);
+    await new Promise<void>((resolve) =>
+      socket.once(secure ? 'secureConnect' : 'connect', () => {
+        resolve();
+      }),
+    );
+    return socket;
+  };
+  const front = await accept();
+  const back = await accept();
+  const farClient = await dial(front.port);
+  const proxyClient = await front.socket;
+  const proxyUpstream = await dial(back.port);
+  const farUpstream = await back.socket;
+  for (const s of [proxyClient, farUpstream]) s.on('error', () => undefined);
+  const attachment = pipe({
+    client: proxyClient,
+    clientEarly: Buffer.alloc(0),
+    upstream: proxyUpstream,
+    upstreamLate: Buffer.alloc(0),
+    backendPid: 1,
+    database: 'd',
+    role: 'r',
+    control: undefined,
+  });
+  return {
+    farClient,
+    farUpstream,
+    close() {
+      attachment.stop();
+      for (const s of [farClient, proxyClient, proxyUpstream, farUpstream]) s.destroy();
+      front.server.close();
+      back.server.close();
+    },
+  };
+}
+
+/** Writes `total` random bytes in 64 KiB chunks as fast as the socket takes them; their SHA-256. */
+async function sendRandom(socket: Socket, total: number): Promise<string> {
+  const hash = createHash('sha256');
+  for (let sent = 0; sent < total;) {
+    const chunk = randomBytes(Math.min(65_536, total - sent));
+    hash.update(chunk);
+    sent += chunk.length;
+    if (!socket.write(chunk))
+      await new Promise<void>((resolve) =>
+        socket.once('drain', () => {
+          resolve();
+        }),
+      );
+  }
+  return hash.digest('hex');
+}
+
+/** Reads nothing for `stopMs`, then reads `total` bytes; their SHA-256. */
+async function receiveAfterStop(socket: Socket, total: number, stopMs: number): Promise<string> {
+  socket.pause();
+  await new Promise((resolve) => setTimeout(resolve, stopMs));
+  const hash = createHash('sha256');
+  let received = 0;
+  await new Promise<void>((resolve, reject) => {
+    socket.on('data', (chunk: Buffer) => {
+      hash.update(chunk);
+      received += chunk.length;
+      if (received >= total) resolve();
+    });
+    socket.once('close', () => {
+      reject(new Error(`closed after ${received} of ${total} bytes`));
+    });
+    socket.resume();
+  });
+  return hash.digest('hex');
+}
+
+for (const secure of [false, true]) {
+  const leg = secure ? 'TLS' : 'TCP';
+  t.test(
+    `${leg}: 24 MB each way arrive whole and in order through a reader that stops`,
+    async (t) => {
+      const pair = await pipedPair(secure);
+      t.teardown(() => {
+        pair.close();
+      });
+      const total = 24 * 1024 * 1024;
+      // The far upstream answers at full speed while the far client reads nothing for 300 ms:
+      // the proxy's writes to the client fill up and the upstream's reading must stop and resume.
+      const [down, downSeen] = await Promise.all([
+        sendRandom(pair.farUpstream, total),
+        receiveAfterStop(pair.farClient, total, 300),
+      ]);
+      t.equal(downSeen, down, 'upstream → client: every byte, in order');
+      const [up, upSeen] = await Promise.all([
+        sendRandom(pair.farClient, total),
+        receiveAfterStop(pair.farUpstream, total, 300),
+      ]);
+      t.equal(upSeen, up, 'client → upstream: every byte, in order');
+    },
+  );
 }
 
 t.test('a pipe whose client is already gone ends at once, and closes its backend', async (t) => {
