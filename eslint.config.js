@@ -41,5 +41,10 @@ export default tseslint.config(
     files: ['**/*.js', '**/*.mjs'],
     languageOptions: { globals: globals.node },
   },
+  {
+    // The /setup page's script runs in a browser, never in Node.
+    files: ['proxy/admin/setup/**/*.js'],
+    languageOptions: { globals: globals.browser },
+  },
   prettier,
 );
