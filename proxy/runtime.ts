@@ -12,8 +12,10 @@ import { AuthThrottle, UnauthenticatedConnections } from './auth/throttle.js';
 import { newMockSecret } from './auth/scram-server.js';
 import { ConfigError, type ProxyConfig } from './config.js';
 import { CancelKeys } from './edge/cancel-keys.js';
+import { packageVersion } from '../cli/package-root.js';
 import { startupErrors } from './errors.js';
 import type { Logger } from './logger.js';
+import { Metrics } from './metrics.js';
 import { Catalog } from './org/catalog.js';
 import { SessionPool } from './pool/session-pool.js';
 import type { Session, SessionDescription } from './session/lifecycle.js';
@@ -60,6 +62,8 @@ export interface Runtime {
   /** Live sessions, in any phase, from accept until closed. */
   readonly sessions: Set<Session>;
   readonly startedAt: number;
+  /** The proxy's Prometheus metrics (GET /metrics renders them). */
+  readonly metrics: Metrics;
   readonly app: AppParts | undefined;
   readonly org: OrgParts | undefined;
   /** Every live session, described. */
@@ -115,9 +119,10 @@ async function orgParts(
   config: ProxyConfig,
   controlUrl: string,
   logger: Logger,
+  metrics: Metrics,
 ): Promise<OrgParts> {
   const passwords = connectAsPasswords(config);
-  const catalog = new Catalog(controlUrl, logger);
+  const catalog = new Catalog(controlUrl, logger, metrics);
   try {
     await catalog.start();
   } catch (error) {
@@ -160,13 +165,15 @@ export async function buildRuntime(config: ProxyConfig, logger: Logger): Promise
   }
   const tls = clientTls(config);
   const upstream = upstreamOf(config);
+  const metrics = new Metrics({ mode: config.mode, version: packageVersion });
   const org =
-    config.mode === 'org' ? await orgParts(config, config.control_url, logger) : undefined;
+    config.mode === 'org' ? await orgParts(config, config.control_url, logger, metrics) : undefined;
   const app =
     config.mode === 'app'
       ? { route: compileRoute(config), bypassAllowed: compileNetworks(config.bypass_networks) }
       : undefined;
   const sessions = new Set<Session>();
+  metrics.observe({ sessions: () => sessions, pool: org && (() => org.pool.stats()) });
   return {
     config,
     logger,
@@ -176,6 +183,7 @@ export async function buildRuntime(config: ProxyConfig, logger: Logger): Promise
     tls,
     sessions,
     startedAt: Date.now(),
+    metrics,
     app,
     org,
     describeSessions: () => [...sessions].map((session) => session.describe()),

@@ -5,6 +5,7 @@
 // reconnects every second; a reload that fails keeps the old snapshot too.
 import pg from 'pg';
 import type { Logger } from '../logger.js';
+import type { Metrics } from '../metrics.js';
 
 export interface CatalogServer {
   name: string;
@@ -40,6 +41,18 @@ export interface Snapshot {
   mock_secret?: string | null;
 }
 
+/** What a readiness check or a status report reads of the catalog. */
+export interface CatalogStatus {
+  /** Whether the catalog's connection (LISTEN pgvpd_catalog) is open now. */
+  connected: boolean;
+  /** When the snapshot in service was loaded (ms since the epoch); undefined before the first. */
+  loadedAt: number | undefined;
+  /** Orgs in the snapshot, any status. */
+  orgs: number;
+  /** Org users in the snapshot. */
+  users: number;
+}
+
 export class Catalog {
   private byDatabase = new Map<string, CatalogOrg>();
   private users = new Map<string, CatalogUser>();
@@ -49,10 +62,12 @@ export class Catalog {
   private closed = false;
   private reloading: Promise<void> | undefined;
   private retry: NodeJS.Timeout | undefined;
+  private loadedAt: number | undefined;
 
   constructor(
     private readonly url: string,
     private readonly log: Logger,
+    private readonly metrics?: Metrics,
   ) {}
 
   /** Loads the first snapshot (failing loudly if it cannot) and starts listening. */
@@ -75,6 +90,16 @@ export class Catalog {
   /** The catalog's mock-salt secret (32 bytes), or undefined when its SQL has none. */
   mockSecret(): Buffer | undefined {
     return this.secret;
+  }
+
+  /** The snapshot in service and the connection it is kept current over. */
+  status(): CatalogStatus {
+    return {
+      connected: this.client !== undefined,
+      loadedAt: this.loadedAt,
+      orgs: this.byDatabase.size,
+      users: this.users.size,
+    };
   }
 
   async close(): Promise<void> {
@@ -134,6 +159,7 @@ export class Catalog {
     };
     const previous = this.reloading ?? Promise.resolve();
     const next = previous.then(run, run).catch((error: unknown) => {
+      this.metrics?.catalogReload('error');
       this.log.warn(
         { event: 'catalog', err: (error as Error).message },
         'catalog reload failed; keeping the last snapshot',
@@ -147,6 +173,14 @@ export class Catalog {
     this.servers = new Map(snapshot.servers.map((s) => [s.name, s]));
     this.byDatabase = new Map(snapshot.orgs.map((o) => [o.database_name, o]));
     this.users = new Map(snapshot.users.map((u) => [`${u.org_id}\0${u.username}`, u]));
+    this.loadedAt = Date.now();
+    const suspended = snapshot.orgs.filter((o) => o.status !== 'active').length;
+    this.metrics?.catalogReload('ok', {
+      at: this.loadedAt,
+      active: snapshot.orgs.length - suspended,
+      suspended,
+      users: snapshot.users.length,
+    });
     const secret = snapshot.mock_secret;
     if (typeof secret === 'string' && /^[0-9a-f]{64}$/.test(secret)) {
       this.secret = Buffer.from(secret, 'hex');

@@ -1,0 +1,162 @@
+// The metrics registry on its own (proxy/metrics.ts): what each recorder adds, under which labels,
+// and that label values stay within their fixed sets whatever a caller passes. Real traffic
+// through both proxies, and promtool, are in test/admin/metrics.test.ts.
+import t from 'tap';
+import { Metrics, type SessionSource } from '../../proxy/metrics.js';
+
+/** The sample lines of one metric (`name{…} value` or `name value`), in render order. */
+function samples(text: string, name: string): string[] {
+  return text
+    .split('\n')
+    .filter((line) => line.startsWith(`${name}{`) || line.startsWith(`${name} `));
+}
+
+t.test(
+  'the default process and nodejs metrics are there, unprefixed, beside build info',
+  async (t) => {
+    const metrics = new Metrics({ mode: 'app', version: '9.8.7' });
+    const text = await metrics.render();
+    t.match(text, /^process_cpu_user_seconds_total \d/m);
+    t.match(text, /^nodejs_eventloop_lag_seconds \d/m);
+    t.notMatch(text, /^pgvpd_process_/m);
+    t.same(samples(text, 'pgvpd_build_info'), ['pgvpd_build_info{version="9.8.7",mode="app"} 1']);
+    t.equal(metrics.contentType, 'text/plain; version=0.0.4; charset=utf-8');
+  },
+);
+
+t.test('two registries do not share their counts', async (t) => {
+  const one = new Metrics({ mode: 'app', version: '1' });
+  const two = new Metrics({ mode: 'app', version: '1' });
+  one.clientConnected();
+  one.clientConnected();
+  t.same(samples(await one.render(), 'pgvpd_client_connections_total'), [
+    'pgvpd_client_connections_total{mode="app"} 2',
+  ]);
+  t.same(samples(await two.render(), 'pgvpd_client_connections_total'), [
+    'pgvpd_client_connections_total{mode="app"} 0',
+  ]);
+});
+
+t.test('HTTP requests are counted by route pattern, method and status class', async (t) => {
+  const metrics = new Metrics({ mode: 'org', version: '1' });
+  metrics.httpRequest('/api/v1/orgs/:id', 'get', 200, 0.002);
+  metrics.httpRequest('/api/v1/orgs/:id', 'GET', 204, 0.003);
+  metrics.httpRequest('/api/v1/orgs/:id', 'GET', 404, 0.001);
+  metrics.httpRequest('unmatched', 'BREW', 404, 0.001);
+  metrics.httpRequest('/metrics', 'GET', 503, 0.02);
+  metrics.httpRequest('/setup', 'GET', 302, 0.02);
+  metrics.httpRateLimited('/api/v1/validate/:database_name');
+  const text = await metrics.render();
+  t.same(samples(text, 'pgvpd_http_requests_total'), [
+    'pgvpd_http_requests_total{route="/api/v1/orgs/:id",method="GET",code="2xx"} 2',
+    'pgvpd_http_requests_total{route="/api/v1/orgs/:id",method="GET",code="4xx"} 1',
+    'pgvpd_http_requests_total{route="unmatched",method="other",code="4xx"} 1',
+    'pgvpd_http_requests_total{route="/metrics",method="GET",code="5xx"} 1',
+    'pgvpd_http_requests_total{route="/setup",method="GET",code="3xx"} 1',
+  ]);
+  t.ok(
+    samples(text, 'pgvpd_http_request_duration_seconds_count').includes(
+      'pgvpd_http_request_duration_seconds_count{route="/api/v1/orgs/:id"} 3',
+    ),
+  );
+  t.same(samples(text, 'pgvpd_http_rate_limited_total'), [
+    'pgvpd_http_rate_limited_total{route="/api/v1/validate/:database_name"} 1',
+  ]);
+});
+
+t.test('API auth failures, invite redeems and the control connection are recorded', async (t) => {
+  const metrics = new Metrics({ mode: 'app', version: '1' });
+  metrics.apiAuthFailure('invalid_token');
+  metrics.apiAuthFailure('invalid_token');
+  metrics.apiAuthFailure('forbidden');
+  metrics.inviteRedeem('ok');
+  metrics.inviteRedeem('gone');
+  metrics.controlUp(true);
+  let text = await metrics.render();
+  t.same(samples(text, 'pgvpd_api_auth_failures_total'), [
+    'pgvpd_api_auth_failures_total{reason="invalid_token"} 2',
+    'pgvpd_api_auth_failures_total{reason="forbidden"} 1',
+  ]);
+  t.same(samples(text, 'pgvpd_invite_redeems_total'), [
+    'pgvpd_invite_redeems_total{outcome="ok"} 1',
+    'pgvpd_invite_redeems_total{outcome="gone"} 1',
+  ]);
+  t.same(samples(text, 'pgvpd_control_connection_up'), ['pgvpd_control_connection_up 1']);
+  metrics.controlUp(false);
+  text = await metrics.render();
+  t.same(samples(text, 'pgvpd_control_connection_up'), ['pgvpd_control_connection_up 0']);
+});
+
+t.test('a SQLSTATE outside the proxy’s own set is counted as other', async (t) => {
+  const metrics = new Metrics({ mode: 'org', version: '1' });
+  metrics.clientError('28P01');
+  metrics.clientError('42501');
+  metrics.clientError('a"b\nc');
+  t.same(samples(await metrics.render(), 'pgvpd_client_errors_total'), [
+    'pgvpd_client_errors_total{mode="org",sqlstate="28P01"} 1',
+    'pgvpd_client_errors_total{mode="org",sqlstate="other"} 2',
+  ]);
+});
+
+t.test('sessions and active orgs are read from the sources at scrape time', async (t) => {
+  const metrics = new Metrics({ mode: 'org', version: '1' });
+  const live: SessionSource[] = [
+    { mode: 'org', phase: 'startup', identity: {} },
+    { mode: 'org', phase: 'pipe', identity: { tenant: 'org-a' } },
+    { mode: 'org', phase: 'pipe', identity: { tenant: 'org-a' } },
+    { mode: 'org', phase: 'auth', identity: { tenant: 'org-b' } },
+    { mode: 'org', phase: 'closed', identity: { tenant: 'org-c' } },
+  ];
+  metrics.observe({ sessions: () => live });
+  let text = await metrics.render();
+  t.same(samples(text, 'pgvpd_client_sessions'), [
+    'pgvpd_client_sessions{mode="org",phase="startup"} 1',
+    'pgvpd_client_sessions{mode="org",phase="route"} 0',
+    'pgvpd_client_sessions{mode="org",phase="auth"} 1',
+    'pgvpd_client_sessions{mode="org",phase="context"} 0',
+    'pgvpd_client_sessions{mode="org",phase="pipe"} 2',
+  ]);
+  t.same(samples(text, 'pgvpd_active_orgs'), ['pgvpd_active_orgs 2']);
+  live.splice(1, 3);
+  text = await metrics.render();
+  t.same(samples(text, 'pgvpd_active_orgs'), ['pgvpd_active_orgs 0']);
+  t.notMatch(text, /org-a|org-b|org-c/);
+});
+
+t.test('pool gauges are read from the pool’s stats at scrape time', async (t) => {
+  const metrics = new Metrics({ mode: 'org', version: '1' });
+  metrics.observe({
+    pool: () => ({
+      idle: 3,
+      busy: 2,
+      opening: 1,
+      waiting: 4,
+      tentative: 0,
+      opened: 9,
+      closed: 3,
+      timeouts: 0,
+      reclaimed: 0,
+      keys: [],
+    }),
+  });
+  const text = await metrics.render();
+  t.same(samples(text, 'pgvpd_pool_sessions'), [
+    'pgvpd_pool_sessions{state="idle"} 3',
+    'pgvpd_pool_sessions{state="busy"} 2',
+    'pgvpd_pool_sessions{state="opening"} 1',
+  ]);
+  t.same(samples(text, 'pgvpd_pool_waiting_clients'), ['pgvpd_pool_waiting_clients 4']);
+  t.same(samples(text, 'pgvpd_pool_keys'), ['pgvpd_pool_keys 0']);
+});
+
+t.test('app mode has no catalog, pool or login-throttle metrics', async (t) => {
+  const text = await new Metrics({ mode: 'app', version: '1' }).render();
+  for (const name of [
+    'pgvpd_catalog_',
+    'pgvpd_pool_',
+    'pgvpd_active_orgs',
+    'pgvpd_auth_throttled_total',
+  ]) {
+    t.notMatch(text, new RegExp(`^(# (HELP|TYPE) )?${name}`, 'm'), name);
+  }
+});
