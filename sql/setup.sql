@@ -3825,7 +3825,7 @@ begin
   end if;
   if p_scope <> 'org' and p_org is not null then
     raise exception using errcode = '22023',
-      message = pg_catalog.format('pgvpd: a %s token is bound to no org', p_scope);
+      message = 'pgvpd: only an org token is bound to an org';
   end if;
   if p_ttl is not null and p_ttl <= interval '0' then
     raise exception using errcode = '22023', message = 'pgvpd: token ttl must be positive';

@@ -1,5 +1,5 @@
 --! Previous: sha1:ddd8a80706fedfddf0989515441d374ebd42c476
---! Hash: sha1:7d92d179215d228eb568b80947c47cd8d17aa8f7
+--! Hash: sha1:575c5306a27861a4d2f3faf27826578cbc95df33
 --! Message: control plane
 
 --! split: 1-api-role-secrets-tables.sql
@@ -290,7 +290,7 @@ begin
   end if;
   if p_scope <> 'org' and p_org is not null then
     raise exception using errcode = '22023',
-      message = pg_catalog.format('pgvpd: a %s token is bound to no org', p_scope);
+      message = 'pgvpd: only an org token is bound to an org';
   end if;
   if p_ttl is not null and p_ttl <= interval '0' then
     raise exception using errcode = '22023', message = 'pgvpd: token ttl must be positive';
