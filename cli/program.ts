@@ -8,6 +8,7 @@
 import { Command, CommanderError } from 'commander';
 import * as demo from './commands/demo.js';
 import * as doctor from './commands/doctor.js';
+import * as invite from './commands/invite.js';
 import * as lint from './commands/lint.js';
 import * as org from './commands/org.js';
 import * as protect from './commands/protect.js';
@@ -15,6 +16,7 @@ import * as serve from './commands/serve.js';
 import * as server from './commands/server.js';
 import * as setup from './commands/setup.js';
 import * as status from './commands/status.js';
+import * as token from './commands/token.js';
 import * as user from './commands/user.js';
 import { CliExit, formatFailure } from './cli-exit.js';
 import { processIo, type CliIo } from './io.js';
@@ -50,6 +52,8 @@ export function createProgram(io: CliIo = processIo): Command {
   org.register(program, io);
   user.register(program, io);
   server.register(program, io);
+  token.register(program, io);
+  invite.register(program, io);
   return program;
 }
 

@@ -7,7 +7,9 @@ import { CliExit, operationAction } from '../cli-exit.js';
 import { connectionString, dbOption, withClient, type DbOptions } from '../database.js';
 import type { CliIo } from '../io.js';
 import {
+  allowOrgRole,
   createOrg,
+  disallowOrgRole,
   isOrgNameAvailable,
   listOrgs,
   planOrgPurge,
@@ -349,4 +351,42 @@ export function register(program: Command, io: CliIo): void {
         if (!available) throw new CliExit(1);
       }),
     );
+
+  // The connect_as roles an org's org tokens may choose (the HTTP control plane's allow-list).
+  for (const [verb, change] of [
+    ['allow-role', allowOrgRole],
+    ['disallow-role', disallowOrgRole],
+  ] as const) {
+    const allow = verb === 'allow-role';
+    org
+      .command(verb)
+      .summary(
+        allow
+          ? "let the org's API tokens choose a connect_as role"
+          : "take a connect_as role off the org's API tokens' list",
+      )
+      .description(
+        allow
+          ? "let the org's org-scoped API tokens choose this role as connect_as (over HTTP, for users and invites). The role must exist, log in, and be neither superuser nor BYPASSRLS. Operator tokens and this CLI may use any such role"
+          : "take a role off the connect_as roles the org's org-scoped API tokens may choose; users and invites that already use it are left alone",
+      )
+      .argument('<org>', 'the org: its id or its database name')
+      .argument('<role>', 'the connect_as role')
+      .addOption(dbOption())
+      .action(
+        operationAction(io, async (ref: string, role: string, options: DbOptions) => {
+          const url = connectionString(options);
+          const result = await withClient(url, (client) => change(client, ref, role));
+          const name = result.org.database_name;
+          const now = allow ? 'is now allowed' : 'is no longer allowed';
+          const already = allow ? 'was allowed already' : 'was not allowed';
+          io.out(`role ${role} ${result.changed ? now : already} for org ${name}'s tokens\n`);
+          io.out(
+            result.allowed.length === 0
+              ? `org ${name}'s tokens may choose no connect_as role\n`
+              : `allowed: ${result.allowed.join(', ')}\n`,
+          );
+        }),
+      );
+  }
 }

@@ -371,3 +371,74 @@ export async function purgeOrg(
     }
   });
 }
+
+// ---- The roles an org's org-scoped API tokens may choose as connect_as ---------------------------
+// (pgvpd.org_allow_role / org_disallow_role / org_allowed_roles). An operator token and the CLI may
+// use any role that passes check_connect_as; an org token only these, so that an org's own admin
+// tooling cannot point its users at another org's role.
+
+export interface OrgRoleChange {
+  org: OrgRow;
+  role: string;
+  /** False when the role was allowed (allow) or not allowed (disallow) already. */
+  changed: boolean;
+  /** The org's allowed roles afterwards, by name. */
+  allowed: string[];
+}
+
+async function allowedRolesOf(catalog: pg.ClientBase, org: OrgRow): Promise<string[]> {
+  const { rows } = await catalog.query<{ role: string }>(
+    'select r as role from pgvpd.org_allowed_roles($1) r',
+    [org.id],
+  );
+  return rows.map((row) => row.role);
+}
+
+/** The roles an org's org tokens may choose as connect_as, by name. */
+export async function allowedOrgRoles(
+  catalog: pg.ClientBase,
+  ref: string,
+): Promise<{ org: OrgRow; allowed: string[] }> {
+  return operation(async () => {
+    const org = await getOrg(catalog, ref);
+    return { org, allowed: await allowedRolesOf(catalog, org) };
+  });
+}
+
+async function changeRole(
+  catalog: pg.ClientBase,
+  ref: string,
+  role: string,
+  fn: 'org_allow_role' | 'org_disallow_role',
+): Promise<OrgRoleChange> {
+  return operation(async () => {
+    const org = await getOrg(catalog, ref);
+    const { changed } = await queryOne<{ changed: boolean }>(
+      catalog,
+      `select pgvpd.${fn}($1, $2) as changed`,
+      [org.id, role],
+    );
+    return { org, role, changed, allowed: await allowedRolesOf(catalog, org) };
+  });
+}
+
+/**
+ * Lets the org's org tokens choose `role` as connect_as. The role must pass check_connect_as
+ * (exists, LOGIN, neither superuser nor BYPASSRLS: its SQLSTATEs otherwise).
+ */
+export async function allowOrgRole(
+  catalog: pg.ClientBase,
+  ref: string,
+  role: string,
+): Promise<OrgRoleChange> {
+  return changeRole(catalog, ref, role, 'org_allow_role');
+}
+
+/** Takes `role` off the org's list; existing users and invites that use it are left alone. */
+export async function disallowOrgRole(
+  catalog: pg.ClientBase,
+  ref: string,
+  role: string,
+): Promise<OrgRoleChange> {
+  return changeRole(catalog, ref, role, 'org_disallow_role');
+}
