@@ -20,7 +20,8 @@ export type Mode = 'app' | 'org';
 export type SessionPhase = 'startup' | 'route' | 'auth' | 'context' | 'pipe';
 export type HandshakeOutcome = 'ok' | 'error';
 export type AuthFailureReason = 'password' | 'unknown_database' | 'suspended' | 'bad_username';
-export type PoolCloseReason = 'idle' | 'lifetime' | 'broken' | 'reset_failed' | 'shutdown';
+export type PoolCloseReason =
+  'idle' | 'lifetime' | 'broken' | 'reset_failed' | 'shutdown' | 'discarded';
 export type CancelOutcome = 'forwarded' | 'unknown_key';
 export type TlsSide = 'client' | 'upstream';
 export type ApiAuthFailureReason = 'invalid_token' | 'forbidden';
@@ -39,6 +40,17 @@ export const proxySqlstates: ReadonlySet<string> = new Set([
   '57P01',
   'XX000',
 ]);
+
+/** The refusals that are auth failures, by ProxyError kind. */
+const authFailureKinds: ReadonlyMap<string, AuthFailureReason> = new Map<string, AuthFailureReason>(
+  [
+    ['password_authentication_failed', 'password'],
+    ['unknown_database', 'unknown_database'],
+    ['org_suspended', 'suspended'],
+    ['bad_username', 'bad_username'],
+    ['no_user', 'bad_username'],
+  ],
+);
 
 const httpMethods: ReadonlySet<string> = new Set([
   'GET',
@@ -415,6 +427,19 @@ export class Metrics {
     });
   }
 
+  /**
+   * A handshake refused with `code` (undefined: none was sent) for a failure of `kind`
+   * (ProxyError's kind; `relayed` for the upstream's own refusal, `internal` for XX000): the
+   * FATAL, and the auth failure or TLS failure it stands for.
+   */
+  refused(code: string | undefined, kind: string): void {
+    if (code !== undefined) this.clientError(code);
+    const reason =
+      kind === 'relayed' ? (code === '28P01' ? 'password' : undefined) : authFailureKinds.get(kind);
+    if (reason !== undefined) this.authFailure(reason);
+    if (kind === 'upstream_tls') this.tlsHandshakeFailed('upstream');
+  }
+
   authFailure(reason: AuthFailureReason): void {
     this.authFailures.inc({ mode: this.mode, reason });
   }
@@ -442,10 +467,14 @@ export class Metrics {
     this.catalogUsers.set(loaded.users);
   }
 
-  /** A checkout ended after `seconds`: with a session, or timed out (53300). */
-  poolCheckout(seconds: number, timedOut: boolean): void {
+  /** A checkout settled after `seconds` (with a session or a failure). */
+  poolCheckout(seconds: number): void {
     this.poolCheckouts.observe(seconds);
-    if (timedOut) this.poolTimeouts.inc();
+  }
+
+  /** A checkout timed out in the queue (53300). */
+  poolCheckoutTimeout(): void {
+    this.poolTimeouts.inc();
   }
 
   poolSessionOpened(): void {

@@ -137,6 +137,7 @@ async function orgParts(
     idleTimeoutMs: config.pool_idle_timeout * 1000,
     maxLifetimeMs: config.pool_max_lifetime * 1000,
     logger,
+    metrics,
     login: (key) =>
       loginUpstream(key, {
         password: lookupPassword(passwords, {
@@ -178,7 +179,7 @@ export async function buildRuntime(config: ProxyConfig, logger: Logger): Promise
     config,
     logger,
     upstream,
-    control: new ControlPools(config.control_url, config.control_pool_size),
+    control: new ControlPools(config.control_url, config.control_pool_size, metrics),
     cancelKeys: new CancelKeys(),
     tls,
     sessions,

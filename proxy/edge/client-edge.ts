@@ -21,6 +21,8 @@ export interface EdgeOptions {
   log: Logger;
   /** A CancelRequest arrived instead of a StartupMessage; the connection closes after it. */
   onCancel(processId: number, secretKey: Buffer): Promise<void>;
+  /** The client's TLS handshake failed (not: the client left during it). */
+  onTlsFailure?: () => void;
 }
 
 export class ClientEdge {
@@ -115,6 +117,7 @@ export class ClientEdge {
         reject(new ClientLeft());
       });
     }).catch((error: unknown) => {
+      if (!(error instanceof ClientLeft)) this.options.onTlsFailure?.();
       this.options.log.info(
         { event: 'tls', err: (error as Error).message },
         'client TLS handshake failed',

@@ -18,6 +18,7 @@ export async function listen(runtime: Runtime, flow: Flow): Promise<Listener> {
   const { config, logger, sessions } = runtime;
   const server: Server = createServer({ noDelay: true }, (socket: Socket) => {
     socket.on('error', () => undefined);
+    runtime.metrics.clientConnected();
     const session = new Session(socket, config.mode, runtime);
     sessions.add(session);
     void session.done.then(() => sessions.delete(session));
@@ -40,6 +41,7 @@ export async function listen(runtime: Runtime, flow: Flow): Promise<Listener> {
   const port = typeof address === 'object' && address ? address.port : config.port;
 
   const drain = async (timeoutSeconds: number): Promise<void> => {
+    runtime.metrics.draining(true);
     logger.info(
       { event: 'draining', sessions: sessions.size, timeout_s: timeoutSeconds },
       'draining',

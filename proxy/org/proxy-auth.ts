@@ -55,6 +55,7 @@ export async function authenticateOrgUser(
       outcome.ok,
     );
     if (!outcome.ok) {
+      if (held.ready) session.runtime.metrics.authThrottledAnswer();
       session.log.info(
         { event: 'auth', result: 'refused', delay_ms: held.delayMs, step_ms: held.stepMs },
         outcome.error.logMessage,

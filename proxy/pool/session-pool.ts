@@ -13,6 +13,7 @@
 import { serialize } from '../protocol/encode.js';
 import type { ProxyError } from '../errors.js';
 import type { Logger } from '../logger.js';
+import type { Metrics, PoolCloseReason } from '../metrics.js';
 import { poolErrors } from './pool-errors.js';
 import { resetSession, runExtended } from './statements.js';
 import { poolKeyId, type PoolKey, type PooledSession } from '../upstream/login.js';
@@ -33,6 +34,8 @@ export interface SessionPoolOptions {
   /** Opens a new session of the key (upstream/login.ts, with the key's password). */
   login: (key: PoolKey) => Promise<PooledSession>;
   logger: Logger;
+  /** Checkouts, opened and closed sessions are counted here. */
+  metrics?: Metrics;
 }
 
 export interface PoolKeyStats {
@@ -130,7 +133,7 @@ export class SessionPool {
     if (this.closed) return Promise.reject(poolErrors.closed());
     if (signal?.aborted) return Promise.reject(abortReason(signal));
     const entry = this.entry(key);
-    return new Promise<PooledSession>((resolve, reject) => {
+    const checkout = new Promise<PooledSession>((resolve, reject) => {
       const waiter: Waiter = { resolve, reject, settled: false, timer: undefined, cleanup: noop };
       if (signal) {
         const onAbort = (): void => {
@@ -150,6 +153,7 @@ export class SessionPool {
         waiter.timer = setTimeout(() => {
           this.unqueue(entry, waiter);
           this.counters.timeouts += 1;
+          this.opts.metrics?.poolCheckoutTimeout();
           const error = poolErrors.exhausted(
             key.role,
             key.database,
@@ -166,6 +170,19 @@ export class SessionPool {
         }, this.opts.checkoutTimeoutMs);
       }
     });
+    return this.timed(checkout);
+  }
+
+  /** The checkout's wait, counted once it settles, either way. */
+  private timed(checkout: Promise<PooledSession>): Promise<PooledSession> {
+    const metrics = this.opts.metrics;
+    if (!metrics) return checkout;
+    const started = performance.now();
+    const settled = (): void => {
+      metrics.poolCheckout((performance.now() - started) / 1000);
+    };
+    checkout.then(settled, settled);
+    return checkout;
   }
 
   /**
@@ -249,7 +266,7 @@ export class SessionPool {
     const entry = this.entries.get(poolKeyId(session.key));
     entry?.tentative.delete(session);
     entry?.busy.delete(session);
-    this.end(session, reason);
+    this.end(session, reason, 'discarded');
     if (entry) this.dispatch(entry);
   }
 
@@ -421,6 +438,7 @@ export class SessionPool {
       (session) => {
         entry.opening -= 1;
         this.counters.opened += 1;
+        this.opts.metrics?.poolSessionOpened();
         this.log.debug(
           { event: 'pool_open', pid: session.backendPid, role: entry.key.role },
           'pooled session opened',
@@ -514,10 +532,11 @@ export class SessionPool {
   }
 
   /** Closes a session that left the pool's books: Terminate, then the socket. */
-  private end(session: PooledSession, reason: string): void {
+  private end(session: PooledSession, reason: string, kind = closeKind(reason)): void {
     if (this.ended.has(session)) return;
     this.ended.add(session);
     this.counters.closed += 1;
+    this.opts.metrics?.poolSessionClosed(kind);
     this.log.debug(
       { event: 'pool_close', pid: session.backendPid, reason },
       'pooled session closed',
@@ -529,6 +548,27 @@ export class SessionPool {
     socket.destroySoon();
     // A peer that reads nothing would keep 'finish' from coming; do not wait for it forever.
     setTimeout(() => socket.destroy(), 1000).unref();
+  }
+}
+
+/**
+ * A closed session's reason as a metric label: the pool's own reasons by name; anything else
+ * handed to end() is what a failed reset said (statements.ts), discard() says `discarded`.
+ */
+function closeKind(reason: string): PoolCloseReason {
+  switch (reason) {
+    case 'pool closed':
+      return 'shutdown';
+    case 'idle timeout':
+      return 'idle';
+    case 'max lifetime reached':
+      return 'lifetime';
+    case 'connection closed':
+    case 'connection closed while idle':
+    case 'unsolicited message while idle':
+      return 'broken';
+    default:
+      return 'reset_failed';
   }
 }
 

@@ -60,6 +60,10 @@ export class Session {
   readonly identity: SessionIdentity = {};
   private readonly client: string;
   private readonly started = Date.now();
+  /** The accepted socket: what it read and wrote, TLS included, is counted at close. */
+  private readonly raw: Socket;
+  /** The connection was a CancelRequest, not a session. */
+  private cancelRequest = false;
   private attachment: Attachment | undefined;
   private clientKey: { processId: number; secretKey: number } | undefined;
   /** Undo what the flow holds until an attachment takes over (newest first), run on close. */
@@ -75,6 +79,7 @@ export class Session {
     readonly mode: 'app' | 'org',
     readonly runtime: Runtime,
   ) {
+    this.raw = socket;
     this.address = socket.remoteAddress ?? '?';
     this.client = `${this.address}:${String(socket.remotePort ?? 0)}`;
     this.log = runtime.logger.child({ client: this.client });
@@ -82,6 +87,9 @@ export class Session {
       tls: runtime.tls,
       log: this.log,
       onCancel: (processId, secretKey) => this.forwardCancel(processId, secretKey),
+      onTlsFailure: () => {
+        runtime.metrics.tlsHandshakeFailed('client');
+      },
     });
   }
 
@@ -155,6 +163,7 @@ export class Session {
     const attachment = attach();
     this.held.length = 0;
     this.attachment = attachment;
+    this.runtime.metrics.handshakeEnded('ok', (Date.now() - this.started) / 1000);
     return attachment;
   }
 
@@ -197,6 +206,8 @@ export class Session {
       this.runtime.upstream,
     );
     this.log.info({ event: 'cancel', known }, 'cancel request');
+    this.cancelRequest = true;
+    this.runtime.metrics.cancelRequest(known ? 'forwarded' : 'unknown_key');
     this.close();
   }
 
@@ -217,6 +228,7 @@ export class Session {
     this.answered = true;
     const socket = this.edge.socket;
     if (error instanceof ProxyError) {
+      this.runtime.metrics.refused(error.code, error.kind);
       this.log.warn(
         { event: 'refused', kind: error.kind, code: error.code, phase: this.phase },
         error.logMessage,
@@ -232,9 +244,11 @@ export class Session {
         );
       }
     } else if (error instanceof RelayedFailure || error instanceof ClientLeft) {
+      if (error instanceof RelayedFailure) this.runtime.metrics.refused(error.code, 'relayed');
       this.log.debug({ event: 'closed', reason: error.name, phase: this.phase }, error.message);
     } else {
       this.log.error({ event: 'error', phase: this.phase, err: error }, 'unexpected failure');
+      this.runtime.metrics.refused('XX000', 'internal');
       if (!socket.destroyed) {
         socket.write(
           send.errorResponse({
@@ -258,6 +272,11 @@ export class Session {
       this.runtime.cancelKeys.revoke(this.clientKey.processId, this.clientKey.secretKey);
     this.edge.socket.end();
     this.edge.socket.destroySoon();
+    if (!this.cancelRequest) {
+      const seconds = (Date.now() - this.started) / 1000;
+      if (!this.attachment) this.runtime.metrics.handshakeEnded('error', seconds);
+      this.runtime.metrics.sessionClosed(seconds, this.raw.bytesRead, this.raw.bytesWritten);
+    }
     try {
       for (const undo of this.held.splice(0).reverse()) {
         try {

@@ -5,6 +5,7 @@
 import { parse as parseConnectionString } from 'pg-connection-string';
 import pg from 'pg';
 import { proxyErrors } from '../errors.js';
+import type { Metrics } from '../metrics.js';
 
 export interface ContextRequest {
   /**
@@ -43,6 +44,8 @@ export class ControlPools {
   constructor(
     controlUrl: string,
     private readonly size: number,
+    /** Each issue's round trip is timed here, and whether the database answered. */
+    private readonly metrics?: Metrics,
   ) {
     // The database is chosen per session; everything else comes from control_url.
     const parsed = parseConnectionString(controlUrl);
@@ -82,14 +85,40 @@ export class ControlPools {
     // Prepared once per control connection (a named statement): parsing and planning the call
     // again for every handshake cost the control backend ~0.04 ms each time.
     const statement = issueStatements[request.mode];
-    const { rows } = await this.pool(request.database, request.server).query<{ token: string }>({
+    const issued = this.pool(request.database, request.server).query<{ token: string }>({
       name: statement.name,
       text: statement.text,
       values: [request.backendPid, request.tenant, request.user, JSON.stringify(request.values)],
     });
+    const { rows } = await this.observed(issued);
     const token = rows[0]?.token;
     if (typeof token !== 'string') throw new Error(`${statement.fn} returned no token`);
     return token;
+  }
+
+  /**
+   * The issue's round trip, timed, and whether the database answered: a refusal by it (a
+   * SQLSTATE outside classes 08 and 57P) means it did; a socket error (ECONNREFUSED) or a
+   * connection-class SQLSTATE means it did not.
+   */
+  private observed<T>(query: Promise<T>): Promise<T> {
+    const metrics = this.metrics;
+    if (!metrics) return query;
+    const started = performance.now();
+    query.then(
+      () => {
+        metrics.contextIssued((performance.now() - started) / 1000);
+        metrics.controlUp(true);
+      },
+      (error: unknown) => {
+        metrics.contextIssued((performance.now() - started) / 1000);
+        const code = (error as { code?: unknown }).code;
+        metrics.controlUp(
+          typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) && !/^(08|57P)/.test(code),
+        );
+      },
+    );
+    return query;
   }
 
   /**
