@@ -18,6 +18,8 @@ const logLevels = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']
 interface KindValues {
   mode: Mode;
   port: number;
+  /** A port that may be left unset (no listener). */
+  optional_port: number | undefined;
   string: string;
   optional: string | undefined;
   list: string[];
@@ -272,6 +274,84 @@ export const settings = {
     help: "the connect_as roles' passwords as pgpass-format lines, after connect_as_passfile's",
     envOnly: true,
   },
+  // The HTTP control plane (proxy/admin/, docs/control-plane.md §2).
+  /** Unset: no HTTP server. Every route, authenticated by API tokens (pgvpd_api). */
+  admin_port: {
+    kind: 'optional_port',
+    default: undefined,
+    modes: both,
+    help: 'port of the HTTP control plane (health, metrics, status, orgs, users, invites, /setup); unset: none',
+  },
+  admin_host: {
+    kind: 'string',
+    default: '127.0.0.1',
+    modes: both,
+    help: 'address of the HTTP control plane',
+  },
+  /** A second HTTP listener with the public routes only: /setup, invites, validate, health. */
+  public_port: {
+    kind: 'optional_port',
+    default: undefined,
+    modes: both,
+    help: 'port of a second HTTP listener with only the public routes (/setup, invites, validate, health)',
+  },
+  public_host: {
+    kind: 'string',
+    default: '127.0.0.1',
+    modes: both,
+    help: 'address of the public HTTP listener',
+  },
+  /** The origin put in setup links; the admin listener's own when unset. */
+  public_url: {
+    kind: 'optional',
+    default: undefined,
+    modes: both,
+    help: "origin printed in setup links, e.g. https://db.example.com (default: the admin listener's)",
+  },
+  /** The HTTP server's database login: a member of pgvpd_api (and of pgvpd_proxy if shared). */
+  admin_control_url: {
+    kind: 'optional',
+    default: undefined,
+    modes: both,
+    help: "connection string of the HTTP control plane's login (a pgvpd_api member; default: control_url)",
+  },
+  /** What /setup and invite redeem print for connecting; never taken from a request. */
+  connect_host: {
+    kind: 'optional',
+    default: undefined,
+    modes: both,
+    help: 'host printed for connecting after an invite is redeemed (default: listen_host)',
+  },
+  connect_port: {
+    kind: 'optional_port',
+    default: undefined,
+    modes: both,
+    help: 'port printed for connecting after an invite is redeemed (default: port)',
+  },
+  connect_sslmode: {
+    kind: 'optional',
+    default: undefined,
+    modes: both,
+    help: 'sslmode printed after an invite is redeemed (default: verify-full with tls_cert, else prefer)',
+  },
+  rate_limit_invites: {
+    kind: 'count',
+    default: 10,
+    modes: both,
+    help: 'requests per minute per client address to /api/v1/invites/* together',
+  },
+  rate_limit_public: {
+    kind: 'count',
+    default: 60,
+    modes: both,
+    help: 'requests per minute per client address to /api/v1/validate/* and to /setup*',
+  },
+  rate_limit_api: {
+    kind: 'count',
+    default: 600,
+    modes: both,
+    help: 'requests per minute per client address to the authenticated HTTP routes',
+  },
 } as const satisfies Record<string, Setting>;
 
 type Settings = typeof settings;
@@ -370,6 +450,12 @@ function coerce(key: ConfigKey, raw: unknown, where: string): unknown {
       if (typeof text === 'string' && /^(false|off|no|0)$/i.test(text)) return false;
       return bad('true or false');
     case 'port': {
+      const value = typeof text === 'string' && text.trim() === '' ? NaN : Number(text);
+      if (!Number.isInteger(value) || value < 0 || value > 65535) return bad('a port number');
+      return value;
+    }
+    case 'optional_port': {
+      if (text === '') return undefined;
       const value = typeof text === 'string' && text.trim() === '' ? NaN : Number(text);
       if (!Number.isInteger(value) || value < 0 || value > 65535) return bad('a port number');
       return value;
@@ -485,6 +571,9 @@ function checkModes(mode: Mode, origins: Origins): void {
   }
 }
 
+/** libpq's sslmode values, for connect_sslmode. */
+const sslModes = ['disable', 'allow', 'prefer', 'require', 'verify-ca', 'verify-full'];
+
 function validate(config: ProxyConfig, origins: Origins): ProxyConfig {
   for (const key of ['tenant_pattern', 'value_pattern', 'role_pattern'] as const) {
     try {
@@ -516,6 +605,16 @@ function validate(config: ProxyConfig, origins: Origins): ProxyConfig {
     throw new ConfigError('tls_cert and tls_key must be set together');
   }
   for (const network of config.bypass_networks) parseNetwork(network);
+  if (config.connect_sslmode !== undefined && !sslModes.includes(config.connect_sslmode)) {
+    throw new ConfigError(
+      `connect_sslmode must be one of ${sslModes.join(', ')}, got ${JSON.stringify(config.connect_sslmode)} ${setIn('connect_sslmode', origins)}`,
+    );
+  }
+  if (config.public_port !== undefined && config.admin_port === undefined) {
+    throw new ConfigError(
+      `public_port needs admin_port: the public listener is part of the HTTP control plane ${setIn('public_port', origins)}`,
+    );
+  }
   if (config.superuser_bypass.length > 0 && config.bypass_networks.length === 0) {
     throw new ConfigError(
       'superuser_bypass needs bypass_networks: the client networks its users may connect from ' +

@@ -156,4 +156,16 @@ export const startupErrors = {
     ),
   listen: (host: string, port: number, error: unknown) =>
     new StartupError('listen', `cannot listen on ${host}:${String(port)}: ${reasonOf(error)}`),
+  /** The HTTP control plane's listener (admin_host, admin_port). */
+  adminListen: (host: string, port: number, error: unknown) =>
+    new StartupError(
+      'listen',
+      `cannot listen for the HTTP control plane (admin_host, admin_port) on ${host}:${String(port)}: ${reasonOf(error)}`,
+    ),
+  /** The public HTTP listener (public_host, public_port). */
+  publicListen: (host: string, port: number, error: unknown) =>
+    new StartupError(
+      'listen',
+      `cannot listen for the public HTTP routes (public_host, public_port) on ${host}:${String(port)}: ${reasonOf(error)}`,
+    ),
 } as const;

@@ -1,6 +1,8 @@
 // The composition root: `startProxy(config)` builds the runtime record (runtime.ts), picks the
-// mode's flow (app/flow.ts or org/flow.ts) and starts the listener (edge/listener.ts). Used by
-// the CLI (`pgvpd serve`, `pgvpd demo`) and by tests.
+// mode's flow (app/flow.ts or org/flow.ts), starts the listener (edge/listener.ts) and, when
+// admin_port is set, the HTTP control plane (admin/admin-server.ts). Used by the CLI
+// (`pgvpd serve`, `pgvpd demo`) and by tests.
+import { startAdmin, type AdminServer } from './admin/admin-server.js';
 import { appFlow } from './app/flow.js';
 import type { ProxyConfig } from './config.js';
 import { listen } from './edge/listener.js';
@@ -14,11 +16,18 @@ export interface ProxyHandle {
   host: string;
   /** What the proxy shares between sessions: config, sessions, pools, catalog… (read only). */
   runtime: Runtime;
+  /** The HTTP control plane's admin listener port, when admin_port is set. */
+  adminPort: number | undefined;
+  /** Its public listener's port, when public_port is set. */
+  publicPort: number | undefined;
+  /** The admin listener's origin (http://host:port), when admin_port is set. */
+  adminUrl: string | undefined;
   /** Sessions open now, in any phase. */
   sessionCount(): number;
   /**
    * Stops accepting, waits up to `timeoutSeconds` (default shutdown_timeout) for sessions to
-   * end, then ends the rest with 57P01 and resolves when all are closed.
+   * end, then ends the rest with 57P01 and resolves when all are closed. The HTTP control plane
+   * answers /readyz with 503 "draining" from the start of the drain and closes at its end.
    */
   close(timeoutSeconds?: number): Promise<void>;
 }
@@ -42,6 +51,16 @@ export async function startProxy(
     throw error;
   }
   const { port } = listener;
+  let admin: AdminServer | undefined;
+  if (config.admin_port !== undefined) {
+    try {
+      admin = await startAdmin(runtime, { proxyPort: port });
+    } catch (error) {
+      await listener.drain(0);
+      await closeRuntime(runtime);
+      throw error;
+    }
+  }
   logger.info(
     {
       event: 'listening',
@@ -54,8 +73,10 @@ export async function startProxy(
   let closing: Promise<void> | undefined;
   const close = (timeoutSeconds = config.shutdown_timeout): Promise<void> => {
     closing ??= (async () => {
+      admin?.markDraining();
       await listener.drain(timeoutSeconds);
       await closeRuntime(runtime);
+      await admin?.close();
       logger.info({ event: 'stopped' }, 'pgvpd proxy stopped');
     })();
     return closing;
@@ -64,6 +85,9 @@ export async function startProxy(
     port,
     host: config.listen_host,
     runtime,
+    adminPort: admin?.adminPort,
+    publicPort: admin?.publicPort,
+    adminUrl: admin?.url,
     sessionCount: () => runtime.sessions.size,
     close,
   };

@@ -74,6 +74,12 @@ export function register(program: Command, io: CliIo): void {
       throw error;
     });
     io.err(`pgvpd proxy listening on ${proxy.host}:${String(proxy.port)}\n`);
+    if (proxy.adminUrl !== undefined) {
+      io.err(`pgvpd control plane on ${proxy.adminUrl}\n`);
+      if (proxy.publicPort !== undefined) {
+        io.err(`pgvpd public routes on ${config.public_host}:${String(proxy.publicPort)}\n`);
+      }
+    }
     await new Promise<void>((resolve) => {
       let signalled = false;
       const stop = (signal: NodeJS.Signals): void => {

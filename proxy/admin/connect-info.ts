@@ -1,0 +1,58 @@
+// What a redeemed invite's user is told for connecting: host, port, database, user and sslmode,
+// the psql line and the URI (no password in either). Host, port and sslmode come from settings
+// (connect_host, connect_port, connect_sslmode; defaults: the proxy's listen_host and port,
+// verify-full when the proxy has tls_cert, else prefer), never from a request's Host header.
+import type { ProxyConfig } from '../config.js';
+
+export interface ConnectTarget {
+  host: string;
+  port: number;
+  sslmode: string;
+}
+
+export interface Connection extends ConnectTarget {
+  database: string;
+  user: string;
+}
+
+export interface ConnectInfo {
+  connection: Connection;
+  psql: string;
+  uri: string;
+}
+
+/** The settings' target; `proxyPort` is the port the proxy actually listens on. */
+export function connectTarget(config: ProxyConfig, proxyPort: number): ConnectTarget {
+  return {
+    host: config.connect_host ?? config.listen_host,
+    port: config.connect_port ?? proxyPort,
+    sslmode: config.connect_sslmode ?? (config.tls_cert === undefined ? 'prefer' : 'verify-full'),
+  };
+}
+
+/** A libpq keyword value, quoted when it holds anything but plain characters. */
+function keywordValue(value: string): string {
+  return /^[A-Za-z0-9_.:-]+$/.test(value)
+    ? value
+    : `'${value.replaceAll('\\', '\\\\').replaceAll("'", "\\'")}'`;
+}
+
+export function connectInfo(target: ConnectTarget, database: string, user: string): ConnectInfo {
+  const { host, port, sslmode } = target;
+  const conninfo = [
+    `host=${keywordValue(host)}`,
+    `port=${String(port)}`,
+    `dbname=${keywordValue(database)}`,
+    `user=${keywordValue(user)}`,
+    `sslmode=${keywordValue(sslmode)}`,
+  ].join(' ');
+  const uriHost = host.includes(':') ? `[${host}]` : encodeURIComponent(host);
+  const uri =
+    `postgresql://${encodeURIComponent(user)}@${uriHost}:${String(port)}` +
+    `/${encodeURIComponent(database)}?sslmode=${encodeURIComponent(sslmode)}`;
+  return {
+    connection: { host, port, database, user, sslmode },
+    psql: `psql "${conninfo}"`,
+    uri,
+  };
+}

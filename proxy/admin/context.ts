@@ -1,0 +1,17 @@
+// What the routes share: the runtime record, the HTTP server's database, readiness, where setup
+// links point and what redeem prints for connecting, and the /setup page's files.
+import type { Runtime } from '../runtime.js';
+import type { ConnectTarget } from './connect-info.js';
+import type { AdminDatabase } from './database.js';
+import type { Readiness } from './readiness.js';
+import type { SetupFiles } from './setup-files.js';
+
+export interface AdminContext {
+  readonly runtime: Runtime;
+  readonly db: AdminDatabase;
+  readonly readiness: Readiness;
+  /** The origin of setup links (public_url, else the admin listener's), without a trailing slash. */
+  publicUrl(): string;
+  readonly connect: ConnectTarget;
+  readonly setupFiles: SetupFiles;
+}

@@ -1,0 +1,54 @@
+// Per-client rate limits (@fastify/rate-limit), one counter per group and client address:
+// `/api/v1/invites/*` together (rate_limit_invites, 10 a minute), `/api/v1/validate/*` and
+// `/setup*` (rate_limit_public, 60 a minute each), and every authenticated route together
+// (rate_limit_api, 600 a minute). The address is the socket's (no proxy header is trusted); an
+// IPv6 client is keyed by its /64 and an IPv4-mapped address as the IPv4 one (the plugin's
+// normalizeIP). A refused request gets 429 with `retry-after`, the route's usual headers and the
+// usual error body. Groups are declared by routes (`config.limit`), never matched by path.
+import rateLimit from '@fastify/rate-limit';
+import type { FastifyInstance, onRequestAsyncHookHandler } from 'fastify';
+import type { ProxyConfig } from '../config.js';
+import type { Metrics } from '../metrics.js';
+import { apiErrors } from './api-error.js';
+
+/** The groups a public route may declare; authenticated routes are all in `api`. */
+export type LimitGroup = 'invites' | 'validate' | 'setup';
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** A public route's rate-limit group; none for health checks. */
+    limit?: LimitGroup;
+  }
+}
+
+export type Limiters = Record<LimitGroup | 'api', onRequestAsyncHookHandler>;
+
+const minute = 60_000;
+
+/** Registers the plugin (no global limit) and makes one limiter, one counter, per group. */
+export async function limiters(
+  app: FastifyInstance,
+  config: Pick<ProxyConfig, 'rate_limit_invites' | 'rate_limit_public' | 'rate_limit_api'>,
+  metrics: Pick<Metrics, 'httpRateLimited'>,
+): Promise<Limiters> {
+  await app.register(rateLimit, {
+    global: false,
+    timeWindow: minute,
+    ipv6Subnet: 64,
+    // Bounded: the least recently seen addresses are forgotten first.
+    cache: 10_000,
+    onExceeded: (request) => {
+      metrics.httpRateLimited(request.routeOptions.url ?? 'unmatched');
+    },
+    errorResponseBuilder: (_request, context) =>
+      apiErrors.tooManyRequests(Math.max(1, Math.ceil(context.ttl / 1000))),
+  });
+  const limiter = (max: number): onRequestAsyncHookHandler =>
+    app.rateLimit({ max, timeWindow: minute });
+  return {
+    invites: limiter(config.rate_limit_invites),
+    validate: limiter(config.rate_limit_public),
+    setup: limiter(config.rate_limit_public),
+    api: limiter(config.rate_limit_api),
+  };
+}
