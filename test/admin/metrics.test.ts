@@ -5,8 +5,11 @@
 // id, database name, username, tenant or role name used here appears anywhere in the output.
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import t from 'tap';
 import { sqlstate } from '../support/pgvpd.js';
+import { testCertificates } from '../support/postgres.js';
+import { sslRequest } from '../support/wire.js';
 import { backendKey, sendCancelRequest, waitFor } from '../proxy/clients-support.js';
 import { proxyFixture } from '../proxy/fixture.js';
 import { orgFixture } from '../proxy/org-fixture.js';
@@ -200,3 +203,46 @@ t.test(
     }
   },
 );
+
+t.test(
+  'a checkout that times out, and pooled sessions closed at shutdown, are counted',
+  async (t) => {
+    const f = await orgFixture(t, { pool_size: 1, pool_checkout_timeout: 0.3 });
+    const metrics = f.proxy.runtime.metrics;
+    const holder = await f.connect('acme-analytics', 'alice', 'alice-at-acme');
+    await holder.query('select 1');
+    t.equal(await sqlstate(f.connect('acme-analytics', 'alice', 'alice-at-acme')), '53300');
+    let text = await metrics.render();
+    t.equal(value(text, 'pgvpd_pool_checkout_timeouts_total'), 1);
+    t.equal(value(text, 'pgvpd_client_errors_total{mode="org",sqlstate="53300"}'), 1);
+    t.equal(value(text, 'pgvpd_pool_checkout_duration_seconds_count'), 2, 'both checkouts');
+    t.equal(value(text, 'pgvpd_pool_sessions_opened_total'), 1);
+    t.equal(value(text, 'pgvpd_auth_failures_total{mode="org",reason="password"}'), undefined);
+    await holder.end();
+    await f.proxy.close(1);
+    text = await metrics.render();
+    t.equal(value(text, 'pgvpd_pool_sessions_closed_total{reason="shutdown"}'), 1);
+    t.equal(value(text, 'pgvpd_pool_sessions{state="idle"}'), 0);
+    t.equal(value(text, 'pgvpd_draining'), 1);
+  },
+);
+
+t.test('a client TLS handshake that fails is counted on the client side', async (t) => {
+  const certs = await testCertificates();
+  const f = await proxyFixture(t, { tls_cert: certs.serverCert, tls_key: certs.serverKey });
+  const socket = connect({ host: '127.0.0.1', port: f.proxy.port });
+  socket.on('error', () => undefined);
+  const answer = await new Promise<string>((resolve) => {
+    socket.once('data', (data: Buffer) => {
+      resolve(data.toString('latin1'));
+    });
+    socket.write(sslRequest());
+  });
+  t.equal(answer, 'S', 'TLS accepted');
+  socket.write('this is not a TLS ClientHello\r\n\r\n');
+  t.ok(await closedAll(f.proxy.runtime), 'the proxy closed the connection');
+  const text = await f.proxy.runtime.metrics.render();
+  t.equal(value(text, 'pgvpd_tls_handshake_failures_total{side="client"}'), 1);
+  t.equal(value(text, 'pgvpd_handshake_duration_seconds_count{mode="app",outcome="error"}'), 1);
+  t.equal(value(text, 'pgvpd_session_duration_seconds_count{mode="app"}'), 1);
+});
