@@ -1,6 +1,7 @@
-// The proxy's Prometheus metrics (prom-client): one registry per runtime, holding Node's default
-// process_* / nodejs_* metrics (unprefixed, so that standard dashboards work) and pgvpd's own
-// pgvpd_* metrics, rendered by the admin server's GET /metrics.
+// The proxy's Prometheus metrics (prom-client): pgvpd's own pgvpd_* metrics in one registry per
+// runtime, rendered by the admin server's GET /metrics after Node's default process_* / nodejs_*
+// metrics (unprefixed, so that standard dashboards work), which describe the process and so are
+// collected once per process, however many proxies it runs.
 //
 // Guarantees:
 // - Every label takes its value from a fixed set chosen here (mode, phase, outcome, reason,
@@ -26,6 +27,17 @@ export type CancelOutcome = 'forwarded' | 'unknown_key';
 export type TlsSide = 'client' | 'upstream';
 export type ApiAuthFailureReason = 'invalid_token' | 'forbidden';
 export type InviteRedeemOutcome = 'ok' | 'gone' | 'invalid_verifier';
+
+let processRegistry: Registry | undefined;
+
+/** Node's default metrics, in a registry of the process's own, set up on first use. */
+function processMetrics(): Registry {
+  if (!processRegistry) {
+    processRegistry = new Registry();
+    collectDefaultMetrics({ register: processRegistry });
+  }
+  return processRegistry;
+}
 
 const phases: readonly SessionPhase[] = ['startup', 'route', 'auth', 'context', 'pipe'];
 
@@ -89,8 +101,9 @@ const sessionBuckets = [0.01, 0.1, 1, 10, 60, 300, 900, 3600, 4 * 3600, 24 * 360
 const waitBuckets = [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30];
 
 export class Metrics {
-  /** The registry rendered by render(); its own, never prom-client's global one. */
+  /** This runtime's pgvpd_* metrics; never prom-client's global registry. */
   readonly registry = new Registry();
+  private readonly process = processMetrics();
   /** The Content-Type of render()'s text (Prometheus text format 0.0.4). */
   readonly contentType: string;
   readonly mode: Mode;
@@ -127,7 +140,6 @@ export class Metrics {
     this.mode = options.mode;
     const registers = [this.registry];
     this.contentType = this.registry.contentType;
-    collectDefaultMetrics({ register: this.registry });
     const mode = this.mode;
     const sources = (): MetricsSources => this.sources;
 
@@ -359,9 +371,10 @@ export class Metrics {
     this.sources = sources;
   }
 
-  /** Every metric in Prometheus' text format (contentType). */
-  render(): Promise<string> {
-    return this.registry.metrics();
+  /** The process's default metrics, then this runtime's, in Prometheus' text format (contentType). */
+  async render(): Promise<string> {
+    const [process, own] = await Promise.all([this.process.metrics(), this.registry.metrics()]);
+    return `${process.endsWith('\n') ? process : `${process}\n`}${own}`;
   }
 
   // --- The admin server ---------------------------------------------------------------------
