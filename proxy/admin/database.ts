@@ -13,8 +13,9 @@ export class AdminDatabase {
     this.pool = new pg.Pool({
       connectionString: url,
       application_name: 'pgvpd-admin',
-      max: 4,
-      connectionTimeoutMillis: 2000,
+      max: 8,
+      // Also the longest a request waits for a free connection of the pool.
+      connectionTimeoutMillis: 5000,
       idleTimeoutMillis: 30_000,
       // A request waits at most this long for the database; its socket has 10 s in all.
       query_timeout: 8000,
