@@ -246,3 +246,14 @@ t.test('a client TLS handshake that fails is counted on the client side', async 
   t.equal(value(text, 'pgvpd_handshake_duration_seconds_count{mode="app",outcome="error"}'), 1);
   t.equal(value(text, 'pgvpd_session_duration_seconds_count{mode="app"}'), 1);
 });
+
+t.test('an upstream TLS handshake that fails is counted on the upstream side', async (t) => {
+  // Without a CA the server's certificate does not verify; a server without TLS refuses it.
+  const f = await proxyFixture(t, { upstream_tls: true });
+  t.equal(await sqlstate(f.connect(f.userFor('acme'))), '08006');
+  t.ok(await closedAll(f.proxy.runtime), 'the session closed');
+  const text = await f.proxy.runtime.metrics.render();
+  t.equal(value(text, 'pgvpd_tls_handshake_failures_total{side="upstream"}'), 1);
+  t.equal(value(text, 'pgvpd_tls_handshake_failures_total{side="client"}'), undefined);
+  t.equal(value(text, 'pgvpd_client_errors_total{mode="app",sqlstate="08006"}'), 1);
+});
