@@ -5,13 +5,14 @@
 //
 // Guarantees:
 // - Every label takes its value from a fixed set chosen here (mode, phase, outcome, reason,
-//   sqlstate, state, side, route pattern, method, status class). No org, user, database, tenant
-//   or role name is ever a label value: a value outside its set is recorded as `other` (or
-//   `unmatched` for an HTTP route the caller did not match).
-// - Recording is a counter or histogram update at a handshake's milestones (accept, phase end,
-//   close, checkout, reload); nothing here runs per message, and the piped bytes are added once,
-//   at close, from the socket's own bytesRead / bytesWritten. Gauges of what exists now
-//   (sessions by phase, active orgs, pool sessions) are read at scrape time from the sources.
+//   sqlstate, state, side, method, status class), or, for `route`, from the admin server's route
+//   patterns (`unmatched` when none matched). No org, user, database, tenant or role name is
+//   ever a label value: a SQLSTATE or method outside its set is recorded as `other`.
+// - Recording is a counter or histogram update at a connection's milestones (accept, the first
+//   ReadyForQuery, a refusal, close) and at pool, control and catalog events; nothing here runs
+//   per message, and the bytes a client moved are added once, at close, from its socket's
+//   bytesRead / bytesWritten. Gauges of what exists now (sessions by phase, active orgs, pool
+//   sessions) are read at scrape time from the sources.
 // - Names follow Prometheus' rules (base units, `_total` only on counters, `_info` = 1), so the
 //   pgvpd_* lines pass `promtool check metrics`.
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
