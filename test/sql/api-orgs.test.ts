@@ -123,6 +123,26 @@ t.test('provisioning by id: created, the same spec again, another spec', async (
   );
 });
 
+t.test('ten concurrent provisions of one id: one creates it, nine find it', async (t) => {
+  const clients = await Promise.all(Array.from({ length: 10 }, () => connect(apiLogin.url)));
+  t.teardown(() => Promise.all(clients.map((c) => c.end())));
+  const id = newId();
+  const name = `race-${randomBytes(3).toString('hex')}`;
+  const created = await Promise.all(
+    clients.map(async (c) => {
+      const { rows } = await c.query<{ created: boolean }>(
+        'select created from pgvpd.api_org_provision($1, $2, $3, $4)',
+        [operator, id, name, 'Race'],
+      );
+      return rows[0]!.created;
+    }),
+  );
+  t.same(
+    [created.filter((c) => c).length, created.filter((c) => !c).length],
+    [1, 9],
+  );
+});
+
 t.test('without a database name the org is named by its id', async (t) => {
   const id = newId();
   t.same((await provision(operator, id)).rows, [
