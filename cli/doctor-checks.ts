@@ -167,6 +167,65 @@ export async function checkControl(controlUrl: string | undefined): Promise<Chec
   );
 }
 
+/**
+ * The HTTP control plane (admin_port) reaches the database as admin_control_url's login, or
+ * control_url's: it must hold pgvpd_api's privileges (a member that inherits them), or every API
+ * call fails with 42501. Skipped when no admin server is configured.
+ */
+export async function checkApiLogin(
+  adminPort: number | undefined,
+  adminControlUrl: string | undefined,
+  controlUrl: string | undefined,
+): Promise<CheckLine> {
+  const what = 'API login is a member of pgvpd_api';
+  if (adminPort === undefined) return skip(`${what}: no admin_port configured`);
+  const setting = adminControlUrl === undefined ? 'control_url' : 'admin_control_url';
+  const url = adminControlUrl ?? controlUrl;
+  if (url === undefined) {
+    return fail(
+      'admin_port is set but neither admin_control_url nor control_url is: the HTTP control plane has no database login',
+      'set admin_control_url to a login that is a member of pgvpd_api',
+    );
+  }
+  let answer: { role: string; ident: string; exists: boolean; member: boolean; usage: boolean };
+  try {
+    answer = await withClient(url, (client) =>
+      queryOne<{ role: string; ident: string; exists: boolean; member: boolean; usage: boolean }>(
+        client,
+        `select current_user as role, quote_ident(current_user) as ident, r.oid is not null as exists,
+                coalesce(pg_has_role(current_user, r.oid, 'MEMBER'), false) as member,
+                coalesce(pg_has_role(current_user, r.oid, 'USAGE'), false) as usage
+           from (select 1) one
+           left join pg_roles r on r.rolname = 'pgvpd_api'`,
+      ),
+    );
+  } catch (error) {
+    const code = sqlstateOf(error);
+    const reason =
+      code === undefined
+        ? (error as Error).message
+        : `${(error as Error).message} (SQLSTATE ${code})`;
+    return fail(`API login (${setting}) connection failed: ${reason}`, `check ${setting}`);
+  }
+  if (!answer.exists) {
+    return fail(
+      'role pgvpd_api does not exist: the HTTP control plane cannot call pgvpd',
+      `pgvpd setup on the database ${setting} names`,
+    );
+  }
+  if (answer.usage) return ok(`API login ${answer.role} (${setting}) is a member of pgvpd_api`);
+  if (answer.member) {
+    return fail(
+      `API login ${answer.role} (${setting}) is a member of pgvpd_api but does not inherit its privileges`,
+      `ALTER ROLE ${answer.ident} INHERIT`,
+    );
+  }
+  return fail(
+    `API login ${answer.role} (${setting}) is not a member of pgvpd_api`,
+    `GRANT pgvpd_api TO ${answer.ident}`,
+  );
+}
+
 /** Only '/', letters, digits, '_', '.' and '-' are left unquoted in a shell command. */
 function shellWord(word: string): string {
   return /^[A-Za-z0-9_./-]+$/.test(word) ? word : `'${word.replaceAll("'", `'\\''`)}'`;

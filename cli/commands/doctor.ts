@@ -1,7 +1,8 @@
 // pgvpd doctor: the preflight before `pgvpd serve`. Each check prints one line (ok / FAIL with the
 // fix / skip with why); the exit code is 1 when any check fails, so a deploy script can stop there.
-// The upstream and control connection come from the proxy's own configuration (file, PGVPD_*
-// environment, flags), so that doctor checks what serve would use.
+// The upstream, the control connection and the HTTP control plane's login (admin_port,
+// admin_control_url) come from the proxy's own configuration (file, PGVPD_* environment, flags),
+// so that doctor checks what serve would use.
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import type pg from 'pg';
@@ -15,6 +16,7 @@ import {
 } from '../../proxy/config.js';
 import { CliExit } from '../cli-exit.js';
 import {
+  checkApiLogin,
   checkAppRoles,
   checkConfinement,
   checkContextPath,
@@ -34,6 +36,8 @@ interface DoctorOptions extends DbOptions {
   upstreamHost?: string;
   upstreamPort?: string;
   controlUrl?: string;
+  adminPort?: string;
+  adminControlUrl?: string;
 }
 
 function configFrom(options: DoctorOptions): { config: ProxyConfig; explicit: Set<ConfigKey> } {
@@ -41,6 +45,8 @@ function configFrom(options: DoctorOptions): { config: ProxyConfig; explicit: Se
     upstream_host: options.upstreamHost,
     upstream_port: options.upstreamPort,
     control_url: options.controlUrl,
+    admin_port: options.adminPort,
+    admin_control_url: options.adminControlUrl,
   };
   let config: ProxyConfig;
   try {
@@ -115,7 +121,7 @@ export function register(program: Command, io: CliIo): void {
     .command('doctor')
     .summary('preflight checks before serving')
     .description(
-      'check that pgvpd can run safely: upstream reachable, SQL installed, application roles unable to bypass RLS, the control role able to issue context, every tenant table protected, the context path matching what the server loaded, tenant confinement in place; exits 1 when a check fails',
+      "check that pgvpd can run safely: upstream reachable, SQL installed, application roles unable to bypass RLS, the control role able to issue context, the HTTP control plane's login a member of pgvpd_api (with admin_port), every tenant table protected, the context path matching what the server loaded, tenant confinement in place; exits 1 when a check fails",
     )
     .addOption(dbOption())
     .option(
@@ -125,6 +131,14 @@ export function register(program: Command, io: CliIo): void {
     .option('--upstream-host <host>', 'upstream PostgreSQL host (default: the host of --db)')
     .option('--upstream-port <port>', 'upstream PostgreSQL port (default: the port of --db)')
     .option('--control-url <url>', 'connection string of the control connection (role pgvpd_proxy)')
+    .option(
+      '--admin-port <port>',
+      'the HTTP control plane is configured: check its database login (role pgvpd_api)',
+    )
+    .option(
+      '--admin-control-url <url>',
+      "connection string of the HTTP control plane's login (role pgvpd_api; default: control_url)",
+    )
     .action(async (options: DoctorOptions) => {
       const url = connectionString(options);
       const { config, explicit } = configFrom(options);
@@ -141,6 +155,7 @@ export function register(program: Command, io: CliIo): void {
       const database = await databaseChecks(url);
       report(database.installed, ...database.roles);
       report(await checkControl(config.control_url));
+      report(await checkApiLogin(config.admin_port, config.admin_control_url, config.control_url));
       report(...database.tables, database.path, database.confinement);
 
       const failed = lines.filter((line) => line.outcome === 'FAIL').length;

@@ -1,5 +1,6 @@
 // pgvpd doctor: every check passes on a good database, and each planted problem gives a FAIL
-// line that names it and its fix, and exit code 1.
+// line that names it and its fix, and exit code 1. With admin_port, the HTTP control plane's
+// login (admin_control_url, else control_url) must be a member of pgvpd_api.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -46,6 +47,7 @@ function okLines(good: Good): string[] {
     `ok   pgvpd SQL installed, version ${version}`,
     `ok   application roles safe: app_user, ${good.app.name}`,
     `ok   control role ${good.proxy.name} can issue context`,
+    'skip API login is a member of pgvpd_api: no admin_port configured',
     'ok   every table with a tenant column is protected (1 protected)',
     good.pathLine,
     'ok   tenant confinement: activity, large_objects, signals confined',
@@ -110,7 +112,7 @@ t.test('fails when a table with a tenant column is not protected, naming it', as
   const good = await goodDatabase(t);
   await good.db.query('create table public.invoices (id int, org_id uuid)');
   const lines = okLines(good);
-  lines[4] =
+  lines[5] =
     'FAIL table public.invoices has tenant column org_id and is not protected — fix: pgvpd protect public.invoices org_id';
   t.same(await pgvpd('doctor', '--db', good.db.url, '--control-url', good.proxy.url), {
     code: 1,
@@ -167,6 +169,59 @@ t.test('fails when the control role may not issue context', async (t) => {
   });
 });
 
+t.test('with admin_port, passes when the API login is a member of pgvpd_api', async (t) => {
+  const good = await goodDatabase(t);
+  await good.db.query(`grant pgvpd_api to ${good.proxy.name}`);
+  const lines = okLines(good);
+  lines[4] = `ok   API login ${good.proxy.name} (control_url) is a member of pgvpd_api`;
+  const args = ['doctor', '--db', good.db.url, '--control-url', good.proxy.url];
+  t.same(await pgvpd(...args, '--admin-port', '8080'), { code: 0, out: text(lines), err: '' });
+  const api = await loginRole(t, good.db, 'admin');
+  await good.db.query(`grant pgvpd_api to ${api.name}`);
+  lines[4] = `ok   API login ${api.name} (admin_control_url) is a member of pgvpd_api`;
+  t.same(await pgvpd(...args, '--admin-port', '8080', '--admin-control-url', api.url), {
+    code: 0,
+    out: text(lines),
+    err: '',
+  });
+});
+
+t.test('with admin_port, fails when the API login is not a member of pgvpd_api', async (t) => {
+  const good = await goodDatabase(t);
+  const lines = okLines(good);
+  lines[4] = `FAIL API login ${good.proxy.name} (control_url) is not a member of pgvpd_api — fix: GRANT pgvpd_api TO ${good.proxy.name}`;
+  const args = ['doctor', '--db', good.db.url, '--control-url', good.proxy.url];
+  t.same(await pgvpd(...args, '--admin-port', '0'), {
+    code: 1,
+    out: text([...lines, '1 check failed']),
+    err: '',
+  });
+  // A member that does not inherit pgvpd_api's privileges cannot use them either.
+  await good.db.query(`grant pgvpd_api to ${good.app.name}`);
+  lines[4] = `FAIL API login ${good.app.name} (admin_control_url) is a member of pgvpd_api but does not inherit its privileges — fix: ALTER ROLE ${good.app.name} INHERIT`;
+  t.same(await pgvpd(...args, '--admin-port', '0', '--admin-control-url', good.app.url), {
+    code: 1,
+    out: text([...lines, '1 check failed']),
+    err: '',
+  });
+  const port = await closedPort();
+  const nowhere = `postgres://x@127.0.0.1:${port}/y`;
+  lines[4] = `FAIL API login (admin_control_url) connection failed: connect ECONNREFUSED 127.0.0.1:${port} — fix: check admin_control_url`;
+  t.same(await pgvpd(...args, '--admin-port', '0', '--admin-control-url', nowhere), {
+    code: 1,
+    out: text([...lines, '1 check failed']),
+    err: '',
+  });
+  lines[3] = 'skip control role can issue context: no control_url configured';
+  lines[4] =
+    'FAIL admin_port is set but neither admin_control_url nor control_url is: the HTTP control plane has no database login — fix: set admin_control_url to a login that is a member of pgvpd_api';
+  t.same(await pgvpd('doctor', '--db', good.db.url, '--admin-port', '0'), {
+    code: 1,
+    out: text([...lines, '1 check failed']),
+    err: '',
+  });
+});
+
 t.test('fails when pgvpd is not installed and skips the checks that need it', async (t) => {
   const db = await createTestDatabase(t);
   const url = new URL(db.url);
@@ -177,6 +232,7 @@ t.test('fails when pgvpd is not installed and skips the checks that need it', as
       'FAIL pgvpd SQL not installed — fix: pgvpd setup',
       'skip application roles safe: pgvpd SQL not installed',
       'skip control role can issue context: no control_url configured',
+      'skip API login is a member of pgvpd_api: no admin_port configured',
       'skip tables protected: pgvpd SQL not installed',
       'skip context path: pgvpd SQL not installed',
       'skip tenant confinement: pgvpd SQL not installed',
@@ -222,6 +278,7 @@ t.test('fails on every check that needs the database when it is unreachable', as
       `FAIL database unreachable: ${refused} — fix: check --db or DATABASE_URL`,
       'skip application roles safe: no database connection',
       'skip control role can issue context: no control_url configured',
+      'skip API login is a member of pgvpd_api: no admin_port configured',
       'skip tables protected: no database connection',
       'skip context path: no database connection',
       'skip tenant confinement: no database connection',
