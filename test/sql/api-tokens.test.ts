@@ -123,20 +123,27 @@ t.test('a malformed token is refused exactly as an unknown one', async (t) => {
   }
 });
 
-t.test('only the hash of a token is stored: no part of one is in pgvpd_private or a dump', async (t) => {
+t.test('only the hash of a token or an invite is stored: no part of one in pgvpd_private or a dump', async (t) => {
+  const role = (await scratchRole(t, db, 'nosuperuser nobypassrls')).name;
   const tokens = [
     (await newToken('operator')).token,
     (await newToken('org', acme)).token,
     (await newToken('metrics')).token,
+    (
+      await one<{ invite: string }>(admin, 'select invite from pgvpd.invite_create($1, $2, $3)', [
+        acme,
+        'dana',
+        role,
+      ])
+    ).invite,
   ];
   for (const token of tokens) await authorize(token, 'metrics', null).catch(() => undefined);
-  const { rows } = await db.query<{ row: string }>(
-    `select row_to_json(r)::text as row from pgvpd_private.api_tokens r`,
+  const { rows: hashes } = await db.query<{ n: number; ok: boolean }>(
+    `select count(*)::int as n, bool_and(length(token_hash) = 32) as ok
+       from (select token_hash from pgvpd_private.api_tokens
+             union all select token_hash from pgvpd_private.invites) h`,
   );
-  t.equal(rows.length >= 3, true, 'the tokens have rows');
-  const { rows: hashes } = await db.query<{ ok: boolean }>(
-    `select bool_and(length(token_hash) = 32) as ok from pgvpd_private.api_tokens`,
-  );
+  t.ok(hashes[0]!.n >= 4, 'the tokens and the invite have rows');
   t.equal(hashes[0]!.ok, true, 'each row holds a 32-byte hash');
   // Every text the database holds in pgvpd_private, every row of every table as JSON.
   const { rows: tables } = await db.query<{ name: string }>(
@@ -173,6 +180,7 @@ t.test('only the hash of a token is stored: no part of one is in pgvpd_private o
     maxBuffer: 64 * 1024 * 1024,
   });
   t.match(dump, /CREATE TABLE pgvpd_private\.api_tokens/, 'the dump holds the tokens table');
+  t.match(dump, /COPY pgvpd_private\.invites/, 'and the invites, with their rows');
   t.same(leaks(dump), [], 'no piece of a token in pg_dump of the database, schema and data');
 });
 
