@@ -18,6 +18,7 @@ import Fastify, {
   type FastifyBaseLogger,
   type FastifyError,
   type FastifyInstance,
+  type FastifyReply,
   type onRequestAsyncHookHandler,
 } from 'fastify';
 import type { Logger } from '../logger.js';
@@ -37,6 +38,13 @@ import { userRoutes } from './routes/users.js';
 import { apiErrorOf } from './sql-errors.js';
 
 export type Surface = 'admin' | 'public';
+
+/** On every answer. */
+const fixedHeaders = {
+  'cache-control': 'no-store',
+  'x-content-type-options': 'nosniff',
+  'referrer-policy': 'no-referrer',
+} as const;
 
 /** A POST or PUT with a body schema takes application/json only. */
 const requireJson: onRequestAsyncHookHandler = (request) => {
@@ -83,6 +91,19 @@ export async function buildServer(
     exposeHeadRoutes: false,
     genReqId: () => randomUUID(),
     return503OnClosing: true,
+    // A path the router cannot take (a parameter over 100 characters, bad percent-encoding):
+    // the usual headers and body, without the path echoed back.
+    frameworkErrors: (error, _request, frameworkReply) => {
+      const reply: FastifyReply = frameworkReply;
+      const answer =
+        error.code === 'FST_ERR_BAD_URL'
+          ? apiErrors.invalid('malformed URL')
+          : apiErrors.notFound();
+      void reply
+        .code(answer.status)
+        .headers({ ...answer.headers, ...fixedHeaders })
+        .send(answer.body());
+    },
   });
   requireAuthClasses(app);
   const limits = await limiters(app, ctx.runtime.config, metrics);
@@ -104,9 +125,7 @@ export async function buildServer(
   });
   app.removeContentTypeParser('text/plain');
   app.addHook('onSend', async (_request, reply, payload) => {
-    reply.header('cache-control', 'no-store');
-    reply.header('x-content-type-options', 'nosniff');
-    reply.header('referrer-policy', 'no-referrer');
+    reply.headers(fixedHeaders);
     return payload;
   });
   logRequests(app, log, metrics);
