@@ -74,6 +74,18 @@ t.test('with no sources every setting has its documented default', (t) => {
     max_unauthenticated_per_address: 32,
     connect_as_passfile: undefined,
     connect_as_passwords: undefined,
+    admin_port: undefined,
+    admin_host: '127.0.0.1',
+    public_port: undefined,
+    public_host: '127.0.0.1',
+    public_url: undefined,
+    admin_control_url: undefined,
+    connect_host: undefined,
+    connect_port: undefined,
+    connect_sslmode: undefined,
+    rate_limit_invites: 10,
+    rate_limit_public: 60,
+    rate_limit_api: 600,
   };
   t.same(loadConfig(), expected);
   t.same(defaults, expected, 'the exported defaults are the same values');
@@ -543,6 +555,19 @@ t.test(
       max_unauthenticated_per_address: number;
       connect_as_passfile: string | undefined;
       connect_as_passwords: string | undefined;
+      // Issue 13: the HTTP control plane.
+      admin_port: number | undefined;
+      admin_host: string;
+      public_port: number | undefined;
+      public_host: string;
+      public_url: string | undefined;
+      admin_control_url: string | undefined;
+      connect_host: string | undefined;
+      connect_port: number | undefined;
+      connect_sslmode: string | undefined;
+      rate_limit_invites: number;
+      rate_limit_public: number;
+      rate_limit_api: number;
     }
     // Each assignable to the other: the same fields, each of the same type (readonly aside).
     type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
@@ -572,6 +597,18 @@ t.test('each setting applies to the modes whose code reads it', (t) => {
     'control_url',
     'control_pool_size',
     'log_level',
+    'admin_port',
+    'admin_host',
+    'public_port',
+    'public_host',
+    'public_url',
+    'admin_control_url',
+    'connect_host',
+    'connect_port',
+    'connect_sslmode',
+    'rate_limit_invites',
+    'rate_limit_public',
+    'rate_limit_api',
   ]);
   t.same(of('app'), [
     'tenant_separator',
