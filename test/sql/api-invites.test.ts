@@ -278,6 +278,34 @@ t.test('a new invite for a username revokes the open one', async (t) => {
   t.equal((await info(other.invite)).rows.length, 1);
 });
 
+t.test('ten concurrent invites for one username: all made, one left open', async (t) => {
+  const role = await customerRole(t);
+  const org = await newOrg();
+  const operator = (await one<{ token: string }>(admin, `select token from pgvpd.token_create('operator')`))
+    .token;
+  const clients = await Promise.all(Array.from({ length: 10 }, () => connect(apiLogin.url)));
+  t.teardown(() => Promise.all(clients.map((c) => c.end())));
+  const outcomes = await Promise.all(
+    clients.map((c) =>
+      refusal(
+        c.query('select * from pgvpd.api_invite_create($1, $2, $3, $4)', [operator, org.id, 'quinn', role]),
+      ),
+    ),
+  );
+  t.same(
+    outcomes.map((o) => o.code),
+    Array.from({ length: 10 }, () => 'no error'),
+  );
+  const { rows } = await admin.query<{ state: string; n: number }>(
+    'select state, count(*)::int as n from pgvpd.invites($1) group by state order by state',
+    [org.id],
+  );
+  t.same(rows, [
+    { state: 'open', n: 1 },
+    { state: 'revoked', n: 9 },
+  ]);
+});
+
 t.test('invite_create refuses a bad username, a bad role, a missing org or an existing user', async (t) => {
   const role = await customerRole(t);
   const org = await newOrg();

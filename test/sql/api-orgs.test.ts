@@ -374,6 +374,26 @@ t.test('users: put creates then updates, never returning a verifier', async (t) 
   });
 });
 
+t.test('ten concurrent puts of a new user: one creates it, nine update it', async (t) => {
+  const role = await customerRole(t);
+  const org = await newOrg();
+  const clients = await Promise.all(Array.from({ length: 10 }, () => connect(apiLogin.url)));
+  t.teardown(() => Promise.all(clients.map((c) => c.end())));
+  const outcomes = await Promise.all(
+    clients.map(async (c) => {
+      const { rows } = await c.query<{ r: string }>(
+        'select pgvpd.api_user_put($1, $2, $3, $4, $5) as r',
+        [operator, org.id, 'zoe', makeVerifier('pw'), role],
+      );
+      return rows[0]!.r;
+    }),
+  );
+  t.same(
+    [outcomes.filter((o) => o === 'created').length, outcomes.filter((o) => o === 'updated').length],
+    [1, 9],
+  );
+});
+
 t.test('an org token chooses connect_as from its allow-list only; the refusal names the role', async (t) => {
   const allowed = await customerRole(t);
   const other = await customerRole(t);
