@@ -37,7 +37,6 @@ interface DoctorOptions extends DbOptions {
   upstreamPort?: string;
   controlUrl?: string;
   adminPort?: string;
-  adminControlUrl?: string;
 }
 
 function configFrom(options: DoctorOptions): { config: ProxyConfig; explicit: Set<ConfigKey> } {
@@ -46,7 +45,6 @@ function configFrom(options: DoctorOptions): { config: ProxyConfig; explicit: Se
     upstream_port: options.upstreamPort,
     control_url: options.controlUrl,
     admin_port: options.adminPort,
-    admin_control_url: options.adminControlUrl,
   };
   let config: ProxyConfig;
   try {
@@ -133,12 +131,9 @@ export function register(program: Command, io: CliIo): void {
     .option('--control-url <url>', 'connection string of the control connection (role pgvpd_proxy)')
     .option(
       '--admin-port <port>',
-      'the HTTP control plane is configured: check its database login (role pgvpd_api)',
+      'the HTTP control plane is on: check its login (admin_control_url, else control_url)',
     )
-    .option(
-      '--admin-control-url <url>',
-      "connection string of the HTTP control plane's login (role pgvpd_api; default: control_url)",
-    )
+
     .action(async (options: DoctorOptions) => {
       const url = connectionString(options);
       const { config, explicit } = configFrom(options);

@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import t, { type Test } from 'tap';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { contextPath, installPgvpd, loginRole, type LoginRole } from '../support/pgvpd.js';
-import { closedPort, pgvpd } from './run-cli.js';
+import { closedPort, pgvpd, type CliResult } from './run-cli.js';
 
 const { version } = JSON.parse(
   readFileSync(new URL('../../package.json', import.meta.url), 'utf8'),
@@ -55,6 +55,16 @@ function okLines(good: Good): string[] {
 }
 
 const text = (lines: string[]): string => lines.map((line) => `${line}\n`).join('');
+
+/** pgvpd(...args) with PGVPD_ADMIN_CONTROL_URL set to url (as serve reads it), then unset. */
+async function withAdminControlUrl(url: string, ...args: string[]): Promise<CliResult> {
+  process.env.PGVPD_ADMIN_CONTROL_URL = url;
+  try {
+    return await pgvpd(...args);
+  } finally {
+    Reflect.deleteProperty(process.env, 'PGVPD_ADMIN_CONTROL_URL');
+  }
+}
 
 t.test('passes every check on a good database and exits 0', async (t) => {
   const good = await goodDatabase(t);
@@ -179,7 +189,7 @@ t.test('with admin_port, passes when the API login is a member of pgvpd_api', as
   const api = await loginRole(t, good.db, 'admin');
   await good.db.query(`grant pgvpd_api to ${api.name}`);
   lines[4] = `ok   API login ${api.name} (admin_control_url) is a member of pgvpd_api`;
-  t.same(await pgvpd(...args, '--admin-port', '8080', '--admin-control-url', api.url), {
+  t.same(await withAdminControlUrl(api.url, ...args, '--admin-port', '8080'), {
     code: 0,
     out: text(lines),
     err: '',
@@ -199,7 +209,7 @@ t.test('with admin_port, fails when the API login is not a member of pgvpd_api',
   // A member that does not inherit pgvpd_api's privileges cannot use them either.
   await good.db.query(`grant pgvpd_api to ${good.app.name}`);
   lines[4] = `FAIL API login ${good.app.name} (admin_control_url) is a member of pgvpd_api but does not inherit its privileges — fix: ALTER ROLE ${good.app.name} INHERIT`;
-  t.same(await pgvpd(...args, '--admin-port', '0', '--admin-control-url', good.app.url), {
+  t.same(await withAdminControlUrl(good.app.url, ...args, '--admin-port', '0'), {
     code: 1,
     out: text([...lines, '1 check failed']),
     err: '',
@@ -207,7 +217,7 @@ t.test('with admin_port, fails when the API login is not a member of pgvpd_api',
   const port = await closedPort();
   const nowhere = `postgres://x@127.0.0.1:${port}/y`;
   lines[4] = `FAIL API login (admin_control_url) connection failed: connect ECONNREFUSED 127.0.0.1:${port} — fix: check admin_control_url`;
-  t.same(await pgvpd(...args, '--admin-port', '0', '--admin-control-url', nowhere), {
+  t.same(await withAdminControlUrl(nowhere, ...args, '--admin-port', '0'), {
     code: 1,
     out: text([...lines, '1 check failed']),
     err: '',
