@@ -368,6 +368,27 @@ t.test('tokens() lists tokens without their hashes, and last use at most once a 
   t.same(await refusal(authorize(token, 'org', org)), invalidToken, 'removing the org removes its tokens');
 });
 
+t.test('a token is checked in a read-only transaction too, which it leaves unwritten', async (t) => {
+  const org = await newOrg();
+  const { token } = await newToken('org', org);
+  const client = await connect(apiLogin.url);
+  t.teardown(() => client.end());
+  await client.query('begin read only');
+  t.equal(
+    (await client.query('select * from pgvpd.api_org_get($1, $2)', [token, org])).rows.length,
+    1,
+  );
+  await client.query('commit');
+  t.same(
+    (await admin.query('select last_used_at from pgvpd.tokens($1)', [org])).rows,
+    [{ last_used_at: null }],
+    'no use recorded',
+  );
+  await client.query('begin read only');
+  t.same(await refusal(client.query('select pgvpd.api_authorize($1, $2)', ['pgvpd_tok_0', 'metrics'])), invalidToken);
+  await client.query('rollback');
+});
+
 t.test('the API login may not call the admin functions or read pgvpd_private (42501)', async (t) => {
   const denied = [
     'select * from pgvpd.orgs()',

@@ -1,5 +1,5 @@
 --! Previous: sha1:ddd8a80706fedfddf0989515441d374ebd42c476
---! Hash: sha1:575c5306a27861a4d2f3faf27826578cbc95df33
+--! Hash: sha1:fe8bcde25c0f879887467d0eb2d0372c2f519322
 --! Message: control plane
 
 --! split: 1-api-role-secrets-tables.sql
@@ -14,7 +14,7 @@
 -- Guarantees:
 -- - pgvpd_api is NOLOGIN (deployments make a login a member of it) and gets no USAGE on
 --   pgvpd_private: its members reach pgvpd's data only through the functions granted to it
---   (part 8);
+--   (part 7);
 -- - a secret is never stored: only sha256 of its text (32 bytes, unique), computed here from the
 --   plaintext the caller binds; a value that is not well formed or whose checksum is wrong hashes
 --   to NULL, which matches no row, so it takes the same path as an unknown one;
@@ -224,7 +224,7 @@ $$;
 --   'pgvpd: token not allowed here'. That decision reads the token's row and nothing else, so it
 --   reveals nothing about the org asked for, not even whether it exists;
 -- - nothing is cached: a token revoked (or expired) is refused by the very next call;
--- - last_used_at is written at most once a minute per token.
+-- - last_used_at is written at most once a minute per token, and never in a read-only transaction.
 
 -- The token row, if p_token may act in class p_class (for class org: on org p_org); raises
 -- otherwise. Classes: operator (operator tokens), org (operator tokens, and the org token of
@@ -255,8 +255,11 @@ begin
                   end, false) then
     raise exception using errcode = '42501', message = 'pgvpd: token not allowed here';
   end if;
-  update pgvpd_private.api_tokens t set last_used_at = v_now
-   where t.id = v_token.id and (t.last_used_at is null or t.last_used_at <= v_now - interval '1 minute');
+  -- Not in a read-only transaction (a caller may read in one): the check itself writes nothing.
+  if pg_catalog.current_setting('transaction_read_only') = 'off' then
+    update pgvpd_private.api_tokens t set last_used_at = v_now
+     where t.id = v_token.id and (t.last_used_at is null or t.last_used_at <= v_now - interval '1 minute');
+  end if;
   return v_token;
 end;
 $$;
@@ -557,7 +560,8 @@ end;
 $$;
 
 --! split: 6-api.sql
--- The control plane, part 6: the token-gated functions the HTTP server calls (pgvpd.api_*).
+-- The control plane, part 6: the token-gated functions the HTTP server calls (pgvpd.api_*), and
+-- org_validate, which its public validate route calls without a token.
 -- Why: the HTTP server's login (a member of pgvpd_api) may execute these and nothing that changes
 -- the catalog directly; each takes the request's bearer token as p_token and checks it first, with
 -- pgvpd_private.api_token, before it reads or writes anything (docs/control-plane.md §1 gives each
