@@ -2,6 +2,10 @@
 // org fixture's database (orgs acme-analytics and beta-db, alice in each). Its control login is
 // also the API login: a member of pgvpd_proxy and of pgvpd_api. Tokens are made in SQL as the
 // superuser, as `pgvpd token create` would; requests go over a real socket with fetch.
+import type { FastifyInstance } from 'fastify';
+import { AdminDatabase } from '../../proxy/admin/database.js';
+import { Readiness } from '../../proxy/admin/readiness.js';
+import { buildServer, type Surface } from '../../proxy/admin/server.js';
 import type { ConfigKey } from '../../proxy/config.js';
 import { createLogger, type Logger } from '../../proxy/logger.js';
 import { orgFixture, type OrgFixture } from '../proxy/org-fixture.js';
@@ -95,4 +99,34 @@ export async function adminFixture(
     },
     http: (path, init) => request(base, path, init),
   };
+}
+
+/**
+ * A second Fastify instance of the control plane on the fixture's runtime and database, not
+ * listening, for `inject()` (which can set the client address). Closed at teardown.
+ */
+export async function injectableServer(
+  t: TestLike,
+  f: AdminFixture,
+  surface: Surface = 'admin',
+): Promise<FastifyInstance> {
+  const logger = createLogger('silent');
+  const db = new AdminDatabase(f.proxyRole.url, logger);
+  const app = await buildServer(
+    {
+      runtime: f.proxy.runtime,
+      db,
+      readiness: new Readiness(f.proxy.runtime, db, f.proxy.runtime.metrics),
+      publicUrl: () => 'http://127.0.0.1',
+      connect: { host: '127.0.0.1', port: f.proxy.port, sslmode: 'prefer' },
+      setupFiles: { html: undefined, js: undefined, css: undefined },
+    },
+    surface,
+    logger,
+  );
+  t.teardown(async () => {
+    await app.close();
+    await db.close();
+  });
+  return app;
 }

@@ -11,12 +11,9 @@ import { loadConfig } from '../../proxy/config.js';
 import { StartupError } from '../../proxy/errors.js';
 import { createLogger } from '../../proxy/logger.js';
 import { startProxy } from '../../proxy/index.js';
-import { AdminDatabase } from '../../proxy/admin/database.js';
-import { Readiness } from '../../proxy/admin/readiness.js';
-import { buildServer } from '../../proxy/admin/server.js';
 import { setupCsp } from '../../proxy/admin/routes/setup.js';
 import { readSetupFiles } from '../../proxy/admin/setup-files.js';
-import { adminFixture, request } from './admin-fixture.js';
+import { adminFixture, injectableServer, request } from './admin-fixture.js';
 
 /** A GET with the path sent exactly as given (fetch would normalize it). */
 function raw(
@@ -132,22 +129,7 @@ t.test('the public listener serves only the public routes', async (t) => {
 
 t.test('a route without an auth class stops the server at start', async (t) => {
   const f = await adminFixture(t);
-  const logger = createLogger('silent');
-  const db = new AdminDatabase(f.proxyRole.url, logger);
-  t.teardown(() => db.close());
-  const app = await buildServer(
-    {
-      runtime: f.proxy.runtime,
-      db,
-      readiness: new Readiness(f.proxy.runtime, db, f.proxy.runtime.metrics),
-      publicUrl: () => 'http://127.0.0.1',
-      connect: { host: '127.0.0.1', port: 1, sslmode: 'prefer' },
-      setupFiles: { html: undefined, js: undefined, css: undefined },
-    },
-    'admin',
-    logger,
-  );
-  t.teardown(() => app.close());
+  const app = await injectableServer(t, f);
   t.throws(() => app.get('/unclassified', () => 'x'), {
     message:
       'route GET /unclassified declares no auth class (config.auth: public, metrics, org, operator)',
