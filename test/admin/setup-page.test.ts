@@ -110,6 +110,8 @@ async function run(): Promise<void> {
     );
     return rows[0]!.invite;
   };
+  // rate_limit_invites allows 10 requests a minute to /api/v1/invites/* per address; the tests
+  // below make 7.
   const posts = (requests: Recorded[]): Recorded[] => requests.filter((r) => r.method !== 'GET');
 
   t.test('an invitee sets a password and the psql line shown works with it', async (t) => {
@@ -192,6 +194,43 @@ async function run(): Promise<void> {
       t.equal(new URL(request.url).origin, `http://127.0.0.1:${String(adminPort)}`, 'same origin');
     }
     t.same(problems, [], 'no console error, no CSP violation');
+  });
+
+  t.test('the form refuses short or differing passwords without sending anything', async (t) => {
+    const secret = await invite('gus');
+    const { page, requests } = await open(
+      browser,
+      `http://127.0.0.1:${String(adminPort)}/setup#invite=${secret}`,
+    );
+    await page.locator('#choose').waitFor({ state: 'visible' });
+    const attempt = async (password: string, confirm: string): Promise<string | null> => {
+      await page.fill('#password', password);
+      await page.fill('#confirm', confirm);
+      await page.click('#submit');
+      return page.textContent('#form-problem');
+    };
+    t.equal(
+      await attempt('short one', 'short one'),
+      'Choose a password of at least 12 characters.',
+    );
+    t.equal(await attempt('twelve chars', 'twelve charz'), 'The two passwords differ.');
+    t.same(
+      posts(requests).map((r) => new URL(r.url).pathname),
+      ['/api/v1/invites/info'],
+      'no redeem was sent',
+    );
+    // Revoked while the page is open: the redeem gets the same message as any dead invite.
+    await f.db.query(
+      "select pgvpd.invite_revoke($1, (select id from pgvpd.invites($1) where username = 'gus'))",
+      [f.orgs.acme],
+    );
+    await attempt('a long enough password', 'a long enough password');
+    await page.locator('#gone').waitFor({ state: 'visible' });
+    t.ok(await page.locator('#choose').isHidden(), 'the form is gone');
+    t.same(
+      posts(requests).map((r) => new URL(r.url).pathname),
+      ['/api/v1/invites/info', '/api/v1/invites/redeem'],
+    );
   });
 
   t.test('a used invite gets the one message for every dead invite', async (t) => {
