@@ -7,6 +7,8 @@
 // sees (GET with one in the query string is 404), public POSTs take JSON only (415), 50
 // concurrent redeems give exactly one 200 (three rounds), and /api/v1/invites/* together are
 // limited to rate_limit_invites a minute per client address.
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import pg from 'pg';
 import t from 'tap';
 import { makeVerifier } from '../../proxy/auth/scram-verifier.js';
@@ -107,6 +109,20 @@ t.test('the invite story: create, info, a weak verifier, redeem, log in, dead', 
   const bob = await loginWithin(f, 'bob', 'bob-password-1', 2000);
   const { rows } = await bob.query<{ n: number }>('select count(*)::int as n from public.docs');
   t.equal(rows[0]!.n, 2, 'bob sees acme’s rows');
+  const answer = redeemed.json as { psql: string; uri: string };
+  const conninfo = /^psql "(.*)"$/.exec(answer.psql)?.[1] ?? '';
+  for (const [what, target] of [
+    ['the psql line', conninfo],
+    ['the URI', answer.uri],
+  ] as const) {
+    // Asynchronous: the proxy answering psql runs in this process.
+    const psql = await promisify(execFile)(
+      '/usr/bin/psql',
+      ['-X', '-A', '-t', target, '-c', 'select count(*) from public.docs'],
+      { env: { ...process.env, PGPASSWORD: 'bob-password-1' }, encoding: 'utf8' },
+    );
+    t.equal(psql.stdout.trim(), '2', `${what} works with psql through the proxy`);
+  }
 
   for (const path of ['/api/v1/invites/redeem', '/api/v1/invites/info']) {
     const again = await f.http(path, {
