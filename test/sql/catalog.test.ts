@@ -4,7 +4,7 @@ import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import t, { type Test } from 'tap';
 import { createTestDatabase } from '../support/postgres.js';
-import { contextPath, installPgvpd, lintLines, loginRole } from '../support/pgvpd.js';
+import { connect, contextPath, installPgvpd, lintLines, loginRole } from '../support/pgvpd.js';
 
 const db = await createTestDatabase(t);
 await installPgvpd(db);
@@ -479,6 +479,7 @@ t.test('connect_as roles', (t) => {
     const superGroup = await role(t, 'nologin superuser');
     const viaSuper = await role(t, `login in role ${superGroup}`);
     const viaAdmin = await role(t, 'login in role pgvpd_admin');
+    const viaApi = await role(t, 'login noinherit in role pgvpd_api');
     const hint = 'connect_as roles must be LOGIN NOSUPERUSER NOBYPASSRLS and members of no such role: row-level security must apply to them';
     const cases: [string, string, Failure & { hint?: string }][] = [
       ['a missing role', missing, { code: '42704', message: `pgvpd: connect_as role ${missing} does not exist` }],
@@ -505,6 +506,12 @@ t.test('connect_as roles', (t) => {
         'pgvpd_proxy',
         { code: '42501', message: `pgvpd: connect_as role pgvpd_proxy is one of pgvpd's own roles`, hint },
       ],
+      [
+        'a member of pgvpd_api, even without inheriting its privileges',
+        viaApi,
+        { code: '42501', message: `pgvpd: connect_as role ${viaApi} is a member of pgvpd_api, which is one of pgvpd's own roles`, hint },
+      ],
+      ['pgvpd_api itself, NOLOGIN as setup makes it', 'pgvpd_api', { code: '22023', message: 'pgvpd: connect_as role pgvpd_api cannot log in' }],
     ];
     for (const [what, name, expected] of cases) {
       let hintSeen: string | undefined;
@@ -516,6 +523,29 @@ t.test('connect_as roles', (t) => {
       );
       t.same(result, { code: expected.code, message: expected.message }, what);
       if (expected.hint !== undefined) t.equal(hintSeen, expected.hint, `${what}: hint`);
+    }
+    // pgvpd_api given LOGIN, in a transaction rolled back (roles are cluster-wide): still pgvpd's own.
+    const superuserClient = await connect(db.url);
+    try {
+      await superuserClient.query('begin');
+      await superuserClient.query('alter role pgvpd_api login');
+      const refused = await superuserClient
+        .query('select pgvpd.user_add($1, $2, $3, $4)', [id, 'u', scramVerifier('pw'), 'pgvpd_api'])
+        .then(
+          () => 'no error',
+          (error: unknown) => {
+            const { code, message, hint: seen } = error as Failure & { hint?: string };
+            return { code, message, hint: seen };
+          },
+        );
+      t.same(
+        refused,
+        { code: '42501', message: `pgvpd: connect_as role pgvpd_api is one of pgvpd's own roles`, hint },
+        'pgvpd_api itself, made LOGIN',
+      );
+    } finally {
+      await superuserClient.query('rollback');
+      await superuserClient.end();
     }
     t.same((await admin.query('select * from pgvpd.org_users($1)', [id])).rows, [], 'no user was added');
 

@@ -2,7 +2,7 @@
 // through PostgreSQL's own facilities, and a context is issued only for a backend whose role the
 // database has registered for the proxy's mode (docs/threat-model.md, "What a tenant's role cannot reach").
 // The guard module's part (ALTER ROLE, explicit locks) is in guard-confinement.test.ts.
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import t, { type Test } from 'tap';
 import { makeVerifier } from '../../proxy/auth/scram-verifier.js';
@@ -184,6 +184,19 @@ t.test('finding 1, finding 3: issue_context serves registered application roles 
     message(await backendPid(adminClient), `role ${adminMember.name} is a member of pgvpd_admin, which is one of pgvpd's own roles`),
   );
 
+  const apiMember = await role(t, 'noinherit in role pgvpd_api');
+  await db.query('select pgvpd.add_app_role($1)', [apiMember.name]);
+  const apiClient = await session(apiMember.url);
+  t.same(
+    await refusal(apiClient),
+    message(await backendPid(apiClient), `role ${apiMember.name} is a member of pgvpd_api, which is one of pgvpd's own roles`),
+  );
+  t.same(
+    await failure(f.proxy.query('select pgvpd.issue_org_context($1, $2, $3)', [await backendPid(apiClient), randomUUID(), 'u'])),
+    message(await backendPid(apiClient), `role ${apiMember.name} is a member of pgvpd_api, which is one of pgvpd's own roles`),
+    'in org mode too',
+  );
+
   const stranger = await role(t, '');
   const strangerClient = await session(stranger.url);
   t.same(
@@ -286,11 +299,41 @@ t.test('in a database that does not catalog the org (dedicated placement), only 
   });
 });
 
+t.test('pgvpd_api itself, given LOGIN, gets no context in either mode', async (t) => {
+  // pgvpd_api is NOLOGIN; a backend of it needs LOGIN committed for a moment (roles are
+  // cluster-wide: only this run's server sees it), taken back at once.
+  const password = randomBytes(9).toString('hex');
+  await db.query(`alter role pgvpd_api login password '${password}'`);
+  let client: pg.Client;
+  try {
+    client = await connect(db.urlFor('pgvpd_api', password));
+  } finally {
+    await db.query('alter role pgvpd_api nologin password null');
+  }
+  t.teardown(() => client.end());
+  const pid = await backendPid(client);
+  const expected = { code: '28000', message: `pgvpd: no context for backend ${String(pid)}: role pgvpd_api is one of pgvpd's own roles` };
+  t.same(await failure(f.proxy.query('select pgvpd.issue_context($1, $2)', [pid, 'a'])), expected, 'app mode');
+  t.same(
+    await failure(f.proxy.query('select pgvpd.issue_org_context($1, $2, $3)', [pid, randomUUID(), 'u'])),
+    expected,
+    'org mode',
+  );
+  t.same(
+    (await db.query('select count(*)::int as n from pgvpd_private.session_context where pid = $1', [pid])).rows,
+    [{ n: 0 }],
+    'nothing was signed for it',
+  );
+});
+
 t.test('registered tenant roles are marked as members of pgvpd_tenant, pgvpd\'s roles are not', async (t) => {
+  // pgvpd_api registered by mistake (lint reports it) is not marked either.
+  await db.query(`select pgvpd.add_app_role('pgvpd_api')`);
+  t.teardown(() => db.query(`delete from pgvpd_private.app_role where role_name = 'pgvpd_api'`));
   const { rows } = await db.query<{ rolname: string; tenant: boolean }>(
     `select r.rolname, exists (select 1 from pg_auth_members m where m.roleid = 'pgvpd_tenant'::regrole and m.member = r.oid) as tenant
        from pg_roles r where r.rolname = any ($1) order by 1`,
-    [['app_user', f.app.name, 'pgvpd_proxy']],
+    [['app_user', f.app.name, 'pgvpd_proxy', 'pgvpd_api']],
   );
   t.same(
     rows,
@@ -298,6 +341,7 @@ t.test('registered tenant roles are marked as members of pgvpd_tenant, pgvpd\'s 
       { rolname: 'app_user', tenant: true },
       { rolname: f.app.name, tenant: true },
       { rolname: 'pgvpd_proxy', tenant: false },
+      { rolname: 'pgvpd_api', tenant: false },
     ].sort((x, y) => (x.rolname < y.rolname ? -1 : 1)),
   );
 });

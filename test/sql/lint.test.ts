@@ -74,6 +74,21 @@ const cases: Case[] = [
     fix: `revoke pgvpd_admin from ${app.name}`,
   },
   {
+    check: 'app_role_pgvpd_member',
+    severity: 'error',
+    object: app.name,
+    plant: `grant pgvpd_api to ${app.name}`,
+    fix: `revoke pgvpd_api from ${app.name}`,
+  },
+  {
+    // pgvpd_api registered by mistake: the one finding (no role_missing_grants: pgvpd grants it nothing)
+    check: 'app_role_pgvpd_member',
+    severity: 'error',
+    object: 'pgvpd_api',
+    plant: `select pgvpd.add_app_role('pgvpd_api')`,
+    fix: `delete from pgvpd_private.app_role where role_name = 'pgvpd_api'`,
+  },
+  {
     check: 'unprotected_tenant_table',
     severity: 'error',
     object: 'public.invoices',
