@@ -75,14 +75,14 @@ interface AppRoleRow {
   rolbypassrls: boolean;
   /** Roles it is a member of (directly or not) that are superuser or BYPASSRLS. */
   privileged: { role: string; ident: string; superuser: boolean }[];
-  /** pgvpd_admin / pgvpd_proxy, when it is a member of them. */
+  /** pgvpd_admin / pgvpd_proxy / pgvpd_api, when it is a member of them. */
   pgvpd: string[];
 }
 
 /**
  * Row level security does not apply to a superuser or a BYPASSRLS role, nor to a role that can
- * become one; and an application role that is a member of pgvpd_admin or pgvpd_proxy could issue
- * itself any tenant's context. The same rules as pgvpd.lint()'s app_role_* checks.
+ * become one; an application role that is a member of pgvpd_admin or pgvpd_proxy could issue
+ * itself any tenant's context, and one of pgvpd_api could act as the HTTP control plane. The same rules as pgvpd.lint()'s app_role_* checks.
  */
 export async function checkAppRoles(client: pg.Client): Promise<CheckLine[]> {
   const { rows } = await client.query<AppRoleRow>(`
@@ -93,7 +93,7 @@ export async function checkAppRoles(client: pg.Client): Promise<CheckLine[]> {
                       where x.oid <> a.oid and pg_has_role(a.oid, x.oid, 'MEMBER')
                         and (x.rolsuper or x.rolbypassrls)), '[]') as privileged,
            array(select x.rolname::text from pg_roles x
-                  where x.rolname in ('pgvpd_admin', 'pgvpd_proxy') and pg_has_role(a.oid, x.oid, 'MEMBER')
+                  where x.rolname in ('pgvpd_admin', 'pgvpd_proxy', 'pgvpd_api') and pg_has_role(a.oid, x.oid, 'MEMBER')
                   order by 1) as pgvpd
       from pg_roles a
      where a.rolname in (select pgvpd.app_roles())

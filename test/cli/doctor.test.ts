@@ -1,6 +1,7 @@
 // pgvpd doctor: every check passes on a good database, and each planted problem gives a FAIL
 // line that names it and its fix, and exit code 1. With admin_port, the HTTP control plane's
 // login (admin_control_url, else control_url) must be a member of pgvpd_api.
+import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -102,6 +103,17 @@ t.test('fails when an application role is a member of pgvpd_admin', async (t) =>
   t.match(
     result.out,
     `\nFAIL application role ${good.app.name} is a member of pgvpd_admin — fix: REVOKE pgvpd_admin FROM ${good.app.name}\n`,
+  );
+});
+
+t.test('fails when an application role is a member of pgvpd_api', async (t) => {
+  const good = await goodDatabase(t);
+  await good.db.query(`grant pgvpd_api to ${good.app.name}`);
+  const result = await pgvpd('doctor', '--db', good.db.url);
+  t.equal(result.code, 1);
+  t.match(
+    result.out,
+    `\nFAIL application role ${good.app.name} is a member of pgvpd_api — fix: REVOKE pgvpd_api FROM ${good.app.name}\n`,
   );
 });
 
@@ -207,13 +219,21 @@ t.test('with admin_port, fails when the API login is not a member of pgvpd_api',
     err: '',
   });
   // A member that does not inherit pgvpd_api's privileges cannot use them either.
-  await good.db.query(`grant pgvpd_api to ${good.app.name}`);
-  lines[4] = `FAIL API login ${good.app.name} (admin_control_url) is a member of pgvpd_api but does not inherit its privileges — fix: ALTER ROLE ${good.app.name} INHERIT`;
-  t.same(await withAdminControlUrl(good.app.url, ...args, '--admin-port', '0'), {
-    code: 1,
-    out: text([...lines, '1 check failed']),
-    err: '',
-  });
+  const noinherit = `pgvpd_api_${randomBytes(4).toString('hex')}`;
+  const password = randomBytes(9).toString('base64url');
+  await good.db.query(
+    `create role ${noinherit} login password '${password}' noinherit in role pgvpd_api`,
+  );
+  t.teardown(() => good.db.query(`drop role if exists ${noinherit}`).catch(() => undefined));
+  lines[4] = `FAIL API login ${noinherit} (admin_control_url) is a member of pgvpd_api but does not inherit its privileges — fix: ALTER ROLE ${noinherit} INHERIT`;
+  t.same(
+    await withAdminControlUrl(good.db.urlFor(noinherit, password), ...args, '--admin-port', '0'),
+    {
+      code: 1,
+      out: text([...lines, '1 check failed']),
+      err: '',
+    },
+  );
   const port = await closedPort();
   const nowhere = `postgres://x@127.0.0.1:${port}/y`;
   lines[4] = `FAIL API login (admin_control_url) connection failed: connect ECONNREFUSED 127.0.0.1:${port} — fix: check admin_control_url`;
