@@ -61,7 +61,7 @@ export async function startAdmin(runtime: Runtime, options: AdminOptions): Promi
   const controlUrl = config.admin_control_url ?? config.control_url;
   if (controlUrl === undefined) throw new Error('startAdmin: no control_url');
   const db = new AdminDatabase(controlUrl, log);
-  const readiness = new Readiness(runtime, db, runtime.metrics);
+  const readiness = new Readiness(runtime, db, runtime.metrics, log);
   let adminUrl = '';
   const ctx: AdminContext = {
     runtime,

@@ -3,6 +3,7 @@
 // second (`select 1`, at most 900 ms), so a request never waits for it and /readyz turns 503
 // within 2 s of PostgreSQL going away and back to 200 within 2 s of its return. Draining is
 // one-way: once marked, the proxy is never ready again.
+import type { Logger } from '../logger.js';
 import type { Metrics } from '../metrics.js';
 import type { Runtime } from '../runtime.js';
 import type { AdminDatabase } from './database.js';
@@ -19,6 +20,7 @@ const pingTimeoutMs = 900;
 
 export class Readiness {
   private controlUp = false;
+  private checked = false;
   private draining = false;
   private timer: NodeJS.Timeout | undefined;
   private checking: Promise<void> | undefined;
@@ -27,6 +29,7 @@ export class Readiness {
     private readonly runtime: Runtime,
     private readonly db: AdminDatabase,
     private readonly metrics: Pick<Metrics, 'controlUp'>,
+    private readonly log: Logger,
   ) {}
 
   /** Starts the background check; the first runs at once. */
@@ -68,16 +71,26 @@ export class Readiness {
   private async check(): Promise<void> {
     try {
       await this.db.ping(pingTimeoutMs);
-      this.set(true);
-    } catch {
-      this.set(false);
+      this.set(true, undefined);
+    } catch (error) {
+      this.set(false, error instanceof Error ? error.message : String(error));
     } finally {
       this.checking = undefined;
     }
   }
 
-  private set(up: boolean): void {
+  /** Records the check; a change is logged once (warn when lost, info when back). */
+  private set(up: boolean, reason: string | undefined): void {
+    const changed = up !== this.controlUp || !this.checked;
     this.controlUp = up;
+    this.checked = true;
     this.metrics.controlUp(up);
+    if (!changed) return;
+    if (up) this.log.info({ event: 'admin_control', up }, 'control database answers');
+    else
+      this.log.warn(
+        { event: 'admin_control', up, err: reason },
+        'control database does not answer: /readyz is 503',
+      );
   }
 }

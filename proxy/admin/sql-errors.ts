@@ -1,6 +1,7 @@
 // THE one mapping from what the database said to what an HTTP client is told
 // (docs/control-plane.md §2): 28000→401, 42501→403, 42704→404, 22023/22P02→400,
-// 23505/42939→409, PV410→410, 08*/53*/57P0*/57014 and a connection that cannot be made→503 with
+// 23505/42939→409 (42501 only when pgvpd raised it: PostgreSQL's own "permission denied" is the
+// server's misconfiguration, a 500), PV410→410, 08*/53*/57P0*/57014 and a connection that cannot be made→503 with
 // Retry-After: 1, anything else→500 with a generic message and the request id (the log gets the
 // cause). A serialization failure (40001) is retried once by `retryOnce`, then answered 503.
 import pg from 'pg';
@@ -47,7 +48,9 @@ export function apiErrorOf(error: unknown): ApiError | undefined {
     case '28000':
       return apiErrors.unauthorized();
     case '42501':
-      return apiErrors.forbidden(message);
+      // pgvpd's own refusals say `pgvpd: …`; PostgreSQL's "permission denied for function …"
+      // means the HTTP server's login is not a member of pgvpd_api: the server's fault, a 500.
+      return message.startsWith('pgvpd:') ? apiErrors.forbidden(message) : undefined;
     case '42704':
       return apiErrors.notFound(message);
     case '22023':

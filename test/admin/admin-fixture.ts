@@ -116,7 +116,7 @@ export async function injectableServer(
     {
       runtime: f.proxy.runtime,
       db,
-      readiness: new Readiness(f.proxy.runtime, db, f.proxy.runtime.metrics),
+      readiness: new Readiness(f.proxy.runtime, db, f.proxy.runtime.metrics, logger),
       publicUrl: () => 'http://127.0.0.1',
       connect: { host: '127.0.0.1', port: f.proxy.port, sslmode: 'prefer' },
       setupFiles: { html: undefined, js: undefined, css: undefined },

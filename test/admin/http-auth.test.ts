@@ -123,3 +123,20 @@ t.test('the status report is the runtime record, for operators', async (t) => {
   t.match(body.pool.keys, [{ role: f.connectAs }]);
   t.match(body.catalog, { orgs: 2, users: 2, connected: true });
 });
+
+t.test(
+  'a login that is not a member of pgvpd_api is the server’s fault, never the token’s',
+  async (t) => {
+    const f = await adminFixture(t);
+    const token = await f.token('operator');
+    await f.db.query(`revoke pgvpd_api from ${f.proxyRole.name}`);
+    const answer = await f.http('/api/v1/status', { token });
+    t.equal(answer.status, 500);
+    t.match(answer.json, {
+      error: 'internal',
+      message: /^internal error \(request [0-9a-f-]{36}\)$/,
+    });
+    await f.db.query(`grant pgvpd_api to ${f.proxyRole.name}`);
+    t.equal((await f.http('/api/v1/status', { token })).status, 200, 'and 200 once granted');
+  },
+);
