@@ -3,6 +3,7 @@
 // and WWW-Authenticate for a missing, unknown, malformed or revoked token, 403 for a token of
 // another scope or org (also on an org that does not exist, and on provisioning); revocation
 // takes effect on the very next request; every /api/v1 answer says no-store.
+import { networkInterfaces } from 'node:os';
 import t from 'tap';
 import { adminFixture } from './admin-fixture.js';
 
@@ -20,6 +21,18 @@ t.test('the admin listener binds 127.0.0.1 unless told otherwise', async (t) => 
   t.equal(health.headers.get('referrer-policy'), 'no-referrer');
   t.equal(health.headers.get('access-control-allow-origin'), null, 'no CORS');
   t.equal(health.headers.get('set-cookie'), null, 'no cookie');
+  const port = new URL(f.base).port;
+  const outside = Object.values(networkInterfaces())
+    .flat()
+    .find((address) => address !== undefined && !address.internal && address.family === 'IPv4');
+  if (outside === undefined) {
+    t.comment('no non-loopback IPv4 address on this machine: the outside probe is not run');
+  } else {
+    await t.rejects(
+      fetch(`http://${outside.address}:${port}/healthz`),
+      `nothing answers on ${outside.address}`,
+    );
+  }
 });
 
 t.test(
