@@ -1,7 +1,8 @@
 // The proxy's Prometheus metrics (prom-client): pgvpd's own pgvpd_* metrics in one registry per
-// runtime, rendered by the admin server's GET /metrics after Node's default process_* / nodejs_*
-// metrics (unprefixed, so that standard dashboards work), which describe the process and so are
-// collected once per process, however many proxies it runs.
+// runtime, rendered by the admin server's GET /metrics after the process_* / nodejs_* metrics
+// (process-metrics.ts: prom-client's default names, so that standard dashboards work, read only at
+// scrape time), which describe the process and so are registered once per process, however many
+// proxies it runs.
 //
 // Guarantees:
 // - Every label takes its value from a fixed set chosen here (mode, phase, outcome, reason,
@@ -15,8 +16,9 @@
 //   sessions) are read at scrape time from the sources.
 // - Names follow Prometheus' rules (base units, `_total` only on counters, `_info` = 1), so the
 //   pgvpd_* lines pass `promtool check metrics`.
-import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { PoolStats } from './pool/session-pool.js';
+import { registerProcessMetrics } from './process-metrics.js';
 
 export type Mode = 'app' | 'org';
 export type SessionPhase = 'startup' | 'route' | 'auth' | 'context' | 'pipe';
@@ -31,11 +33,11 @@ export type InviteRedeemOutcome = 'ok' | 'gone' | 'invalid_verifier';
 
 let processRegistry: Registry | undefined;
 
-/** Node's default metrics, in a registry of the process's own, set up on first use. */
+/** The process's metrics (process-metrics.ts), in a registry of the process's own, set up on first use. */
 function processMetrics(): Registry {
   if (!processRegistry) {
     processRegistry = new Registry();
-    collectDefaultMetrics({ register: processRegistry });
+    registerProcessMetrics(processRegistry);
   }
   return processRegistry;
 }

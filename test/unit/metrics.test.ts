@@ -12,6 +12,36 @@ function samples(text: string, name: string): string[] {
 }
 
 t.test(
+  'the process metrics are read at scrape time and leave nothing running between scrapes',
+  async (t) => {
+    // First in this file: the process's registry is set up by the first Metrics of the process.
+    const before = process.getActiveResourcesInfo().sort();
+    const metrics = new Metrics({ mode: 'org', version: '1' });
+    const text = await metrics.render();
+    await new Promise((resolve) => setImmediate(resolve));
+    t.same(process.getActiveResourcesInfo().sort(), before, 'no timer, handle or observer left');
+    for (const name of [
+      'process_cpu_seconds_total',
+      'process_cpu_system_seconds_total',
+      'process_start_time_seconds',
+      'process_resident_memory_bytes',
+      'process_open_fds',
+      'nodejs_heap_size_total_bytes',
+      'nodejs_heap_size_used_bytes',
+      'nodejs_external_memory_bytes',
+    ]) {
+      const value = Number(samples(text, name)[0]?.split(' ')[1]);
+      t.ok(value > 0, `${name} is a positive number (${String(value)})`);
+    }
+    t.same(samples(text, 'nodejs_version_info'), [
+      `nodejs_version_info{version="${process.version}"} 1`,
+    ]);
+    t.notMatch(text, /^nodejs_gc_duration_seconds/m, 'no GC observer metric');
+    t.notMatch(text, /^nodejs_eventloop_lag_p99_seconds/m, 'no event-loop-delay monitor metric');
+  },
+);
+
+t.test(
   'the default process and nodejs metrics are there, unprefixed, beside build info',
   async (t) => {
     const metrics = new Metrics({ mode: 'app', version: '9.8.7' });
