@@ -15,7 +15,7 @@ import { makeVerifier } from '../proxy/auth/scram-verifier.js';
 import { loadConfig } from '../proxy/config.js';
 import { startProxy, type ProxyHandle } from '../proxy/index.js';
 import { setupUrl } from './operations/invites.js';
-import { packageRoot } from './package-root.js';
+import { packageRoot } from '../proxy/package-root.js';
 
 export interface DemoOptions {
   /** App-mode proxy port; 0 picks a free one. */

@@ -20,7 +20,7 @@ import * as token from './commands/token.js';
 import * as user from './commands/user.js';
 import { CliExit, formatFailure } from './cli-exit.js';
 import { processIo, type CliIo } from './io.js';
-import { packageVersion } from './package-root.js';
+import { packageVersion } from '../proxy/package-root.js';
 
 export { CliExit } from './cli-exit.js';
 export type { CliIo } from './io.js';

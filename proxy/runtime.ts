@@ -12,7 +12,7 @@ import { AuthThrottle, UnauthenticatedConnections } from './auth/throttle.js';
 import { newMockSecret } from './auth/scram-server.js';
 import { ConfigError, type ProxyConfig } from './config.js';
 import { CancelKeys } from './edge/cancel-keys.js';
-import { packageVersion } from '../cli/package-root.js';
+import { packageVersion } from './package-root.js';
 import { startupErrors } from './errors.js';
 import type { Logger } from './logger.js';
 import { Metrics } from './metrics.js';

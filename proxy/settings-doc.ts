@@ -26,6 +26,8 @@ function defaultText(setting: Setting): string {
       return setting.default.length === 0 ? '(none)' : code(setting.default.join(','));
     case 'seconds':
       return `${String(setting.default)} s`;
+    case 'optional_port':
+      return setting.default === undefined ? '—' : String(setting.default);
     case 'port':
     case 'count':
       return String(setting.default);

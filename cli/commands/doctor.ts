@@ -29,7 +29,7 @@ import {
 } from '../doctor-checks.js';
 import { connectionString, dbOption, endpointOf, openClient, type DbOptions } from '../database.js';
 import type { CliIo } from '../io.js';
-import { packageVersion } from '../package-root.js';
+import { packageVersion } from '../../proxy/package-root.js';
 
 interface DoctorOptions extends DbOptions {
   config?: string;

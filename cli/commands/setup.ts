@@ -11,7 +11,7 @@ import { clearAllPools } from 'graphile-migrate/dist/pgReal.js';
 import { CliExit } from '../cli-exit.js';
 import { connectionString, dbOption, queryOne, withClient, type DbOptions } from '../database.js';
 import type { CliIo } from '../io.js';
-import { migrationsFolder } from '../package-root.js';
+import { migrationsFolder } from '../../proxy/package-root.js';
 
 /** graphile-migrate's progress lines ("Running migration …") are what happened; debug is noise. */
 function migrateLogger(io: CliIo): Logger {

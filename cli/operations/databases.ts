@@ -6,7 +6,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type pg from 'pg';
-import { packageRoot } from '../package-root.js';
+import { packageRoot } from '../../proxy/package-root.js';
 import { endpointOf, queryOne, withClient } from './connection.js';
 import { OperationError } from './errors.js';
 import { getServer } from './servers.js';

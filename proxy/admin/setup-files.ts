@@ -2,7 +2,7 @@
 // package root), read once at start. A file that is absent is served as 404, not as an error.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { packageRoot } from '../../cli/package-root.js';
+import { packageRoot } from '../package-root.js';
 
 export interface SetupFile {
   contentType: string;

@@ -2,7 +2,7 @@
 // whether the proxy is draining, sessions by phase, pool totals and per key, the catalog.
 // Names of orgs, users and databases appear only as pool keys, for operators.
 import type { FastifyInstance } from 'fastify';
-import { packageVersion } from '../../../cli/package-root.js';
+import { packageVersion } from '../../package-root.js';
 import type { AdminContext } from '../context.js';
 
 export function statusRoutes(app: FastifyInstance, ctx: AdminContext): void {

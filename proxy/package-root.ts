@@ -1,6 +1,7 @@
-// Where pgvpd's own files are. The CLI runs from source (cli/…) under the tests and from
-// dist/cli/… once built, at different depths below the package root, so the root is found by
-// walking up to pgvpd's package.json rather than by a fixed relative path.
+// Where pgvpd's own files are (the SQL, the /setup page) and its version, for the proxy and the
+// CLI alike. Both run from source under the tests and from dist/ once built, at different depths
+// below the package root, so the root is found by walking up to pgvpd's package.json rather than
+// by a fixed relative path.
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
