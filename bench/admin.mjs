@@ -12,6 +12,10 @@
 //      for $PGVPD_BENCH_ROUNDS rounds, the order alternating each round. Judged: the median of the
 //      per-round ratios pgvpd-admin/pgvpd, target ≥ 0.98. CPU per transaction of each proxy
 //      process is printed too (unthrottled, so it follows each arm's TPS).
+//   1b. The same rounds at one fixed rate (pgbench -R, 0.5 × the lowest TPS of section 1, the
+//      admin arm still scraped): CPU per transaction of each proxy process (on-CPU time of all its
+//      threads, /proc/<pid>/task/*/schedstat) and their difference, median of the rounds: what
+//      the control plane costs per transaction, less sensitive to the machine's load than TPS.
 //   2. Latency with 500 client sessions open through pgvpd-admin (each has run select 1):
 //      GET /api/v1/status (operator token) and GET /metrics (metrics token), 500 sequential
 //      requests each after 50 of warm-up, over one keep-alive connection (Node's fetch); p50, p99
@@ -22,7 +26,7 @@
 //      `select pgvpd.api_authorize($1, 'operator')` against 2,000 `select $1::text` (both prepared),
 //      5 interleaved batches; the median difference per call, µs.
 //
-// Usage: node bench/admin.mjs  (env: PGVPD_BENCH_SECONDS (10), PGVPD_BENCH_ROUNDS (5),
+// Usage: node bench/admin.mjs  (env: PGVPD_BENCH_SECONDS (10), PGVPD_BENCH_ROUNDS (7),
 //                               PGVPD_BENCH_SESSIONS (500), PGVPD_PG_BIN, PGVPD_PGBENCH)
 // Results: a table on stdout and JSON in a temp file whose path is printed at the end.
 
@@ -50,7 +54,7 @@ import {
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const SECONDS = positiveInt(process.env.PGVPD_BENCH_SECONDS, 10);
-const ROUNDS = positiveInt(process.env.PGVPD_BENCH_ROUNDS, 5);
+const ROUNDS = positiveInt(process.env.PGVPD_BENCH_ROUNDS, 7);
 const SESSIONS = positiveInt(process.env.PGVPD_BENCH_SESSIONS, 500);
 const REQUESTS = 500;
 const REQUEST_WARMUP = 50;
@@ -147,7 +151,7 @@ async function check(target, password) {
   }
 }
 
-async function pgbench(target, password, seconds) {
+async function pgbench(target, password, seconds, rate = null) {
   const before = cpuNs(target.pid);
   const { stdout } = await run(
     PGBENCH,
@@ -160,6 +164,7 @@ async function pgbench(target, password, seconds) {
       '2',
       '-T',
       String(seconds),
+      ...(rate === null ? [] : ['-R', String(rate)]),
       '-h',
       '127.0.0.1',
       '-p',
@@ -282,6 +287,29 @@ async function main() {
   }
   const ratio = median(rounds.map((r) => r.ratio));
 
+  // 1b. CPU per transaction at one fixed rate for both (steadier than unthrottled TPS here).
+  const rate =
+    Math.floor(
+      (0.5 * Math.min(...rounds.flatMap((r) => [r.pgvpd.tps, r['pgvpd-admin'].tps]))) / 100,
+    ) * 100;
+  const fixed = [];
+  for (let round = 0; round < ROUNDS; round++) {
+    const order = round % 2 === 0 ? [plain, admin] : [admin, plain];
+    const result = {};
+    for (const target of order) {
+      const scrape =
+        target === admin ? scraper(admin.adminPort, '/metrics', setup.tokens.metrics) : null;
+      result[target.name] = await pgbench(target, setup.appPassword, SECONDS, rate);
+      if (scrape) await scrape.stop();
+      log(
+        `fixed rate round ${round + 1}/${ROUNDS} ${target.name.padEnd(11)} ${result[target.name].cpuUsPerTx.toFixed(1)} µs/tx at -R ${rate}`,
+      );
+    }
+    result.overUs = result['pgvpd-admin'].cpuUsPerTx - result.pgvpd.cpuUsPerTx;
+    fixed.push(result);
+  }
+  const cpuOverUs = median(fixed.map((r) => r.overUs));
+
   // 2. Latency with SESSIONS sessions open.
   log(`opening ${SESSIONS} sessions through pgvpd-admin`);
   const clients = [];
@@ -328,6 +356,13 @@ async function main() {
   out.push(
     `  median of the rounds' ratios pgvpd-admin/pgvpd: ${ratio.toFixed(3)}× (target ≥ ${TPS_TARGET}) ${ratio >= TPS_TARGET ? 'pass' : 'FAIL'}`,
     '',
+    `1b. Proxy CPU per transaction at -R ${rate} (both arms, the admin one scraped every second), µs/tx`,
+    ...fixed.map(
+      (r, i) =>
+        `  round ${i + 1}: pgvpd ${r.pgvpd.cpuUsPerTx.toFixed(1)} (${r.pgvpd.tps.toFixed(0)} tps)  pgvpd-admin ${r['pgvpd-admin'].cpuUsPerTx.toFixed(1)} (${r['pgvpd-admin'].tps.toFixed(0)} tps)  difference ${r.overUs.toFixed(1)}`,
+    ),
+    `  median difference pgvpd-admin − pgvpd: ${cpuOverUs.toFixed(1)} µs/tx (a reference, not judged)`,
+    '',
     `2. Latency with ${SESSIONS} sessions open (status reports ${statusBody?.sessions?.total ?? JSON.stringify(statusBody?.sessions)} sessions), ms: p50 / p99 / max`,
   );
   for (const [name, l] of Object.entries(latency)) {
@@ -348,7 +383,11 @@ async function main() {
   const file = join(dir, 'admin.json');
   writeFileSync(
     file,
-    JSON.stringify({ meta, rounds, ratio, latency, token, status: statusBody }, null, 2),
+    JSON.stringify(
+      { meta, rounds, ratio, rate, fixed, cpuOverUs, latency, token, status: statusBody },
+      null,
+      2,
+    ),
   );
   console.log(`\nresults: ${file}`);
   await setup.db.end();
