@@ -229,3 +229,34 @@ t.test('validate: active, suspended, unknown, invalid, then rate-limited', async
   t.equal(sixth.headers.get('cache-control'), 'no-store');
   t.match(sixth.json, { error: 'too_many_requests' });
 });
+
+t.test('connect_as is required for an invite and for a new user: 400, never 500', async (t) => {
+  const f = await adminFixture(t, { rate_limit_api: 1000 });
+  const operator = await f.token('operator');
+  const invite = await f.http(`/api/v1/orgs/${f.orgs.acme}/invites`, {
+    method: 'POST',
+    token: operator,
+    json: { username: 'ivan' },
+  });
+  t.equal(invite.status, 400, 'an invite without connect_as');
+  t.equal(
+    invite.text,
+    `{"error":"invalid","message":"body must have required property 'connect_as'"}`,
+  );
+  const user = await f.http(`/api/v1/orgs/${f.orgs.acme}/users/judy`, {
+    method: 'PUT',
+    token: operator,
+    json: { verifier: makeVerifier('judy-password') },
+  });
+  t.equal(user.status, 400, 'a new user without connect_as');
+  t.equal(
+    user.text,
+    `{"error":"invalid","message":"pgvpd: new user 'judy' needs a connect_as role"}`,
+  );
+  const { rows } = await f.db.query(
+    `select 1 from pgvpd.invites($1) where username = 'ivan'
+     union all select 1 from pgvpd.org_users($1) where username = 'judy'`,
+    [f.orgs.acme],
+  );
+  t.equal(rows.length, 0, 'neither was made');
+});

@@ -1,19 +1,20 @@
 // An org's invites over HTTP (org class): create (201 {id, invite, setup_url, expires_at}; the
 // invite is shown this once and travels in the link's fragment, which browsers never send),
-// list (never an invite), revoke (204).
+// list (never an invite), revoke (204). `connect_as` is required when creating (400 without).
 import type { FastifyInstance } from 'fastify';
 import type { AdminContext } from '../context.js';
 import { name, orgParams, uuid, type OrgParams } from './schemas.js';
 
 interface CreateInviteBody {
   username: string;
-  connect_as?: string;
+  connect_as: string;
   ttl_seconds?: number;
 }
 
 const createInviteBody = {
   type: 'object',
-  required: ['username'],
+  // connect_as is required: SQL's format('%I', NULL) would otherwise fail with 22004, a 500.
+  required: ['username', 'connect_as'],
   additionalProperties: false,
   properties: {
     username: name,
@@ -41,7 +42,7 @@ export function inviteRoutes(app: FastifyInstance, ctx: AdminContext): void {
       const { username, connect_as, ttl_seconds } = request.body;
       const [row] = await db.rows<{ id: string; invite: string; expires_at: Date }>(
         `select * from pgvpd.api_invite_create($1, $2, $3, $4, $5::integer * interval '1 second')`,
-        [request.apiToken, request.params.id, username, connect_as ?? null, ttl_seconds ?? null],
+        [request.apiToken, request.params.id, username, connect_as, ttl_seconds ?? null],
       );
       if (row === undefined) throw new Error('api_invite_create returned no row');
       return reply.code(201).send({
