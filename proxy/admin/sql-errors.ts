@@ -1,5 +1,6 @@
 // THE one mapping from what the database said to what an HTTP client is told
-// (docs/control-plane.md §2): 28000→401, 42501→403, 42704→404, 22023/22P02→400,
+// (docs/control-plane.md §2): 28000→401, 42501→403, 42704→404, 22023/22P02→400 (and
+// 22021/22P05/54000, a parameter PostgreSQL cannot take, →400 with a fixed message),
 // 23505/42939→409 (42501 only when pgvpd raised it: PostgreSQL's own "permission denied" is the
 // server's misconfiguration, a 500), PV410→410, 08*/53*/57P0*/57014 and a connection that cannot be made→503 with
 // Retry-After: 1, anything else→500 with a generic message and the request id (the log gets the
@@ -56,6 +57,14 @@ export function apiErrorOf(error: unknown): ApiError | undefined {
     case '22023':
     case '22P02':
       return apiErrors.invalid(message);
+    // Raised by PostgreSQL before the function runs, for a parameter it cannot take: a NUL
+    // character (22021), a character without an equivalent in the server's encoding (22P05), a
+    // value over one of its limits (54000). The client's input, so 400, in words of our own.
+    case '22021':
+    case '22P05':
+      return apiErrors.invalid('a text value holds a character the database cannot store');
+    case '54000':
+      return apiErrors.invalid('a value exceeds a limit of the database');
     case '23505':
     case '42939':
       return apiErrors.conflict(message);

@@ -2,8 +2,8 @@
 // another class and never get 200 with status data (dot segments, encoded slashes, `;x`, trailing
 // and doubled slashes, prefixes of /setup); a percent-encoded path that decodes to a route keeps
 // that route's class; /setup's files carry the strict CSP; the public listener serves the public
-// routes only; a route without an auth class stops the server at start; an admin port in use
-// fails the start with its own message.
+// routes only; a NUL in a path parameter is 400, not an internal error; a route without an auth
+// class stops the server at start; an admin port in use fails the start with its own message.
 import { request as httpRequest } from 'node:http';
 import { createServer } from 'node:net';
 import t from 'tap';
@@ -13,7 +13,7 @@ import { createLogger } from '../../proxy/logger.js';
 import { startProxy } from '../../proxy/index.js';
 import { setupCsp } from '../../proxy/admin/routes/setup.js';
 import { readSetupFiles } from '../../proxy/admin/setup-files.js';
-import { adminFixture, injectableServer, request } from './admin-fixture.js';
+import { adminFixture, capturingLogger, injectableServer, request } from './admin-fixture.js';
 
 /** A GET with the path sent exactly as given (fetch would normalize it). */
 function raw(
@@ -125,6 +125,19 @@ t.test('the public listener serves only the public routes', async (t) => {
     const answer = await request(base, path, { token: operator });
     t.equal(answer.status, 404, `${path}: no such route there`);
   }
+});
+
+t.test('a NUL in a path parameter is 400 with a fixed message, never an error line', async (t) => {
+  const { logger, lines } = capturingLogger('debug');
+  const f = await adminFixture(t, {}, { logger });
+  const answer = await raw(f.base, '/api/v1/validate/%00');
+  t.equal(answer.status, 400);
+  t.equal(
+    answer.text,
+    '{"error":"invalid","message":"a text value holds a character the database cannot store"}',
+  );
+  const errors = lines.filter((line) => (JSON.parse(line) as { level: number }).level >= 50);
+  t.same(errors, [], 'no error-level log line');
 });
 
 t.test('a route without an auth class stops the server at start', async (t) => {

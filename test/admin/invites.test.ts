@@ -3,10 +3,10 @@
 // /info, a verifier SQL refuses (fewer than 4096 iterations) is 400 and leaves the invite open,
 // redeem adds the user (who logs in through the proxy at once) and answers the psql line; then
 // the invite is dead and /info and /redeem give one 410 body for every kind of dead invite
-// (unknown, malformed, expired, revoked, consumed). Invites never travel in a URL the server
-// sees (GET with one in the query string is 404), public POSTs take JSON only (415), 50
-// concurrent redeems give exactly one 200 (three rounds), and /api/v1/invites/* together are
-// limited to rate_limit_invites a minute per client address.
+// (unknown, malformed, one holding a NUL, expired, revoked, consumed). Invites never travel in a
+// URL the server sees (GET with one in the query string is 404), public POSTs take JSON only
+// (415), 50 concurrent redeems give exactly one 200 (three rounds), and /api/v1/invites/*
+// together are limited to rate_limit_invites a minute per client address.
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import pg from 'pg';
@@ -137,47 +137,51 @@ t.test('the invite story: create, info, a weak verifier, redeem, log in, dead', 
   t.notOk(listed.text.includes('pgvpd_inv_'), 'a listing never shows an invite');
 });
 
-t.test('unknown, malformed, expired, revoked and consumed invites: byte-identical', async (t) => {
-  const f = await adminFixture(t, { rate_limit_invites: 1000 });
-  const operator = await f.token('operator');
-  const expired = await invite(f, operator, 'carol');
-  await f.db.query(
-    `update pgvpd_private.invites set expires_at = now() - interval '1 second' where id = $1`,
-    [expired.id],
-  );
-  const revoked = await invite(f, operator, 'dave');
-  const revoke = await f.http(`/api/v1/orgs/${f.orgs.acme}/invites/${revoked.id}`, {
-    method: 'DELETE',
-    token: operator,
-  });
-  t.equal(revoke.status, 204);
-  t.equal(revoke.text, '');
-  const consumed = await invite(f, operator, 'erin');
-  const first = await f.http('/api/v1/invites/redeem', {
-    method: 'POST',
-    json: { invite: consumed.invite, verifier: makeVerifier('erin-password') },
-  });
-  t.equal(first.status, 200);
-  const dead = {
-    unknown: `pgvpd_inv_${'ab'.repeat(36)}`,
-    malformed: 'pgvpd_inv_not-an-invite',
-    empty: '',
-    expired: expired.invite,
-    revoked: revoked.invite,
-    consumed: consumed.invite,
-  };
-  for (const [kind, value] of Object.entries(dead)) {
-    for (const path of ['/api/v1/invites/info', '/api/v1/invites/redeem']) {
-      const answer = await f.http(path, {
-        method: 'POST',
-        json: { invite: value, verifier: makeVerifier('any-password') },
-      });
-      t.equal(answer.status, 410, `${kind} at ${path}: 410`);
-      t.equal(answer.text, gone, `${kind} at ${path}: the one body`);
-      t.equal(answer.headers.get('cache-control'), 'no-store');
+t.test(
+  'unknown, malformed, NUL-holding, expired, revoked, consumed invites: byte-identical',
+  async (t) => {
+    const f = await adminFixture(t, { rate_limit_invites: 1000 });
+    const operator = await f.token('operator');
+    const expired = await invite(f, operator, 'carol');
+    await f.db.query(
+      `update pgvpd_private.invites set expires_at = now() - interval '1 second' where id = $1`,
+      [expired.id],
+    );
+    const revoked = await invite(f, operator, 'dave');
+    const revoke = await f.http(`/api/v1/orgs/${f.orgs.acme}/invites/${revoked.id}`, {
+      method: 'DELETE',
+      token: operator,
+    });
+    t.equal(revoke.status, 204);
+    t.equal(revoke.text, '');
+    const consumed = await invite(f, operator, 'erin');
+    const first = await f.http('/api/v1/invites/redeem', {
+      method: 'POST',
+      json: { invite: consumed.invite, verifier: makeVerifier('erin-password') },
+    });
+    t.equal(first.status, 200);
+    const dead = {
+      unknown: `pgvpd_inv_${'ab'.repeat(36)}`,
+      malformed: 'pgvpd_inv_not-an-invite',
+      empty: '',
+      'holding a NUL': 'pgvpd_inv_\u0000',
+      expired: expired.invite,
+      revoked: revoked.invite,
+      consumed: consumed.invite,
+    };
+    for (const [kind, value] of Object.entries(dead)) {
+      for (const path of ['/api/v1/invites/info', '/api/v1/invites/redeem']) {
+        const answer = await f.http(path, {
+          method: 'POST',
+          json: { invite: value, verifier: makeVerifier('any-password') },
+        });
+        t.equal(answer.status, 410, `${kind} at ${path}: 410`);
+        t.equal(answer.text, gone, `${kind} at ${path}: the one body`);
+        t.equal(answer.headers.get('cache-control'), 'no-store');
+      }
     }
-  }
-});
+  },
+);
 
 t.test('invites never travel in a URL, and public POSTs take JSON only', async (t) => {
   const f = await adminFixture(t, { rate_limit_invites: 1000 });

@@ -2,8 +2,9 @@
 // exists and is active (validate: 200 {database_name, active}, 404 unknown, 400 invalid name),
 // what an invite is for (info) and redeeming it with a SCRAM verifier (redeem). Invites travel
 // only in JSON POST bodies, never in a URL; every invite that cannot be used (unknown,
-// malformed, expired, revoked, consumed, org suspended) gets the same 410 body from both. A
-// verifier SQL refuses (also fewer than 4096 iterations) is 400 and leaves the invite open.
+// malformed, one holding a NUL, expired, revoked, consumed, org suspended) gets the same 410 body
+// from both. A verifier SQL refuses (also fewer than 4096 iterations) is 400 and leaves the
+// invite open.
 import type { FastifyInstance } from 'fastify';
 import { apiErrors } from '../api-error.js';
 import { connectInfo } from '../connect-info.js';
@@ -63,6 +64,9 @@ export function publicRoutes(app: FastifyInstance, ctx: AdminContext): void {
   );
 
   const info = async (invite: string): Promise<InfoRow> => {
+    // A NUL cannot be a text parameter (PostgreSQL raises 22021 before the function runs): such
+    // an invite is as dead as any other, with the same 410.
+    if (invite.includes('\u0000')) throw apiErrors.gone();
     const [row] = await db.rows<InfoRow>('select * from pgvpd.invite_info($1)', [invite]);
     if (row === undefined) throw apiErrors.gone();
     return row;
