@@ -1,7 +1,9 @@
 // What a redeemed invite's user is told for connecting: host, port, database, user and sslmode,
-// the psql line and the URI (no password in either). Host, port and sslmode come from settings
-// (connect_host, connect_port, connect_sslmode; defaults: the proxy's listen_host and port,
-// verify-full when the proxy has tls_cert, else prefer), never from a request's Host header.
+// the psql line and the URI (no password in either). The psql line quotes the conninfo for a
+// POSIX shell (single quotes), so a name holding `"`, `$(…)`, `$x` or `'` runs nothing when the
+// line is pasted. Host, port and sslmode come from settings (connect_host, connect_port,
+// connect_sslmode; defaults: the proxy's listen_host and port, verify-full when the proxy has
+// tls_cert, else prefer), never from a request's Host header.
 import type { ProxyConfig } from '../config.js';
 
 export interface ConnectTarget {
@@ -37,6 +39,15 @@ function keywordValue(value: string): string {
     : `'${value.replaceAll('\\', '\\\\').replaceAll("'", "\\'")}'`;
 }
 
+/**
+ * One word for a POSIX shell: single quotes, each `'` inside as `'\''`. Nothing inside single
+ * quotes is special to the shell (no `$`, backquote, `\` or `"`), so a pasted line runs psql with
+ * exactly this argument and nothing else, whatever the username or database name holds.
+ */
+function shellQuoted(value: string): string {
+  return `'${value.replaceAll("'", "'\\''")}'`;
+}
+
 export function connectInfo(target: ConnectTarget, database: string, user: string): ConnectInfo {
   const { host, port, sslmode } = target;
   const conninfo = [
@@ -52,7 +63,7 @@ export function connectInfo(target: ConnectTarget, database: string, user: strin
     `/${encodeURIComponent(database)}?sslmode=${encodeURIComponent(sslmode)}`;
   return {
     connection: { host, port, database, user, sslmode },
-    psql: `psql "${conninfo}"`,
+    psql: `psql ${shellQuoted(conninfo)}`,
     uri,
   };
 }

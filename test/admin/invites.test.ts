@@ -11,6 +11,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import t from 'tap';
+import { connectInfo } from '../../proxy/admin/connect-info.js';
 import { makeVerifier } from '../../proxy/auth/scram-verifier.js';
 import { adminFixture, type AdminFixture } from './admin-fixture.js';
 
@@ -103,14 +104,14 @@ t.test('the invite story: create, info, a weak verifier, redeem, log in, dead', 
       user: 'bob',
       sslmode: 'prefer',
     },
-    psql: `psql "host=127.0.0.1 port=${String(port)} dbname=acme-analytics user=bob sslmode=prefer"`,
+    psql: `psql 'host=127.0.0.1 port=${String(port)} dbname=acme-analytics user=bob sslmode=prefer'`,
     uri: `postgresql://bob@127.0.0.1:${String(port)}/acme-analytics?sslmode=prefer`,
   });
   const bob = await loginWithin(f, 'bob', 'bob-password-1', 2000);
   const { rows } = await bob.query<{ n: number }>('select count(*)::int as n from public.docs');
   t.equal(rows[0]!.n, 2, 'bob sees acme’s rows');
   const answer = redeemed.json as { psql: string; uri: string };
-  const conninfo = /^psql "(.*)"$/.exec(answer.psql)?.[1] ?? '';
+  const conninfo = /^psql '(.*)'$/.exec(answer.psql)?.[1] ?? '';
   for (const [what, target] of [
     ['the psql line', conninfo],
     ['the URI', answer.uri],
@@ -135,6 +136,31 @@ t.test('the invite story: create, info, a weak verifier, redeem, log in, dead', 
   const listed = await f.http(`/api/v1/orgs/${f.orgs.acme}/invites`, { token: operator });
   t.match(listed.json, [{ id: created.id, username: 'bob', state: 'consumed' }]);
   t.notOk(listed.text.includes('pgvpd_inv_'), 'a listing never shows an invite');
+});
+
+t.test('the psql line, pasted into bash, is psql and one conninfo word, nothing run', async (t) => {
+  const target = { host: '127.0.0.1', port: 6432, sslmode: 'prefer' };
+  // Each username, and how libpq reads it inside the conninfo (its own quoting of values).
+  const users: Record<string, string> = {
+    'a" ; echo INJECTED ; echo "': `'a" ; echo INJECTED ; echo "'`,
+    'x$(echo PWNED)': `'x$(echo PWNED)'`,
+    'x`echo PWNED`': "'x`echo PWNED`'",
+    svc$app: `'svc$app'`,
+    "o'brien": String.raw`'o\'brien'`,
+  };
+  for (const [user, inConninfo] of Object.entries(users)) {
+    const { psql } = connectInfo(target, 'acme-analytics', user);
+    const conninfo = `host=127.0.0.1 port=6432 dbname=acme-analytics user=${inConninfo} sslmode=prefer`;
+    t.ok(psql.startsWith('psql '), `${user}: the line starts with psql`);
+    const words = psql.slice('psql '.length);
+    const { stdout, stderr } = await promisify(execFile)(
+      '/bin/bash',
+      ['-c', `set -- ${words}; printf '%s\\n' "$#" "$1"`],
+      { encoding: 'utf8' },
+    );
+    t.equal(stdout, `1\n${conninfo}\n`, `${user}: one argument, exactly the conninfo`);
+    t.equal(stderr, '', `${user}: nothing else ran`);
+  }
 });
 
 t.test(

@@ -137,7 +137,7 @@ async function run(): Promise<void> {
 
     const target = `host=127.0.0.1 port=${String(f.proxy.port)} dbname=acme-analytics user=dora`;
     const psql = (await page.textContent('#psql-line')) ?? '';
-    t.equal(psql, `psql "${target} sslmode=prefer"`);
+    t.equal(psql, `psql '${target} sslmode=prefer'`);
     t.equal(
       await page.textContent('#uri'),
       `postgresql://dora@127.0.0.1:${String(f.proxy.port)}/acme-analytics?sslmode=prefer`,
