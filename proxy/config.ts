@@ -352,6 +352,16 @@ export const settings = {
     modes: both,
     help: 'requests per minute per client address to the authenticated HTTP routes',
   },
+  /**
+   * The reverse proxies (addresses or CIDRs) whose X-Forwarded-For the HTTP listeners believe:
+   * the client address (rate limits, logs) is then the forwarded one. Empty: the socket's.
+   */
+  admin_trust_proxy: {
+    kind: 'list',
+    default: [],
+    modes: both,
+    help: 'comma-separated reverse proxies (addresses, CIDRs) whose X-Forwarded-For the HTTP server believes',
+  },
 } as const satisfies Record<string, Setting>;
 
 type Settings = typeof settings;

@@ -1,7 +1,8 @@
 // Per-client rate limits (@fastify/rate-limit), one counter per group and client address:
 // `/api/v1/invites/*` together (rate_limit_invites, 10 a minute), `/api/v1/validate/*` and
 // `/setup*` (rate_limit_public, 60 a minute each), and every authenticated route together
-// (rate_limit_api, 600 a minute). The address is the socket's (no proxy header is trusted); an
+// (rate_limit_api, 600 a minute). The address is request.ip: the socket's, or X-Forwarded-For's
+// when the connecting peer is one of admin_trust_proxy (Fastify's trustProxy, server.ts); an
 // IPv6 client is keyed by its /64 and an IPv4-mapped address as the IPv4 one (the plugin's
 // normalizeIP). A refused request gets 429 with `retry-after`, the route's usual headers and the
 // usual error body. Groups are declared by routes (`config.limit`), never matched by path.

@@ -84,6 +84,12 @@ export async function buildServer(
   const app = Fastify({
     loggerInstance,
     logController: new LogController({ disableRequestLogging: true }),
+    // The client address (request.ip: rate limits, logs) is X-Forwarded-For's only when the
+    // connecting peer is one of admin_trust_proxy; otherwise the socket's.
+    trustProxy:
+      ctx.runtime.config.admin_trust_proxy.length > 0
+        ? [...ctx.runtime.config.admin_trust_proxy]
+        : false,
     bodyLimit: 16 * 1024,
     connectionTimeout: 10_000,
     keepAliveTimeout: 5_000,

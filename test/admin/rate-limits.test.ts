@@ -2,9 +2,10 @@
 // client's address can be chosen: an IPv6 client is keyed by its /64 (two addresses of one /64
 // share a counter, another /64 has its own), an IPv4-mapped IPv6 address counts as the IPv4
 // address, each group has its own counter, and the authenticated routes share rate_limit_api,
-// counted before the token is checked.
+// counted before the token is checked. X-Forwarded-For counts only when the connecting peer is
+// in admin_trust_proxy: unset, two forwarded addresses share one counter; set, each has its own.
 import t from 'tap';
-import { adminFixture, injectableServer } from './admin-fixture.js';
+import { adminFixture, injectableServer, type AdminFixture } from './admin-fixture.js';
 
 t.test('validate: one counter per IPv4 address, per IPv6 /64, IPv4-mapped as IPv4', async (t) => {
   const f = await adminFixture(t, { rate_limit_public: 2 });
@@ -63,4 +64,44 @@ t.test('authenticated routes share rate_limit_api, counted before the token', as
   );
   const health = await app.inject({ url: '/healthz', remoteAddress: '198.51.100.1' });
   t.equal(health.statusCode, 200, 'health is not limited');
+});
+
+/** POSTs a dead invite to /api/v1/invites/info over the socket, with X-Forwarded-For. */
+async function infoFrom(f: AdminFixture, forwardedFor: string): Promise<number> {
+  const answer = await f.http('/api/v1/invites/info', {
+    method: 'POST',
+    json: { invite: 'pgvpd_inv_dead' },
+    headers: { 'x-forwarded-for': forwardedFor },
+  });
+  return answer.status;
+}
+
+t.test('without admin_trust_proxy, X-Forwarded-For is ignored: one counter', async (t) => {
+  const f = await adminFixture(t);
+  const statuses: number[] = [];
+  for (let i = 0; i < 10; i++) statuses.push(await infoFrom(f, `192.0.2.${String(i % 2)}`));
+  t.same(statuses, Array(10).fill(410), 'ten invite requests a minute, whatever the header says');
+  t.equal(await infoFrom(f, '192.0.2.77'), 429, 'the eleventh is refused, another header or not');
+});
+
+t.test('with admin_trust_proxy, each forwarded address has its own counter', async (t) => {
+  const f = await adminFixture(t, { admin_trust_proxy: ['127.0.0.1'] });
+  const statuses: number[] = [];
+  for (let i = 0; i < 10; i++) statuses.push(await infoFrom(f, '192.0.2.1'));
+  t.same(statuses, Array(10).fill(410), 'ten from 192.0.2.1');
+  const refused = await f.http('/api/v1/invites/info', {
+    method: 'POST',
+    json: { invite: 'pgvpd_inv_dead' },
+    headers: { 'x-forwarded-for': '192.0.2.1' },
+  });
+  t.equal(refused.status, 429, 'the eleventh from 192.0.2.1 is refused');
+  t.match(refused.json, { error: 'too_many_requests' });
+  t.equal(await infoFrom(f, '192.0.2.2'), 410, '192.0.2.2 still has its own ten');
+  t.equal(await infoFrom(f, '203.0.113.9, 192.0.2.3'), 410, 'the nearest untrusted hop counts');
+  t.equal(
+    (await f.http('/api/v1/invites/info', { method: 'POST', json: { invite: 'pgvpd_inv_dead' } }))
+      .status,
+    410,
+    'the proxy itself, without the header, is one more client',
+  );
 });

@@ -86,6 +86,7 @@ t.test('with no sources every setting has its documented default', (t) => {
     rate_limit_invites: 10,
     rate_limit_public: 60,
     rate_limit_api: 600,
+    admin_trust_proxy: [],
   };
   t.same(loadConfig(), expected);
   t.same(defaults, expected, 'the exported defaults are the same values');
@@ -568,6 +569,7 @@ t.test(
       rate_limit_invites: number;
       rate_limit_public: number;
       rate_limit_api: number;
+      admin_trust_proxy: string[];
     }
     // Each assignable to the other: the same fields, each of the same type (readonly aside).
     type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
@@ -609,6 +611,7 @@ t.test('each setting applies to the modes whose code reads it', (t) => {
     'rate_limit_invites',
     'rate_limit_public',
     'rate_limit_api',
+    'admin_trust_proxy',
   ]);
   t.same(of('app'), [
     'tenant_separator',
