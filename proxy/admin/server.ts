@@ -1,9 +1,10 @@
 // Builds one Fastify instance of the control plane: the admin surface (every route) or the
 // public surface (health, validate, invites info/redeem, /setup). What every instance
 // guarantees, whatever its routes:
-// - limits: 16 KiB bodies, 10 s per connection, 5 s keep-alive, path parameters of at most 100
-//   characters; JSON is the only body parser (a POST with a body schema answers 415 for any
-//   other type, before the body is read);
+// - limits: 16 KiB bodies, 10 s idle per connection and 10 s for a whole request (408), 5 s
+//   keep-alive, 256 connections per listener, path parameters of at most 100 characters; JSON
+//   is the only body parser (a POST with a body schema answers 415 for any other type, before
+//   the body is read);
 // - every route has an auth class (auth.ts) and, before it is checked, its rate limit
 //   (rate-limits.ts); no route is reached through a path string comparison;
 // - every answer carries Cache-Control: no-store, X-Content-Type-Options: nosniff and
@@ -38,6 +39,9 @@ import { userRoutes } from './routes/users.js';
 import { apiErrorOf } from './sql-errors.js';
 
 export type Surface = 'admin' | 'public';
+
+/** Open connections per listener; beyond them Node closes a new connection at once. */
+export const maxConnections = 256;
 
 /** On every answer. */
 const fixedHeaders = {
@@ -92,6 +96,11 @@ export async function buildServer(
         : false,
     bodyLimit: 16 * 1024,
     connectionTimeout: 10_000,
+    // A whole request (headers and body) within 10 s, however slowly it trickles in: 408 and the
+    // connection closed (connectionTimeout above is only an idle timeout). Node checks every
+    // second; its headersTimeout must not exceed requestTimeout.
+    requestTimeout: 10_000,
+    http: { headersTimeout: 10_000, requestTimeout: 10_000, connectionsCheckingInterval: 1_000 },
     keepAliveTimeout: 5_000,
     routerOptions: { maxParamLength: 100 },
     exposeHeadRoutes: false,
@@ -111,6 +120,7 @@ export async function buildServer(
         .send(answer.body());
     },
   });
+  app.server.maxConnections = maxConnections;
   requireAuthClasses(app);
   const limits = await limiters(app, ctx.runtime.config, metrics);
   const authenticate = authenticator(ctx.db, metrics);

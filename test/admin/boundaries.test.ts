@@ -3,9 +3,10 @@
 // and doubled slashes, prefixes of /setup); a percent-encoded path that decodes to a route keeps
 // that route's class; /setup's files carry the strict CSP; the public listener serves the public
 // routes only; a NUL in a path parameter is 400, not an internal error; a route without an auth
-// class stops the server at start; an admin port in use fails the start with its own message.
+// class stops the server at start; an admin port in use fails the start with its own message; a
+// request trickling in is cut off (408) within 10 s and a listener takes 256 connections.
 import { request as httpRequest } from 'node:http';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import t from 'tap';
 import { loadConfig } from '../../proxy/config.js';
 import { StartupError } from '../../proxy/errors.js';
@@ -172,4 +173,39 @@ t.test('an admin port in use fails the start with its own message', async (t) =>
     (error as Error).message,
     `cannot listen for the HTTP control plane (admin_host, admin_port) on 127.0.0.1:${String(port)}: listen EADDRINUSE: address already in use 127.0.0.1:${String(port)}`,
   );
+});
+
+t.test('a body trickling in is cut off: 408 and closed within 12 s', async (t) => {
+  const f = await adminFixture(t);
+  const { hostname, port } = new URL(f.base);
+  const started = Date.now();
+  const socket = connect(Number(port), hostname);
+  let answer = '';
+  socket.setEncoding('utf8');
+  socket.on('data', (chunk: string) => (answer += chunk));
+  socket.on('error', () => undefined);
+  socket.write(
+    'POST /api/v1/invites/info HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n' +
+      'Content-Length: 16000\r\n\r\n{',
+  );
+  const drip = setInterval(() => socket.write(' '), 2000);
+  const closedAfter = await new Promise<number>((resolve) => {
+    const give = setTimeout(() => {
+      resolve(Infinity);
+    }, 15_000);
+    socket.on('close', () => {
+      clearTimeout(give);
+      resolve(Date.now() - started);
+    });
+  });
+  clearInterval(drip);
+  socket.destroy();
+  t.ok(closedAfter < 12_500, `closed after ${String(closedAfter)} ms (< 12.5 s)`);
+  t.match(answer, /^HTTP\/1\.1 408 /, 'with 408');
+});
+
+t.test('each listener takes at most 256 connections', async (t) => {
+  const f = await adminFixture(t);
+  const app = await injectableServer(t, f);
+  t.equal(app.server.maxConnections, 256);
 });
