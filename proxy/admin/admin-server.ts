@@ -9,6 +9,7 @@ import type { Runtime } from '../runtime.js';
 import { connectTarget } from './connect-info.js';
 import type { AdminContext } from './context.js';
 import { AdminDatabase } from './database.js';
+import { RateLimitCounters } from './rate-limits.js';
 import { Readiness } from './readiness.js';
 import { buildServer } from './server.js';
 import { readSetupFiles, type SetupFiles } from './setup-files.js';
@@ -70,6 +71,8 @@ export async function startAdmin(runtime: Runtime, options: AdminOptions): Promi
     publicUrl: () => (config.public_url ?? adminUrl).replace(/\/+$/, ''),
     connect: connectTarget(config, options.proxyPort),
     setupFiles: options.setupFiles ?? readSetupFiles(),
+    // One quota per client across both listeners.
+    rateLimits: new RateLimitCounters(),
   };
   const servers: FastifyInstance[] = [];
   const closeAll = async (): Promise<void> => {

@@ -1,8 +1,10 @@
 // What the routes share: the runtime record, the HTTP server's database, readiness, where setup
-// links point and what redeem prints for connecting, and the /setup page's files.
+// links point and what redeem prints for connecting, the /setup page's files, and the rate-limit
+// counters.
 import type { Runtime } from '../runtime.js';
 import type { ConnectTarget } from './connect-info.js';
 import type { AdminDatabase } from './database.js';
+import type { RateLimitCounters } from './rate-limits.js';
 import type { Readiness } from './readiness.js';
 import type { SetupFiles } from './setup-files.js';
 
@@ -14,4 +16,6 @@ export interface AdminContext {
   publicUrl(): string;
   readonly connect: ConnectTarget;
   readonly setupFiles: SetupFiles;
+  /** The rate-limit counters, shared by the listeners; none: the instance has its own. */
+  readonly rateLimits?: RateLimitCounters;
 }

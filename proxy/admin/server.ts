@@ -26,7 +26,7 @@ import type { Logger } from '../logger.js';
 import { ApiError, apiErrors } from './api-error.js';
 import { authenticator, requireAuthClasses } from './auth.js';
 import type { AdminContext } from './context.js';
-import { limiters } from './rate-limits.js';
+import { limiters, RateLimitCounters } from './rate-limits.js';
 import { logRequests } from './request-log.js';
 import { healthRoutes } from './routes/health.js';
 import { inviteRoutes } from './routes/invites.js';
@@ -122,7 +122,12 @@ export async function buildServer(
   });
   app.server.maxConnections = maxConnections;
   requireAuthClasses(app);
-  const limits = await limiters(app, ctx.runtime.config, metrics);
+  const limits = await limiters(
+    app,
+    ctx.runtime.config,
+    metrics,
+    ctx.rateLimits ?? new RateLimitCounters(),
+  );
   const authenticate = authenticator(ctx.db, metrics);
   // Each route's onRequest: its rate limit, then its auth class, then the JSON-only rule.
   app.addHook('onRoute', (route) => {

@@ -4,8 +4,9 @@
 // address, each group has its own counter, and the authenticated routes share rate_limit_api,
 // counted before the token is checked. X-Forwarded-For counts only when the connecting peer is
 // in admin_trust_proxy: unset, two forwarded addresses share one counter; set, each has its own.
+// The admin and the public listener share the counters: a client has one quota across both.
 import t from 'tap';
-import { adminFixture, injectableServer, type AdminFixture } from './admin-fixture.js';
+import { adminFixture, injectableServer, request, type AdminFixture } from './admin-fixture.js';
 
 t.test('validate: one counter per IPv4 address, per IPv6 /64, IPv4-mapped as IPv4', async (t) => {
   const f = await adminFixture(t, { rate_limit_public: 2 });
@@ -104,4 +105,17 @@ t.test('with admin_trust_proxy, each forwarded address has its own counter', asy
     410,
     'the proxy itself, without the header, is one more client',
   );
+});
+
+t.test('the admin and the public listener share one counter per client', async (t) => {
+  const f = await adminFixture(t, { rate_limit_public: 2, public_port: 0 });
+  const publicBase = `http://127.0.0.1:${String(f.proxy.publicPort)}`;
+  const validate = async (base: string): Promise<number> =>
+    (await request(base, '/api/v1/validate/acme-analytics')).status;
+  t.same(
+    [await validate(f.base), await validate(publicBase), await validate(f.base)],
+    [200, 200, 429],
+    'two a minute across both listeners, not two on each',
+  );
+  t.equal(await validate(publicBase), 429, 'refused on the public listener too');
 });
