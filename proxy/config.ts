@@ -615,6 +615,15 @@ function validate(config: ProxyConfig, origins: Origins): ProxyConfig {
     throw new ConfigError('tls_cert and tls_key must be set together');
   }
   for (const network of config.bypass_networks) parseNetwork(network);
+  for (const peer of config.admin_trust_proxy) {
+    try {
+      parseNetwork(peer);
+    } catch {
+      throw new ConfigError(
+        `admin_trust_proxy: ${JSON.stringify(peer)} is not an address or network (e.g. 10.0.0.5 or 10.0.0.0/8) ${setIn('admin_trust_proxy', origins)}`,
+      );
+    }
+  }
   if (config.connect_sslmode !== undefined && !sslModes.includes(config.connect_sslmode)) {
     throw new ConfigError(
       `connect_sslmode must be one of ${sslModes.join(', ')}, got ${JSON.stringify(config.connect_sslmode)} ${setIn('connect_sslmode', origins)}`,

@@ -6,6 +6,7 @@
 // in admin_trust_proxy: unset, two forwarded addresses share one counter; set, each has its own.
 // The admin and the public listener share the counters: a client has one quota across both.
 import t from 'tap';
+import { loadConfig } from '../../proxy/config.js';
 import { adminFixture, injectableServer, request, type AdminFixture } from './admin-fixture.js';
 
 t.test('validate: one counter per IPv4 address, per IPv6 /64, IPv4-mapped as IPv4', async (t) => {
@@ -118,4 +119,14 @@ t.test('the admin and the public listener share one counter per client', async (
     'two a minute across both listeners, not two on each',
   );
   t.equal(await validate(publicBase), 429, 'refused on the public listener too');
+});
+
+t.test('admin_trust_proxy takes addresses and networks, and refuses anything else', (t) => {
+  const config = loadConfig({ env: { PGVPD_ADMIN_TRUST_PROXY: '10.0.0.5, 10.1.0.0/16, ::1' } });
+  t.same(config.admin_trust_proxy, ['10.0.0.5', '10.1.0.0/16', '::1']);
+  t.throws(() => loadConfig({ env: { PGVPD_ADMIN_TRUST_PROXY: '10.0.0.5,proxy.local' } }), {
+    message:
+      'admin_trust_proxy: "proxy.local" is not an address or network (e.g. 10.0.0.5 or 10.0.0.0/8) (set in environment PGVPD_ADMIN_TRUST_PROXY)',
+  });
+  t.end();
 });
