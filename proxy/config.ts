@@ -255,6 +255,16 @@ export const settings = {
     modes: orgOnly,
     help: 'connections from one client address that may be logging in at once',
   },
+  /**
+   * Off by default: the readying runs while the client's answer is due, so a known user's wrong
+   * password would be answered measurably later than an unknown user's (invariant 7.7).
+   */
+  pool_ready_early: {
+    kind: 'boolean',
+    default: false,
+    modes: orgOnly,
+    help: "ready an idle pooled session while a known user derives its SCRAM key: faster logins, but a known user's refusal then comes later than an unknown user's",
+  },
   /** pgpass-format file with the passwords of connect_as roles (mode 0600). */
   connect_as_passfile: {
     kind: 'optional',

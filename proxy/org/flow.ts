@@ -45,8 +45,10 @@ export async function orgFlow(session: Session): Promise<Attachment | undefined>
   session.enter('auth');
   const user = org.catalog.user(found.id, username);
   const key = user ? checkout.keyOf(found, user.connect_as) : undefined;
-  // While the client derives its SCRAM key (milliseconds of its CPU), an idle pooled session is
-  // readied for it; failed authentication hands it back to be reset like any released session.
+  // With pool_ready_early, while the client derives its SCRAM key (milliseconds of its CPU), an
+  // idle pooled session is readied for it; failed authentication hands it back to be reset like
+  // any released session. Off by default: a client that answers at once (an attacker can
+  // precompute its proof) would find a known user's refusal later than an unknown user's.
   let early: Promise<PooledSession> | undefined;
   let authOk: Buffer;
   try {
@@ -55,7 +57,7 @@ export async function orgFlow(session: Session): Promise<Attachment | undefined>
       org,
       { org: found, username, user },
       () => {
-        if (key && !org.throttle.recentlyFailed(session.address))
+        if (runtime.config.pool_ready_early && key && !org.throttle.recentlyFailed(session.address))
           early = checkout.readyEarly(key, found, username);
       },
       checkout.signal(),

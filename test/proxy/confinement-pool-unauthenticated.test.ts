@@ -22,7 +22,11 @@ const logger = createLogger('debug', {
     if (entry.event === 'pool_reclaim' && entry.pid !== undefined) reclaims.push(entry.pid);
   },
 });
-const f = await orgFixture(t, { pool_size: size, pool_checkout_timeout: 5 }, { logger });
+const f = await orgFixture(
+  t,
+  { pool_size: size, pool_checkout_timeout: 5, pool_ready_early: true },
+  { logger },
+);
 const acme = { port: f.proxy.port, database: 'acme-analytics', user: 'alice' };
 const password = 'alice-at-acme';
 const refused = {

@@ -10,7 +10,7 @@ import { waitFor } from './clients-support.js';
 import { orgFixture } from './org-fixture.js';
 import { failure, openClient, pause, scramHalfway, seen } from './org-support.js';
 
-const f = await orgFixture(t, { pool_size: 1, pool_checkout_timeout: 1 });
+const f = await orgFixture(t, { pool_size: 1, pool_checkout_timeout: 1, pool_ready_early: true });
 const acme = {
   port: f.proxy.port,
   database: 'acme-analytics',

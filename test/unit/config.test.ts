@@ -72,6 +72,7 @@ t.test('with no sources every setting has its documented default', (t) => {
     pool_idle_timeout: 300,
     pool_max_lifetime: 3600,
     max_unauthenticated_per_address: 32,
+    pool_ready_early: false,
     connect_as_passfile: undefined,
     connect_as_passwords: undefined,
     admin_port: undefined,
@@ -554,6 +555,7 @@ t.test(
       pool_idle_timeout: number;
       pool_max_lifetime: number;
       max_unauthenticated_per_address: number;
+      pool_ready_early: boolean;
       connect_as_passfile: string | undefined;
       connect_as_passwords: string | undefined;
       // Issue 13: the HTTP control plane.
@@ -630,6 +632,7 @@ t.test('each setting applies to the modes whose code reads it', (t) => {
     'pool_idle_timeout',
     'pool_max_lifetime',
     'max_unauthenticated_per_address',
+    'pool_ready_early',
     'connect_as_passfile',
     'connect_as_passwords',
   ]);
