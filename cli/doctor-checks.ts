@@ -82,7 +82,8 @@ interface AppRoleRow {
 /**
  * Row level security does not apply to a superuser or a BYPASSRLS role, nor to a role that can
  * become one; an application role that is a member of pgvpd_admin or pgvpd_proxy could issue
- * itself any tenant's context, and one of pgvpd_api could act as the HTTP control plane. The same rules as pgvpd.lint()'s app_role_* checks.
+ * itself any tenant's context, and one of pgvpd_api could act as the HTTP control plane. The
+ * same rules as pgvpd.lint()'s app_role_* checks.
  */
 export async function checkAppRoles(client: pg.Client): Promise<CheckLine[]> {
   const { rows } = await client.query<AppRoleRow>(`
