@@ -9,6 +9,8 @@ import { operation } from './errors.js';
 import { getOrg, type OrgRow } from './orgs.js';
 import { checkId, checkTtlSeconds } from './tokens.js';
 
+export { setupUrl } from '../../proxy/admin/connect-info.js';
+
 export type InviteState = 'open' | 'consumed' | 'expired' | 'revoked';
 
 /** A row of pgvpd.invites(); never the invite or its hash. */
@@ -40,14 +42,6 @@ export interface CreatedInvite {
   username: string;
   connect_as: string;
   expires_at: Date;
-}
-
-/**
- * The link an invited person opens: `<publicUrl>/setup#invite=<invite>`. publicUrl is an origin
- * (a trailing slash is dropped); the invite goes in the fragment, never in a path or query.
- */
-export function setupUrl(publicUrl: string, invite: string): string {
-  return `${publicUrl.replace(/\/+$/, '')}/setup#invite=${invite}`;
 }
 
 /** Creates an invite (pgvpd.invite_create) and returns it, the only time it can be read. */

@@ -6,6 +6,15 @@
 // tls_cert, else prefer), never from a request's Host header.
 import type { ProxyConfig } from '../config.js';
 
+/**
+ * The link an invited person opens: `<publicUrl>/setup#invite=<invite>`. publicUrl is an origin
+ * (a trailing slash is dropped); the invite goes in the fragment, never in a path or query.
+ * The HTTP API and the CLI both print it.
+ */
+export function setupUrl(publicUrl: string, invite: string): string {
+  return `${publicUrl.replace(/\/+$/, '')}/setup#invite=${invite}`;
+}
+
 export interface ConnectTarget {
   host: string;
   port: number;

@@ -2,6 +2,7 @@
 // invite is shown this once and travels in the link's fragment, which browsers never send),
 // list (never an invite), revoke (204). `connect_as` is required when creating (400 without).
 import type { FastifyInstance } from 'fastify';
+import { setupUrl } from '../connect-info.js';
 import type { AdminContext } from '../context.js';
 import { name, orgParams, uuid, type OrgParams } from './schemas.js';
 
@@ -48,7 +49,7 @@ export function inviteRoutes(app: FastifyInstance, ctx: AdminContext): void {
       return reply.code(201).send({
         id: row.id,
         invite: row.invite,
-        setup_url: `${ctx.publicUrl()}/setup#invite=${row.invite}`,
+        setup_url: setupUrl(ctx.publicUrl(), row.invite),
         expires_at: row.expires_at,
       });
     },
