@@ -46,6 +46,18 @@ export interface PooledSession {
   lastUsedAt: number;
   /** Set once the socket closed or failed, or the session's state is unknown: never reused. */
   broken: boolean;
+  /**
+   * The backend's start, microseconds since the epoch as decimal text (pgvpd.backend_start()):
+   * with the pid it names this very backend in a switch grant (pool/grant.ts).
+   */
+  backendStart: string;
+  /** The sequence of the last switch grant minted for this backend; each grant takes the next. */
+  switchSeq: number;
+  /**
+   * Whose context the backend holds (pool/owner.ts: org, user and values as one string), or
+   * undefined when none or not known: a checkout by the same owner needs no switch.
+   */
+  owner: string | undefined;
 }
 
 export interface LoginOptions {
@@ -124,6 +136,9 @@ async function handshake(
     createdAt: now,
     lastUsedAt: now,
     broken: socket.destroyed,
+    backendStart: '',
+    switchSeq: 0,
+    owner: undefined,
   };
   const markBroken = (): void => {
     session.broken = true;
