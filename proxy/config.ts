@@ -13,6 +13,8 @@ import { isIP } from 'node:net';
 export type Mode = 'app' | 'org';
 
 const logLevels = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
+/** How long a pooled backend serves one client (pool_mode). */
+export const poolModes = ['session', 'transaction'] as const;
 
 /** The value type of each kind of setting. */
 interface KindValues {
@@ -27,6 +29,7 @@ interface KindValues {
   seconds: number;
   count: number;
   level: (typeof logLevels)[number];
+  pool_mode: (typeof poolModes)[number];
 }
 
 export type Kind = keyof KindValues;
@@ -265,6 +268,41 @@ export const settings = {
     modes: orgOnly,
     help: "ready an idle pooled session while a known user derives its SCRAM key: faster logins, but a known user's refusal then comes later than an unknown user's",
   },
+  /**
+   * How long a pooled backend stays with one client: `session` (from login to logout) or
+   * `transaction` (from a client's first message to the ReadyForQuery that ends its transaction).
+   * Per org in the catalog (pgvpd.org_set_pool_mode); this is the default for orgs without one.
+   */
+  pool_mode: {
+    kind: 'pool_mode',
+    default: 'session',
+    modes: orgOnly,
+    help: 'how long a pooled backend serves one client, for orgs that do not set it: session or transaction',
+  },
+  /** Named statements kept per pooled backend in transaction mode (least recently used closed). */
+  max_prepared_statements: {
+    kind: 'count',
+    default: 200,
+    modes: orgOnly,
+    help: 'prepared statements kept per pooled backend in transaction mode; the least recently used is closed beyond it',
+  },
+  /** Transaction mode: a client idle inside a transaction this long gets FATAL 25P03. */
+  idle_in_transaction_timeout: {
+    kind: 'seconds',
+    default: 300,
+    modes: orgOnly,
+    help: 'transaction mode: seconds a client may hold a pooled backend idle inside a transaction; then FATAL 25P03 and ROLLBACK',
+  },
+  /**
+   * Each proxy registers with each database it switches contexts in and gets a key for its
+   * switch grants; the registration lives this long unless renewed (every third of it).
+   */
+  instance_lease: {
+    kind: 'seconds',
+    default: 60,
+    modes: orgOnly,
+    help: "seconds the proxy's registration (and its switch-grant key) lives in a database unless renewed, every third of it",
+  },
   /** pgpass-format file with the passwords of connect_as roles (mode 0600). */
   connect_as_passfile: {
     kind: 'optional',
@@ -498,6 +536,11 @@ function coerce(key: ConfigKey, raw: unknown, where: string): unknown {
     case 'level':
       if (typeof text !== 'string' || !(logLevels as readonly string[]).includes(text)) {
         return bad(logLevels.join('|'));
+      }
+      return text;
+    case 'pool_mode':
+      if (typeof text !== 'string' || !(poolModes as readonly string[]).includes(text)) {
+        return bad(poolModes.join(' or '));
       }
       return text;
   }

@@ -73,6 +73,10 @@ t.test('with no sources every setting has its documented default', (t) => {
     pool_max_lifetime: 3600,
     max_unauthenticated_per_address: 32,
     pool_ready_early: false,
+    pool_mode: 'session',
+    max_prepared_statements: 200,
+    idle_in_transaction_timeout: 300,
+    instance_lease: 60,
     connect_as_passfile: undefined,
     connect_as_passwords: undefined,
     admin_port: undefined,
@@ -556,6 +560,11 @@ t.test(
       pool_max_lifetime: number;
       max_unauthenticated_per_address: number;
       pool_ready_early: boolean;
+      // Issue 14: transaction pooling.
+      pool_mode: 'session' | 'transaction';
+      max_prepared_statements: number;
+      idle_in_transaction_timeout: number;
+      instance_lease: number;
       connect_as_passfile: string | undefined;
       connect_as_passwords: string | undefined;
       // Issue 13: the HTTP control plane.
@@ -633,6 +642,10 @@ t.test('each setting applies to the modes whose code reads it', (t) => {
     'pool_max_lifetime',
     'max_unauthenticated_per_address',
     'pool_ready_early',
+    'pool_mode',
+    'max_prepared_statements',
+    'idle_in_transaction_timeout',
+    'instance_lease',
     'connect_as_passfile',
     'connect_as_passwords',
   ]);
