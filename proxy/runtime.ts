@@ -21,6 +21,7 @@ import { SessionPool } from './pool/session-pool.js';
 import type { Session, SessionDescription } from './session/lifecycle.js';
 import type { UpstreamTarget } from './upstream/connect.js';
 import { ControlPools } from './upstream/control.js';
+import { InstanceKeys, instanceName } from './upstream/instance-keys.js';
 import { loginUpstream } from './upstream/login.js';
 import {
   lookupPassword,
@@ -40,6 +41,8 @@ export interface AppParts {
 export interface OrgParts {
   catalog: Catalog;
   pool: SessionPool;
+  /** This proxy's registrations per (server, database), the keys of its switch grants. */
+  instanceKeys: InstanceKeys;
   throttle: AuthThrottle;
   /** Connections per address not yet authenticated (max_unauthenticated_per_address). */
   unauthenticated: UnauthenticatedConnections;
@@ -118,6 +121,7 @@ function connectAsPasswords(config: ProxyConfig): PassEntry[] {
 async function orgParts(
   config: ProxyConfig,
   controlUrl: string,
+  control: ControlPools,
   logger: Logger,
   metrics: Metrics,
 ): Promise<OrgParts> {
@@ -152,6 +156,13 @@ async function orgParts(
   return {
     catalog,
     pool,
+    instanceKeys: new InstanceKeys(
+      control,
+      config.instance_lease,
+      instanceName(config.port),
+      logger,
+      metrics,
+    ),
     throttle: new AuthThrottle(),
     unauthenticated: new UnauthenticatedConnections(config.max_unauthenticated_per_address),
     mockSecret: () => catalog.mockSecret() ?? ownMockSecret,
@@ -167,8 +178,12 @@ export async function buildRuntime(config: ProxyConfig, logger: Logger): Promise
   const tls = clientTls(config);
   const upstream = upstreamOf(config);
   const metrics = new Metrics({ mode: config.mode, version: packageVersion });
+  // Opens nothing until first used.
+  const control = new ControlPools(config.control_url, config.control_pool_size, metrics);
   const org =
-    config.mode === 'org' ? await orgParts(config, config.control_url, logger, metrics) : undefined;
+    config.mode === 'org'
+      ? await orgParts(config, config.control_url, control, logger, metrics)
+      : undefined;
   const app =
     config.mode === 'app'
       ? { route: compileRoute(config), bypassAllowed: compileNetworks(config.bypass_networks) }
@@ -179,7 +194,7 @@ export async function buildRuntime(config: ProxyConfig, logger: Logger): Promise
     config,
     logger,
     upstream,
-    control: new ControlPools(config.control_url, config.control_pool_size, metrics),
+    control,
     cancelKeys: new CancelKeys(),
     tls,
     sessions,
@@ -195,6 +210,8 @@ export async function buildRuntime(config: ProxyConfig, logger: Logger): Promise
 export async function closeRuntime(runtime: Runtime): Promise<void> {
   if (runtime.org) {
     await runtime.org.pool.close();
+    // After the pool (no backend is left to lose its context), before the control connections.
+    await runtime.org.instanceKeys.close();
     await runtime.org.catalog.close();
   }
   await runtime.control.close();

@@ -1,7 +1,9 @@
 // The proxy's control connections: small pools, one per database (a context record lives in the
 // database of the session it belongs to), logged in as a pgvpd_proxy member from control_url.
 // Through them the proxy asks the database for a signed context for a backend pid; the token
-// comes back and is only ever sent on as a bind parameter.
+// comes back and is only ever sent on as a bind parameter. Through them too the proxy registers
+// itself in a database, renews and ends that registration (the key of its switch grants:
+// instance-keys.ts).
 import { parse as parseConnectionString } from 'pg-connection-string';
 import pg from 'pg';
 import { proxyErrors } from '../errors.js';
@@ -136,6 +138,59 @@ export class ControlPools {
       [backendPid],
     );
     return rows[0]?.ended === true;
+  }
+
+  /**
+   * pgvpd.register_instance: a new registration of this proxy in the database, active for
+   * `leaseSeconds` unless renewed, and the 32-byte key of its switch grants (returned once).
+   */
+  async registerInstance(
+    database: string,
+    server: { host: string; port: number } | undefined,
+    name: string,
+    leaseSeconds: number,
+  ): Promise<{ instance: string; secret: Buffer }> {
+    const { rows } = await this.pool(database, server).query<{
+      instance_id: string;
+      secret: string;
+    }>('select instance_id::text, secret from pgvpd.register_instance($1::text, $2::int)', [
+      name,
+      leaseSeconds,
+    ]);
+    const row = rows[0];
+    if (
+      row === undefined ||
+      !/^[0-9]+$/.test(row.instance_id) ||
+      !/^[0-9a-f]{64}$/.test(row.secret)
+    )
+      throw new Error('pgvpd.register_instance returned no instance id and 32-byte hex key');
+    return { instance: row.instance_id, secret: Buffer.from(row.secret, 'hex') };
+  }
+
+  /**
+   * pgvpd.renew_instance: true if the instance was active and now lives `leaseSeconds` more;
+   * false if the database no longer knows it as active (retired, or its lease ran out).
+   */
+  async renewInstance(
+    database: string,
+    server: { host: string; port: number } | undefined,
+    instance: string,
+    leaseSeconds: number,
+  ): Promise<boolean> {
+    const { rows } = await this.pool(database, server).query<{ renewed: boolean }>(
+      'select pgvpd.renew_instance($1::bigint, $2::int) as renewed',
+      [instance, leaseSeconds],
+    );
+    return rows[0]?.renewed === true;
+  }
+
+  /** pgvpd.leave_instance: retires the instance; contexts switched under its key die with it. */
+  async leaveInstance(
+    database: string,
+    server: { host: string; port: number } | undefined,
+    instance: string,
+  ): Promise<void> {
+    await this.pool(database, server).query('select pgvpd.leave_instance($1::bigint)', [instance]);
   }
 
   async close(): Promise<void> {

@@ -3,8 +3,11 @@
 // whatever method pg_hba asks for (SCRAM-SHA-256, MD5, cleartext, trust; §55.2.1/§55.3) and
 // waits for the backend to be ready. Failures are ProxyErrors: 08006 when the server cannot be
 // reached or talked to, the upstream's own SQLSTATE when it refuses (28P01, 3D000, 53300…).
+// With `backendStart`, the login then reads the backend's start (`select pgvpd.backend_start()`,
+// one Query, within the same timeout); a session is never returned without it, so every switch
+// grant names exactly one backend.
 import { serialize } from '../protocol/encode.js';
-import { proxyErrors } from '../errors.js';
+import { ProxyError, proxyErrors } from '../errors.js';
 import { md5Response } from '../auth/md5.js';
 import { ScramClient } from '../auth/scram-client.js';
 import { AuthCode, BackendCode } from '../protocol/codes.js';
@@ -15,8 +18,10 @@ import {
   authMethodName,
   authentication,
   errorFields,
+  parameterStatus,
   saslMechanisms,
   upstreamMessage,
+  type ErrorFields,
 } from '../protocol/decode.js';
 import { untilReady } from './ready.js';
 
@@ -69,6 +74,26 @@ export interface LoginOptions {
   parameters?: Record<string, string>;
   /** Bound on connect + TLS + authentication (default 30 s). */
   timeoutMs?: number;
+  /**
+   * Read the backend's start (pgvpd.backend_start(), which needs pgvpd's SQL in the database)
+   * into `backendStart` before the session is returned; the pool of org mode does. Without it
+   * `backendStart` stays '' and no switch grant can be minted for the session.
+   */
+  backendStart?: boolean;
+}
+
+/**
+ * The pooled login could not read the backend's start: the upstream's SQLSTATE (42883 when
+ * pgvpd's SQL predates pgvpd.backend_start()), else 08P01.
+ */
+function backendStartFailed(role: string, database: string, fields: ErrorFields): ProxyError {
+  return new ProxyError(
+    'upstream_backend_start_failed',
+    fields.code ?? '08P01',
+    fields.message,
+    fields.hint,
+    `pooled login of role "${role}" on database "${database}" could not read pgvpd.backend_start(): ${fields.message}`,
+  );
 }
 
 export async function loginUpstream(key: PoolKey, options: LoginOptions): Promise<PooledSession> {
@@ -125,6 +150,9 @@ async function handshake(
   const { backend, parameters } = await untilReady(reader, 'pooled login', (message) =>
     poolErrors.loginRefused(key.role, key.database, errorFields(message.body)),
   );
+  const backendStart = options.backendStart
+    ? await readBackendStart(key, upstream, parameters)
+    : '';
   const now = Date.now();
   const session: PooledSession = {
     key,
@@ -136,7 +164,7 @@ async function handshake(
     createdAt: now,
     lastUsedAt: now,
     broken: socket.destroyed,
-    backendStart: '',
+    backendStart,
     switchSeq: 0,
     owner: undefined,
   };
@@ -146,6 +174,65 @@ async function handshake(
   socket.on('error', markBroken);
   socket.once('close', markBroken);
   return session;
+}
+
+/**
+ * `select pgvpd.backend_start()` as one Query, read up to its ReadyForQuery: exactly one row of
+ * one non-null decimal value, else the login fails (backendStartFailed, or 08P01 for an answer
+ * out of shape).
+ */
+async function readBackendStart(
+  key: PoolKey,
+  upstream: Upstream,
+  parameters: Map<string, string>,
+): Promise<string> {
+  upstream.socket.write(serialize.query('select pgvpd.backend_start()'));
+  let failure: ErrorFields | undefined;
+  const values: (string | null)[] = [];
+  for (;;) {
+    const message = await upstreamMessage(upstream.reader, 'the pooled login');
+    switch (message.code) {
+      case BackendCode.RowDescription:
+      case BackendCode.CommandComplete:
+      case BackendCode.NoticeResponse:
+        continue;
+      case BackendCode.ParameterStatus: {
+        const [name, value] = parameterStatus(message.body);
+        parameters.set(name, value);
+        continue;
+      }
+      case BackendCode.DataRow:
+        values.push(firstColumn(message.body));
+        continue;
+      case BackendCode.ErrorResponse:
+        failure ??= errorFields(message.body);
+        continue;
+      case BackendCode.ReadyForQuery: {
+        if (failure) throw backendStartFailed(key.role, key.database, failure);
+        const [value] = values;
+        if (values.length !== 1 || value === undefined || value === null || !/^[0-9]+$/.test(value))
+          throw proxyErrors.upstreamProtocol(
+            `pgvpd.backend_start() answered ${JSON.stringify(values)}, not one decimal value`,
+          );
+        return value;
+      }
+      default:
+        throw proxyErrors.upstreamProtocol(
+          `message type ${String.fromCharCode(message.code)} in answer to pgvpd.backend_start()`,
+        );
+    }
+  }
+}
+
+/** A DataRow's first column as text (null for SQL NULL); 08P01 when the row is malformed. */
+function firstColumn(body: Buffer): string | null {
+  if (body.length < 2 || body.readInt16BE(0) < 1 || body.length < 6)
+    throw proxyErrors.upstreamProtocol('DataRow without a column');
+  const length = body.readInt32BE(2);
+  if (length === -1) return null;
+  if (length < 0 || 6 + length > body.length)
+    throw proxyErrors.upstreamProtocol('DataRow column overruns its message');
+  return body.toString('utf8', 6, 6 + length);
 }
 
 async function authenticate(
