@@ -1,4 +1,5 @@
 // pgvpd.lint(): nothing on a clean schema; each planted problem found, named, and gone once fixed.
+import { randomBytes } from 'node:crypto';
 import t from 'tap';
 import { createTestDatabase } from '../support/postgres.js';
 import { contextPath, installPgvpd, loginRole } from '../support/pgvpd.js';
@@ -218,3 +219,44 @@ for (const c of cases) {
     t.same(await findings(), [], 'fixed');
   });
 }
+
+t.test('finds transaction_pool_temp for a transaction-pooled org whose role may create temporary tables', async (t) => {
+  const role = `lint_tx_${randomBytes(4).toString('hex')}`;
+  await db.query(`create role ${role} login nosuperuser nobypassrls noinherit`);
+  t.teardown(async () => {
+    await db.query(`select pgvpd.org_remove(pgvpd.org_id('lint-tx'))`).catch(() => undefined);
+    await db.query(`grant temporary on database ${db.name} to public`);
+    await db.query(`drop owned by ${role}`).catch(() => undefined);
+    await db.query(`drop role if exists ${role}`);
+  });
+  await db.query(`alter role ${role} set lock_timeout = '5s'`);
+  const org = (await db.query<{ id: string }>(`select pgvpd.org_create('Tx', 'lint-tx') as id`)).rows[0]!.id;
+  await db.query('select pgvpd.user_add($1, $2, $3, $4)', [org, 'u', makeVerifier('pw'), role]);
+  t.same(await findings(), [], 'session pooling (the default): nothing');
+  await db.query(`select pgvpd.org_set_pool_mode($1, 'transaction')`, [org]);
+  const { rows } = await db.query<{ severity: string; object: string; detail: string; fix: string }>(
+    `select severity, object, detail, fix from pgvpd.lint() where check_name = 'transaction_pool_temp'`,
+  );
+  t.same(rows, [
+    {
+      severity: 'warning',
+      object: role,
+      detail: `connect_as role ${role} of org lint-tx (pool mode transaction) may create temporary tables in database ${db.name}: they outlive the transaction, on a backend the proxy goes on to lend to other sessions`,
+      fix: `revoke temporary on database ${db.name} from ${role}; revoke temporary on database ${db.name} from public`,
+    },
+  ]);
+  t.same(
+    (await findings()).map((r) => r.check_name),
+    ['transaction_pool_temp'],
+    'the only finding',
+  );
+  const tenant = await app.connect();
+  t.teardown(() => tenant.end());
+  t.same(
+    (await tenant.query(`select check_name from pgvpd.lint() where check_name = 'transaction_pool_temp'`)).rows,
+    [],
+    'a tenant running lint() learns no org name',
+  );
+  await db.query(rows[0]!.fix);
+  t.same(await findings(), [], 'fixed: the role has TEMPORARY neither itself nor through PUBLIC');
+});
