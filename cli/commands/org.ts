@@ -2,7 +2,7 @@
 // done by cli/operations/orgs.ts (the SQL validates and records; the operations create and drop
 // a dedicated org's database); this command parses options, asks a person to confirm before data
 // is deleted, and prints the results.
-import { Option, type Command } from 'commander';
+import { Argument, Option, type Command } from 'commander';
 import { CliExit, operationAction } from '../cli-exit.js';
 import { connectionString, dbOption, withClient, type DbOptions } from '../database.js';
 import type { CliIo } from '../io.js';
@@ -16,6 +16,7 @@ import {
   purgeOrg,
   removeOrg,
   resumeOrg,
+  setOrgPoolMode,
   showOrg,
   suspendOrg,
   type OrgRow,
@@ -267,6 +268,36 @@ export function register(program: Command, io: CliIo): void {
         }),
       );
   }
+
+  org
+    .command('set-pool-mode')
+    .summary('pool the org per session or per transaction')
+    .description(
+      "set how the proxy pools the org's sessions: session (a backend is the session's until it ends), transaction (a backend is the session's for one transaction at a time, and changes hands between them), or default (the proxy's pool_mode setting). The proxies apply it to the org's new sessions",
+    )
+    .argument('<org>', 'the org: its id or its database name')
+    .addArgument(
+      new Argument('<mode>', 'the pool mode').choices(['session', 'transaction', 'default']),
+    )
+    .addOption(dbOption())
+    .action(
+      operationAction(io, async (ref: string, mode: string, options: DbOptions) => {
+        const url = connectionString(options);
+        const changed = await withClient(url, (client) =>
+          setOrgPoolMode(
+            client,
+            ref,
+            mode === 'default' ? null : (mode as 'session' | 'transaction'),
+          ),
+        );
+        const name = changed.org.database_name;
+        io.out(
+          changed.mode === null
+            ? `org ${name} is pooled as the proxy's pool_mode setting says\n`
+            : `org ${name} is pooled per ${changed.mode}\n`,
+        );
+      }),
+    );
 
   org
     .command('remove')

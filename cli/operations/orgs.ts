@@ -237,6 +237,31 @@ async function setStatus(
   });
 }
 
+/** How the proxy pools an org's sessions; null: the proxy's own pool_mode setting. */
+export type PoolMode = 'session' | 'transaction' | null;
+
+export interface OrgPoolModeChange {
+  org: OrgRow;
+  /** The mode the org has now. */
+  mode: PoolMode;
+}
+
+/**
+ * Sets the org's pool mode (pgvpd.org_set_pool_mode); null resets it to the proxy's setting.
+ * The catalog notifies the proxies, which apply it to the org's next sessions.
+ */
+export async function setOrgPoolMode(
+  catalog: pg.ClientBase,
+  ref: string,
+  mode: PoolMode,
+): Promise<OrgPoolModeChange> {
+  return operation(async () => {
+    const org = await getOrg(catalog, ref);
+    await catalog.query('select pgvpd.org_set_pool_mode($1, $2)', [org.id, mode]);
+    return { org, mode };
+  });
+}
+
 /** The proxy refuses the org's new sessions (its data and users stay). */
 export async function suspendOrg(catalog: pg.ClientBase, ref: string): Promise<OrgStatusChange> {
   return setStatus(catalog, ref, 'org_suspend', 'suspended');

@@ -278,6 +278,7 @@ t.test('an unknown org is an error that says how orgs are named', async (t) => {
     ['suspend', 'nope'],
     ['resume', 'nope'],
     ['remove', 'nope'],
+    ['set-pool-mode', 'nope', 'session'],
     ['purge', 'nope', '--yes-i-mean-it', 'nope'],
   ]) {
     t.same(
@@ -316,6 +317,44 @@ t.test('org suspend and resume change the status, and say when it was already so
     err: '',
   });
 });
+
+t.test(
+  'org set-pool-mode sets session or transaction pooling, and default resets it',
+  async (t) => {
+    const poolMode = async () =>
+      (
+        await db.query<{ mode: string | null }>(
+          'select pool_mode as mode from pgvpd_private.orgs where id = $1',
+          [acme],
+        )
+      ).rows[0]!.mode;
+    t.equal(await poolMode(), null, 'none of its own at first');
+    t.same(await pgvpd('org', 'set-pool-mode', 'acme', 'transaction', '--db', db.url), {
+      code: 0,
+      out: 'org acme is pooled per transaction\n',
+      err: '',
+    });
+    t.equal(await poolMode(), 'transaction');
+    t.same(await pgvpd('org', 'set-pool-mode', acme, 'session', '--db', db.url), {
+      code: 0,
+      out: 'org acme is pooled per session\n',
+      err: '',
+    });
+    t.equal(await poolMode(), 'session');
+    t.same(await pgvpd('org', 'set-pool-mode', 'acme', 'default', '--db', db.url), {
+      code: 0,
+      out: "org acme is pooled as the proxy's pool_mode setting says\n",
+      err: '',
+    });
+    t.equal(await poolMode(), null);
+    t.same(await pgvpd('org', 'set-pool-mode', 'acme', 'statement', '--db', db.url), {
+      code: 1,
+      out: '',
+      err: "error: command-argument value 'statement' is invalid for argument 'mode'. Allowed choices are session, transaction, default.\n",
+    });
+    t.equal(await poolMode(), null, 'unchanged by the refused mode');
+  },
+);
 
 t.test('org remove takes the org out of the catalog and leaves its rows', async (t) => {
   const id = await create('Initech', '--database-name', 'initech');
