@@ -1,0 +1,182 @@
+// Shared set-up of the transaction-mode driver matrix (tx-drivers-*.test.ts): an org-mode proxy
+// (org-fixture.ts) with pool_mode = transaction and fewer pooled backends than clients, what each
+// org's alice must see, and the checks that clients of both orgs really shared a backend.
+//
+// Until the proxy implements pool_mode = transaction, the files run in session mode with a pool
+// large enough for every client: that proves the tests' own plumbing (and that they detect a
+// backend shared where none may be) without waiting on checkout timeouts. TX_DRIVERS_MODE says
+// which; PGVPD_TX_DRIVERS_MODE=transaction|session overrides it for one run.
+import type pg from 'pg';
+import type { Test } from 'tap';
+import type { ConfigKey } from '../../proxy/config.js';
+import type { TestLike } from '../support/postgres.js';
+import { orgFixture, type OrgFixture } from './org-fixture.js';
+import type { OrgLogin } from './org-support.js';
+
+/**
+ * The mode the tx-drivers files run in unless PGVPD_TX_DRIVERS_MODE says otherwise: 'session'
+ * while transaction pooling is not implemented yet (then every transaction-mode expectation is
+ * replaced by its session-mode counterpart, named in the output), 'transaction' once it is.
+ */
+const TX_DRIVERS_MODE_BEFORE_TRANSACTION_POOLING: PoolMode = 'session';
+
+export type PoolMode = 'session' | 'transaction';
+
+function chosenMode(): PoolMode {
+  const forced = process.env.PGVPD_TX_DRIVERS_MODE;
+  if (forced === 'session' || forced === 'transaction') return forced;
+  if (forced !== undefined && forced !== '') {
+    throw new Error(`PGVPD_TX_DRIVERS_MODE must be session or transaction, not ${forced}`);
+  }
+  return TX_DRIVERS_MODE_BEFORE_TRANSACTION_POOLING;
+}
+
+/** The pool mode of this run (see the file's opening comment). */
+export const txMode: PoolMode = chosenMode();
+export const transactionMode = txMode === 'transaction';
+
+export const orgNames = ['acme', 'beta'] as const;
+export type Org = (typeof orgNames)[number];
+
+export const logins = {
+  acme: { database: 'acme-analytics', user: 'alice', password: 'alice-at-acme' },
+  beta: { database: 'beta-db', user: 'alice', password: 'alice-at-beta' },
+} as const;
+
+/** The bodies of public.docs each org's alice sees, sorted. */
+export const expectedRows: Record<Org, string[]> = {
+  acme: ['a1', 'a2'],
+  beta: ['b1', 'b2', 'b3'],
+};
+
+/** One statement that says which backend answered, whose context it holds and what it sees. */
+export const viewSql = `select pg_backend_pid() as pid, pgvpd.current_tenant_id() as tenant,
+  (select coalesce(array_agg(body order by body), '{}') from public.docs) as rows`;
+
+export interface View {
+  pid: number;
+  tenant: string | null;
+  rows: string[];
+}
+
+export interface TxFixture {
+  f: OrgFixture;
+  mode: PoolMode;
+  /** pool_size of the proxy: `backends` in transaction mode, 20 in session mode. */
+  poolSize: number;
+  login(org: Org): OrgLogin;
+  /** libpq conninfo through the proxy without the password (PGPASSWORD carries it). */
+  conninfo(org: Org): string;
+  /** pgJDBC's URL through the proxy, with `params` appended (user and password included). */
+  jdbcUrl(org: Org, params?: Record<string, string>): string;
+  /** What `org` must see: its tenant id and its rows (compare with a View minus pid). */
+  expected(org: Org): { tenant: string; rows: string[] };
+  /** The org whose tenant id this is; throws on any other value. */
+  orgOf(tenant: unknown): Org;
+}
+
+/**
+ * An org-mode proxy whose pool has `backends` (1 or 2) upstream sessions for all clients of both
+ * orgs (one connect_as role, one shared database: one pool key) in transaction mode.
+ */
+export async function txFixture(
+  t: TestLike,
+  backends: number,
+  overrides: Partial<Record<ConfigKey, unknown>> = {},
+): Promise<TxFixture> {
+  const poolSize = transactionMode ? backends : 20;
+  const f = await orgFixture(t, {
+    pool_mode: txMode,
+    pool_size: poolSize,
+    ...overrides,
+  });
+  const expected = (org: Org) => ({ tenant: f.orgs[org], rows: expectedRows[org] });
+  return {
+    f,
+    mode: txMode,
+    poolSize,
+    login: (org) => ({ port: f.proxy.port, ...logins[org] }),
+    conninfo: (org) =>
+      `host=127.0.0.1 port=${String(f.proxy.port)} dbname=${logins[org].database} user=${logins[org].user}`,
+    jdbcUrl(org, params = {}) {
+      const query = new URLSearchParams({
+        user: logins[org].user,
+        password: logins[org].password,
+        ...params,
+      });
+      return `jdbc:postgresql://127.0.0.1:${String(f.proxy.port)}/${logins[org].database}?${query.toString()}`;
+    },
+    expected,
+    orgOf(tenant) {
+      for (const org of orgNames) if (tenant === f.orgs[org]) return org;
+      throw new Error(`not a tenant of this fixture: ${String(tenant)}`);
+    },
+  };
+}
+
+/** Runs viewSql on a pg client (simple protocol) and returns its one row. */
+export async function pgView(client: pg.Client | pg.PoolClient): Promise<View> {
+  const { rows } = await client.query<View>(viewSql);
+  return rows[0]!;
+}
+
+/** The backend pids each org's clients were answered by. */
+export class BackendLog {
+  readonly pids: Record<Org, Set<number>> = { acme: new Set(), beta: new Set() };
+
+  add(org: Org, pid: number): void {
+    this.pids[org].add(pid);
+  }
+
+  /** pids that answered clients of both orgs, ascending. */
+  shared(): number[] {
+    return [...this.pids.acme].filter((pid) => this.pids.beta.has(pid)).sort((a, b) => a - b);
+  }
+}
+
+/**
+ * Transaction mode: at least one backend answered clients of both orgs (so the test really
+ * exercised switching owners), and no more backends served them than the pool has. Session mode,
+ * when every client held its connection for the whole of what `log` records (`heldThroughout`):
+ * no backend answered both; otherwise a session backend is reused after a logout and nothing is
+ * checked.
+ */
+export function assertSharing(
+  t: Test,
+  log: BackendLog,
+  poolSize: number,
+  what: string,
+  heldThroughout = true,
+): void {
+  const all = new Set([...log.pids.acme, ...log.pids.beta]);
+  t.ok(log.pids.acme.size > 0 && log.pids.beta.size > 0, `${what}: both orgs were answered`);
+  if (transactionMode) {
+    t.ok(
+      log.shared().length > 0,
+      `${what}: one backend answered both orgs (acme ${[...log.pids.acme].join(',')}, beta ${[...log.pids.beta].join(',')})`,
+    );
+    t.ok(
+      all.size <= poolSize,
+      `${what}: at most ${String(poolSize)} backends (${String(all.size)})`,
+    );
+  } else if (heldThroughout) {
+    t.same(log.shared(), [], `${what}: session mode, no backend answered both orgs`);
+  } else {
+    t.comment(`${what}: session mode with short connections, backend sharing not checked`);
+  }
+}
+
+/** A copy of `line` without its pid (which differs run to run). */
+export function withoutPid<T extends { pid?: unknown }>(line: T): Omit<T, 'pid'> {
+  const copy: Partial<T> = { ...line };
+  delete copy.pid;
+  return copy as Omit<T, 'pid'>;
+}
+
+/** Parses the JSON lines a helper program (Python, Java) printed, one object per line. */
+export function jsonLines(stdout: string): Record<string, unknown>[] {
+  return stdout
+    .split('\n')
+    .filter((line) => line.trim() !== '')
+    .map((line) => JSON.parse(line) as Record<string, unknown>);
+}
