@@ -6,10 +6,11 @@
 // Guarantees: one registration at a time per (server, database), however many checkouts ask
 // at once (they share the one in flight); a key is handed out only while its lease, as this
 // process last confirmed it, has not run out; a key the database says is no longer active
-// (renew answers false or refuses the call) is dropped, and the next keyFor registers anew;
-// while the database cannot be reached the key is kept (its lease bounds how long it can serve);
-// close() leaves every instance within 2 s, never throws, and no key is handed out after it.
-// The secret never reaches a log.
+// (renew_instance answers false) is dropped, and the next keyFor registers anew; a renewal that
+// fails (the database unreachable, the call refused) says nothing about the instance, so the key
+// is kept until that lease ends (and dropped sooner by forget() once a switch under it is
+// refused); close() leaves every instance within 2 s, never throws, and no key is handed out
+// after it. The secret never reaches a log.
 import { hostname } from 'node:os';
 import { proxyErrors } from '../errors.js';
 import type { Logger } from '../logger.js';
@@ -71,13 +72,12 @@ function sqlstateOf(error: unknown): string | undefined {
 }
 
 /**
- * Whether the database itself answered with this error: a SQLSTATE outside the classes of a
- * lost or refused connection (08), insufficient resources (53), operator intervention (57) and
- * system errors (58). A socket error (ECONNREFUSED) has no SQLSTATE: not answered.
+ * Whether the database answered (pgvpd_control_up, as ControlPools counts it): a SQLSTATE outside
+ * classes 08 and 57P; a socket error (ECONNREFUSED) has none.
  */
 function answered(error: unknown): boolean {
   const code = sqlstateOf(error);
-  return code !== undefined && !/^(08|53|57|58)/.test(code);
+  return code !== undefined && !/^(08|57P)/.test(code);
 }
 
 const messageOf = (error: unknown): string =>
@@ -133,6 +133,15 @@ export class InstanceKeys {
   forget(database: string, server: InstanceServer, instance: string): void {
     const current = this.registered.get(idOf(database, server));
     if (current?.key.instance === instance) this.drop(current, 'a switch under it was refused');
+  }
+
+  /**
+   * Renews every registration held now (what the timers do, each every third of the lease);
+   * settles when these renewals have, never rejects. One whose renewal is under way already is
+   * not renewed twice.
+   */
+  async renew(): Promise<void> {
+    await Promise.all([...this.registered.values()].map((entry) => this.renewOne(entry)));
   }
 
   /** The registrations held now. */
@@ -227,7 +236,7 @@ export class InstanceKeys {
       leaseUntil: sentAt + this.leaseSeconds * 1000,
       timer: setInterval(
         () => {
-          void this.renew(entry);
+          void this.renewOne(entry);
         },
         (this.leaseSeconds * 1000) / 3,
       ).unref(),
@@ -248,7 +257,7 @@ export class InstanceKeys {
   }
 
   /** One renewal; a tick while the last one is still under way does nothing. */
-  private async renew(entry: Registration): Promise<void> {
+  private async renewOne(entry: Registration): Promise<void> {
     if (entry.renewing || this.registered.get(entry.id) !== entry) return;
     entry.renewing = true;
     const sentAt = Date.now();
@@ -264,13 +273,8 @@ export class InstanceKeys {
       else this.drop(entry, 'the database no longer holds it active (retired or lease expired)');
     } catch (error) {
       this.metrics?.controlUp(answered(error));
-      if (answered(error)) {
-        this.drop(entry, `renew_instance refused: ${messageOf(error)}`);
-      } else if (entry.leaseUntil <= Date.now()) {
-        this.drop(
-          entry,
-          `its lease ran out while the database was unreachable: ${messageOf(error)}`,
-        );
+      if (entry.leaseUntil <= Date.now()) {
+        this.drop(entry, `its lease ran out without a renewal: ${messageOf(error)}`);
       } else {
         this.logger.warn(
           {
@@ -281,7 +285,7 @@ export class InstanceKeys {
             lease_until: new Date(entry.leaseUntil).toISOString(),
             err: messageOf(error),
           },
-          'proxy instance not renewed (database unreachable); kept until its lease ends',
+          'proxy instance not renewed; its key is kept until its lease ends',
         );
       }
     } finally {

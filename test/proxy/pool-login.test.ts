@@ -1,5 +1,6 @@
 // Opening pooled upstream sessions: the proxy logs in as a connect_as role with its configured
-// password, whatever method pg_hba asks for, and reports a refusal with the upstream's SQLSTATE.
+// password, whatever method pg_hba asks for, and reports a refusal with the upstream's SQLSTATE;
+// with backendStart it also reads the backend's start (pgvpd.backend_start()), or fails.
 import { createServer, type Server } from 'node:net';
 import t from 'tap';
 import type { ProxyError } from '../../proxy/errors.js';
@@ -10,7 +11,7 @@ import {
   testRoles,
   type TestDatabase,
 } from '../support/postgres.js';
-import { sqlstate } from '../support/pgvpd.js';
+import { installPgvpd, sqlstate } from '../support/pgvpd.js';
 
 function keyFor(db: TestDatabase, role: string, database = db.name): PoolKey {
   return {
@@ -88,6 +89,65 @@ t.test('collects the backend key and the parameters the backend reports', async 
   );
   t.ok(session.createdAt <= Date.now() && session.lastUsedAt === session.createdAt, 'timestamps');
 });
+
+t.test('with backendStart the login reads the start pg_stat_activity shows for it', async (t) => {
+  const db = await createTestDatabase(t);
+  await installPgvpd(db);
+  const session = await loginUpstream(keyFor(db, testRoles.scram.user), {
+    password: testRoles.scram.password,
+    backendStart: true,
+  });
+  t.teardown(() => {
+    closeSession(session);
+  });
+  // Microseconds since the epoch, spelled from the seconds with six decimals.
+  const { rows } = await db.query<{ seconds: string }>(
+    'select extract(epoch from backend_start)::numeric(20, 6)::text as seconds from pg_stat_activity where pid = $1',
+    [session.backendPid],
+  );
+  t.equal(session.backendStart, rows[0]!.seconds.replace('.', ''));
+  t.equal(session.switchSeq, 0, 'no grant minted yet');
+  t.equal(session.reader.pending, 0, 'nothing is left unread');
+  t.equal(session.broken, false, 'the session is usable');
+  t.match(session.parameters.get('server_version'), /^\d+/, 'the parameters are kept');
+
+  const plain = await loginUpstream(keyFor(db, testRoles.scram.user), {
+    password: testRoles.scram.password,
+  });
+  t.teardown(() => {
+    closeSession(plain);
+  });
+  t.equal(plain.backendStart, '', 'without the option the start is not read');
+});
+
+t.test(
+  'with backendStart a database whose pgvpd predates backend_start() fails the login with 42883',
+  async (t) => {
+    const db = await createTestDatabase(t);
+    await installPgvpd(db);
+    await db.query('drop function pgvpd.backend_start()');
+    const failed = loginUpstream(keyFor(db, testRoles.scram.user), {
+      password: testRoles.scram.password,
+      backendStart: true,
+    });
+    await t.rejects(failed, {
+      code: '42883',
+      kind: 'upstream_backend_start_failed',
+      message: 'function pgvpd.backend_start() does not exist',
+      logMessage: `pooled login of role "${testRoles.scram.user}" on database "${db.name}" could not read pgvpd.backend_start(): function pgvpd.backend_start() does not exist`,
+    });
+    const backends = async (): Promise<number> =>
+      (
+        await db.query<{ n: number }>(
+          'select count(*)::int as n from pg_stat_activity where datname = $1 and usename = $2',
+          [db.name, testRoles.scram.user],
+        )
+      ).rows[0]!.n;
+    for (let i = 0; i < 50 && (await backends()) > 0; i++)
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    t.equal(await backends(), 0, 'the failed login closed its backend');
+  },
+);
 
 t.test('a wrong password is refused with the upstream SQLSTATE 28P01', async (t) => {
   const db = await createTestDatabase(t);
