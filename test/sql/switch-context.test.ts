@@ -10,7 +10,14 @@ import { createHmac, randomBytes, randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import t from 'tap';
 import { makeVerifier } from '../../proxy/auth/scram-verifier.js';
-import { backendPid, connect, contextPath, giveContext, scratchRole } from '../support/pgvpd.js';
+import {
+  backendPid,
+  connect,
+  contextPath,
+  giveContext,
+  installPgvpd,
+  scratchRole,
+} from '../support/pgvpd.js';
 import { fixture } from './fixture.js';
 
 const f = await fixture(t);
@@ -148,6 +155,17 @@ t.test('an accepted switch sets the tenant, and a newer grant replaces it', asyn
     'nothing of the first context is left',
   );
   t.equal((await record(pid))!.seq, '5');
+});
+
+t.test('setup run again (choose_context_path included) leaves switches working', async (t) => {
+  const client = await appSession();
+  await use(client, mint(key, await claimsFor(client, 'a', 1)));
+  await installPgvpd(db);
+  t.same(await f.visible(client), { a: 2, b: 0, total: 2 }, 'the context given before still reads');
+  await use(client, mint(key, await claimsFor(client, 'b', 2)));
+  t.same(await f.visible(client), { a: 0, b: 3, total: 3 }, 'a new switch works');
+  const { rows } = await db.query<{ path: string }>('select path from pgvpd.context_path()');
+  t.equal(rows[0]!.path, guardPath ? 'guard' : 'sql', 'on the same path');
 });
 
 t.test('a switch replaces a context issued on the control connection, and the other way round', async (t) => {
