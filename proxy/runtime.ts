@@ -18,6 +18,7 @@ import type { Logger } from './logger.js';
 import { Metrics } from './metrics.js';
 import { Catalog } from './org/catalog.js';
 import { SessionPool } from './pool/session-pool.js';
+import { restoreOwner } from './org/checkout.js';
 import type { Session, SessionDescription } from './session/lifecycle.js';
 import type { UpstreamTarget } from './upstream/connect.js';
 import { ControlPools } from './upstream/control.js';
@@ -124,6 +125,7 @@ async function orgParts(
   control: ControlPools,
   logger: Logger,
   metrics: Metrics,
+  upstream: UpstreamTarget,
 ): Promise<OrgParts> {
   const passwords = connectAsPasswords(config);
   const catalog = new Catalog(controlUrl, logger, metrics);
@@ -135,6 +137,13 @@ async function orgParts(
   }
   // Only for a catalog whose SQL predates its shared mock secret.
   const ownMockSecret = newMockSecret();
+  const instanceKeys = new InstanceKeys(
+    control,
+    config.instance_lease,
+    instanceName(config.port),
+    logger,
+    metrics,
+  );
   const pool = new SessionPool({
     size: config.pool_size,
     checkoutTimeoutMs: config.pool_checkout_timeout * 1000,
@@ -151,18 +160,15 @@ async function orgParts(
           user: key.role,
         }),
         applicationName: 'pgvpd',
+        backendStart: true,
       }),
+    // A released session gets its last owner's context back after its reset.
+    restore: restoreOwner({ instanceKeys }, upstream),
   });
   return {
     catalog,
     pool,
-    instanceKeys: new InstanceKeys(
-      control,
-      config.instance_lease,
-      instanceName(config.port),
-      logger,
-      metrics,
-    ),
+    instanceKeys,
     throttle: new AuthThrottle(),
     unauthenticated: new UnauthenticatedConnections(config.max_unauthenticated_per_address),
     mockSecret: () => catalog.mockSecret() ?? ownMockSecret,
@@ -182,7 +188,7 @@ export async function buildRuntime(config: ProxyConfig, logger: Logger): Promise
   const control = new ControlPools(config.control_url, config.control_pool_size, metrics);
   const org =
     config.mode === 'org'
-      ? await orgParts(config, config.control_url, control, logger, metrics)
+      ? await orgParts(config, config.control_url, control, logger, metrics, upstream)
       : undefined;
   const app =
     config.mode === 'app'

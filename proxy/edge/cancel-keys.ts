@@ -9,6 +9,11 @@ export interface CancelTarget {
   secretKey: number;
   /** The backend's server, when it is not the proxy's configured upstream (org mode). */
   upstream?: UpstreamTarget | undefined;
+  /**
+   * Where the backend changes during the client's life (transaction pooling): sends the cancel
+   * to whichever backend the client holds at that moment, or nowhere. Replaces the fixed target.
+   */
+  forward?: () => Promise<void>;
 }
 
 export class CancelKeys {
@@ -39,6 +44,10 @@ export class CancelKeys {
   async forward(processId: number, secretKey: Buffer, fallback: UpstreamTarget): Promise<boolean> {
     const target = this.find(processId, secretKey);
     if (!target) return false;
+    if (target.forward) {
+      await target.forward().catch(() => undefined);
+      return true;
+    }
     await sendCancel(target.upstream ?? fallback, target.processId, target.secretKey).catch(
       () => undefined,
     );

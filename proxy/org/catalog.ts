@@ -21,6 +21,8 @@ export interface CatalogOrg {
   placement: 'shared' | 'dedicated';
   server: string;
   target_database: string;
+  /** How long a pooled backend serves one client; null or absent: the proxy's pool_mode. */
+  pool_mode?: 'session' | 'transaction' | null;
 }
 
 export interface CatalogUser {

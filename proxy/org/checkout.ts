@@ -8,33 +8,11 @@
 // reset, a waiting checkout is aborted.
 import type { PoolKey, PooledSession } from '../upstream/login.js';
 import type { UpstreamTarget } from '../upstream/connect.js';
-import { issueContext } from '../upstream/control.js';
+import { ownerOf, type Owner } from '../pool/backend-book.js';
+import { readyFor, type SwitchTarget } from '../pool/switch.js';
 import type { OrgParts, Runtime } from '../runtime.js';
 import type { Session } from '../session/lifecycle.js';
 import type { CatalogOrg } from './catalog.js';
-
-/** Startup parameters that are not session settings, or that the proxy decides itself. */
-const notSettings = new Set(['user', 'database', 'options', 'replication']);
-
-/**
- * `pg_catalog.set_config` calls (and their values, as statement parameters) for the client's
- * startup parameters; a `pgvpd.*` one is not the client's to set at all.
- */
-function settingsOf(parameters: Map<string, string> | undefined): {
-  values: string[];
-  calls: string[];
-} {
-  const values: string[] = [];
-  const calls: string[] = [];
-  for (const [name, value] of parameters ?? []) {
-    if (notSettings.has(name) || name.toLowerCase().startsWith('pgvpd.')) continue;
-    values.push(name, value);
-    calls.push(
-      `pg_catalog.set_config($${String(values.length - 1)}, $${String(values.length)}, false)`,
-    );
-  }
-  return { values, calls };
-}
 
 export class Checkout {
   /** The client's pooled session, from checkout (or claim) until the loan takes it. */
@@ -139,7 +117,7 @@ export class Checkout {
     const claimed = early ? await this.claim(early) : undefined;
     if (claimed) {
       // Readied early with the context only: the client's parameters, now it has authenticated.
-      await this.applyParameters(claimed, parameters);
+      await this.applyParameters(claimed, org, username, parameters);
       return claimed;
     }
     const session = await this.org.pool.checkout(key, this.signal());
@@ -189,10 +167,29 @@ export class Checkout {
     };
   }
 
+  /** Whose context a client of `org` logged in as `username` gets: the org, the user. */
+  static ownerFor(org: CatalogOrg, username: string): Owner {
+    return ownerOf(org.id, null, username);
+  }
+
+  /** Where a session's switch grants come from, and how long readying it may take. */
+  switchTarget(session: PooledSession): SwitchTarget {
+    const target = session.key.target;
+    return {
+      keys: this.org.instanceKeys,
+      server: this.onDefaultUpstream(session)
+        ? undefined
+        : { host: target.host, port: target.port },
+      timeoutMs: resetTimeoutMs,
+    };
+  }
+
   /**
-   * A fresh signed context for this checkout, and the client's startup parameters unless
-   * `parameters` is undefined (a session readied before authentication: applyParameters() after
-   * it). Once `abandoned()` says the session is no longer the client's, nothing is written to it.
+   * The org user's context (one statement on the backend, no control round trip, nothing at
+   * all if the backend holds it already) and the client's startup parameters unless
+   * `parameters` is undefined (a session readied before authentication: applyParameters()
+   * after it). Once `abandoned()` says the session is no longer the client's, nothing is
+   * written to it.
    */
   private async prepare(
     session: PooledSession,
@@ -201,39 +198,55 @@ export class Checkout {
     parameters: Map<string, string> | undefined,
     abandoned: () => boolean = () => false,
   ): Promise<void> {
-    const target = session.key.target;
-    const token = await issueContext(this.runtime.control, {
-      mode: 'org',
-      server: this.onDefaultUpstream(session)
-        ? undefined
-        : { host: target.host, port: target.port },
-      database: session.key.database,
-      backendPid: session.backendPid,
-      tenant: org.id,
-      user: username,
-      values: {},
-    });
     if (abandoned()) return;
-    // One statement, one round trip: the client's parameters first, then the context (a
-    // target list is evaluated in order), so that none of them can touch it.
-    const { values, calls } = settingsOf(parameters);
-    values.push(token);
-    calls.push(`pgvpd.set_context($${String(values.length)})`);
-    await this.org.pool.runExtended(session, `select ${calls.join(', ')}`, values);
+    await readyFor(
+      session,
+      Checkout.ownerFor(org, username),
+      parameters ?? new Map<string, string>(),
+      this.switchTarget(session),
+    );
   }
 
   /**
    * The client's startup parameters on a session readied before authentication, which has its
-   * context already: one statement, only if there are any. Set after the context, they touch it
-   * no more than the client's own SET could (a `pgvpd.*` one is never applied); their
-   * ParameterStatus is kept in `session.parameters` for the end of the handshake.
+   * context already: one statement, only if any differ from what the session has. Set after
+   * the context, they touch it no more than the client's own SET could (a `pgvpd.*` one is
+   * never applied); their ParameterStatus is kept in `session.parameters` for the end of the
+   * handshake.
    */
   private async applyParameters(
     session: PooledSession,
+    org: CatalogOrg,
+    username: string,
     parameters: Map<string, string>,
   ): Promise<void> {
-    const { values, calls } = settingsOf(parameters);
-    if (calls.length === 0) return;
-    await this.org.pool.runExtended(session, `select ${calls.join(', ')}`, values);
+    await readyFor(
+      session,
+      Checkout.ownerFor(org, username),
+      parameters,
+      this.switchTarget(session),
+    );
   }
+}
+
+/** How long readying a pooled session may take before it is given up (and ended). */
+const resetTimeoutMs = 5000;
+
+/**
+ * The pool's restore step (SessionPool's `restore`): after the reset of a released session, its
+ * last owner's context goes back on it, so that the owner's next checkout costs nothing but its
+ * startup parameters.
+ */
+export function restoreOwner(
+  org: Pick<OrgParts, 'instanceKeys'>,
+  upstream: UpstreamTarget,
+): (session: PooledSession, owner: Owner) => Promise<void> {
+  return async (session, owner) => {
+    const target = session.key.target;
+    await readyFor(session, owner, new Map<string, string>(), {
+      keys: org.instanceKeys,
+      server: target === upstream ? undefined : { host: target.host, port: target.port },
+      timeoutMs: resetTimeoutMs,
+    });
+  };
 }

@@ -9,6 +9,7 @@
 // end of authentication (FATAL 53300 at accept beyond it).
 import { proxyErrors } from '../errors.js';
 import { loanAttachment } from '../pool/lend.js';
+import { TransactionLink } from '../pool/transaction-link.js';
 import * as send from '../protocol/encode.js';
 import type { Attachment } from '../session/attachment.js';
 import type { Session } from '../session/lifecycle.js';
@@ -81,6 +82,44 @@ export async function orgFlow(session: Session): Promise<Attachment | undefined>
   // The end of the handshake in one write: authentication's last messages, the session's
   // ParameterStatus, a proxy-issued BackendKeyData and ReadyForQuery.
   const statuses = [...pooled.parameters].map(([name, value]) => send.parameterStatus(name, value));
+  const poolMode = found.pool_mode ?? runtime.config.pool_mode;
+  if (poolMode === 'transaction') {
+    // The backend that ran the handshake's switch goes back to the pool with the client's
+    // context on it; the client's first transaction most likely gets it again at no cost.
+    let link: TransactionLink | undefined;
+    return session.attach(
+      {
+        processId: 0,
+        secretKey: 0,
+        forward: () => link?.cancel() ?? Promise.resolve(),
+      },
+      [authOk, ...statuses],
+      send.readyForQueryIdle(),
+      () => {
+        const clientEarly = session.edge.reader.release();
+        const reported = new Map(pooled.parameters);
+        const switchTarget = checkout.switchTarget(pooled);
+        org.pool.checkin(pooled);
+        checkout.handOver();
+        link = new TransactionLink({
+          pool: org.pool,
+          key,
+          owner: Checkout.ownerFor(found, username),
+          client: session.edge.socket,
+          clientEarly,
+          startup: parameters,
+          reported,
+          switchTarget,
+          control: runtime.control,
+          onDefaultUpstream: checkout.onDefaultUpstream(pooled),
+          maxPrepared: runtime.config.max_prepared_statements,
+          idleInTransactionMs: runtime.config.idle_in_transaction_timeout * 1000,
+          log: session.log,
+        });
+        return link;
+      },
+    );
+  }
   return session.attach(
     { processId: pooled.backendPid, secretKey: pooled.secretKey, upstream: pooled.key.target },
     [authOk, ...statuses],

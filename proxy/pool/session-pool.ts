@@ -16,6 +16,7 @@ import type { Logger } from '../logger.js';
 import type { Metrics, PoolCloseReason } from '../metrics.js';
 import { poolErrors } from './pool-errors.js';
 import { resetSession, runExtended } from './statements.js';
+import { bookOf, markClean, type Owner } from './backend-book.js';
 import { poolKeyId, type PoolKey, type PooledSession } from '../upstream/login.js';
 
 export interface SessionPoolOptions {
@@ -36,6 +37,12 @@ export interface SessionPoolOptions {
   logger: Logger;
   /** Checkouts, opened and closed sessions are counted here. */
   metrics?: Metrics;
+  /**
+   * After a release's reset proved the session clean: gives it its last owner's context again,
+   * so that the owner's next checkout needs nothing but its settings (org/checkout.ts). A
+   * rejection ends the session.
+   */
+  restore?: (session: PooledSession, owner: Owner) => Promise<void>;
 }
 
 export interface PoolKeyStats {
@@ -74,6 +81,8 @@ export interface PoolStats {
 export type Reclaim = () => Promise<unknown>;
 
 interface Waiter {
+  /** The owner whose idle backend this checkout would rather have (PooledSession.owner). */
+  prefer: string | undefined;
   resolve: (session: PooledSession) => void;
   reject: (error: Error) => void;
   settled: boolean;
@@ -129,12 +138,19 @@ export class SessionPool {
    * with the login's error, with 53300 after checkoutTimeoutMs in the queue, with 57P01 once the
    * pool is closing, or with the signal's reason if it aborts first.
    */
-  checkout(key: PoolKey, signal?: AbortSignal): Promise<PooledSession> {
+  checkout(key: PoolKey, signal?: AbortSignal, prefer?: string): Promise<PooledSession> {
     if (this.closed) return Promise.reject(poolErrors.closed());
     if (signal?.aborted) return Promise.reject(abortReason(signal));
     const entry = this.entry(key);
     const checkout = new Promise<PooledSession>((resolve, reject) => {
-      const waiter: Waiter = { resolve, reject, settled: false, timer: undefined, cleanup: noop };
+      const waiter: Waiter = {
+        prefer,
+        resolve,
+        reject,
+        settled: false,
+        timer: undefined,
+        cleanup: noop,
+      };
       if (signal) {
         const onAbort = (): void => {
           this.unqueue(entry, waiter);
@@ -241,7 +257,16 @@ export class SessionPool {
       session.reader.switchTo(session.socket);
       session.socket.resume();
       this.resetting.add(session);
+      const owner = bookOf(session).owner;
       reason = await resetSession(session, this.resetTimeoutMs);
+      if (reason === undefined) {
+        markClean(session);
+        if (owner !== undefined && this.opts.restore && !this.isClosed())
+          reason = await this.opts.restore(session, owner).then(
+            () => undefined,
+            (error: unknown) => `restoring its owner's context failed: ${(error as Error).message}`,
+          );
+      }
       this.resetting.delete(session);
       if (reason !== undefined)
         this.log.info(
@@ -255,6 +280,34 @@ export class SessionPool {
       entry.idle.push(session);
     } else {
       this.end(session, reason ?? 'pool closed');
+    }
+    this.dispatch(entry);
+  }
+
+  /**
+   * Transaction mode: a checked-out session goes back as it is, with its owner's session state
+   * and context, because its client's transaction ended at ReadyForQuery idle with nothing in
+   * flight (pool/transaction-link.ts). The pool's reader is re-attached; a session that is closed,
+   * too old or has said anything since is ended instead. Never rejects.
+   */
+  checkin(session: PooledSession): void {
+    const entry = this.entries.get(poolKeyId(session.key));
+    if (!entry?.busy.has(session) || this.resetting.has(session) || this.reclaimed.has(session)) {
+      this.log.warn(
+        { event: 'pool_release_unknown', pid: session.backendPid },
+        'checked in a session that is not checked out',
+      );
+      return;
+    }
+    entry.tentative.delete(session);
+    entry.busy.delete(session);
+    session.reader.switchTo(session.socket);
+    const reason = this.closed ? 'pool closed' : this.unusable(session, Date.now());
+    if (reason === undefined) {
+      session.lastUsedAt = Date.now();
+      entry.idle.push(session);
+    } else {
+      this.end(session, reason);
     }
     this.dispatch(entry);
   }
@@ -355,7 +408,7 @@ export class SessionPool {
    */
   private dispatch(entry: Entry): void {
     while (entry.queue.length > 0 && !this.closed) {
-      const session = this.takeIdle(entry);
+      const session = this.takeIdle(entry, entry.queue[0]?.prefer);
       if (session) {
         const waiter = entry.queue.shift();
         if (waiter) this.grant(entry, waiter, session);
@@ -412,14 +465,34 @@ export class SessionPool {
     else this.discard(session, 'taken back, but its holder did not let go of it in time');
   }
 
-  private takeIdle(entry: Entry): PooledSession | undefined {
+  /**
+   * An idle session, preferring one that already holds `prefer`'s context (the most recently
+   * used such), then one that holds nobody's, then the one unused longest (its owner is the
+   * least likely to come back for it); without a preference the most recently used.
+   */
+  private takeIdle(entry: Entry, prefer?: string): PooledSession | undefined {
     const now = Date.now();
-    for (let session = entry.idle.pop(); session; session = entry.idle.pop()) {
+    for (;;) {
+      const index = this.pick(entry.idle, prefer);
+      if (index < 0) return undefined;
+      const [session] = entry.idle.splice(index, 1);
+      if (!session) return undefined;
       const reason = this.unusable(session, now);
       if (reason === undefined) return session;
       this.end(session, reason);
     }
-    return undefined;
+  }
+
+  private pick(idle: PooledSession[], prefer: string | undefined): number {
+    if (idle.length === 0) return -1;
+    if (prefer === undefined) return idle.length - 1;
+    let clean = -1;
+    for (let i = idle.length - 1; i >= 0; i -= 1) {
+      const owner = idle[i]?.owner;
+      if (owner === prefer) return i;
+      if (owner === undefined && clean < 0) clean = i;
+    }
+    return clean >= 0 ? clean : 0;
   }
 
   private grant(entry: Entry, waiter: Waiter, session: PooledSession): void {

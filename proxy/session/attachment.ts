@@ -1,10 +1,11 @@
 // The pipe phase's one seam. Once a client has authenticated and its backend holds the client's
 // context, the session hands the client to an attachment, which serves it until one side ends.
-// Two implementations today: the dedicated pipe of app mode (session/pipe.ts: one backend for the
-// client's whole life, bytes relayed with no per-message work) and the pooled loan of org mode
-// (pool/lend.ts: a pooled backend lent for the session, framed so that it can go back to the
-// pool). A new pool policy (e.g. per transaction) is a third implementation; the session's
-// lifecycle does not change.
+// Three implementations: the dedicated pipe of app mode (session/pipe.ts: one backend for the
+// client's whole life, bytes relayed with no per-message work), the pooled loan of org mode's
+// session pooling (pool/lend.ts: a pooled backend lent for the session, framed so that it can go
+// back to the pool) and the transaction link of org mode's transaction pooling
+// (pool/transaction-link.ts: a pooled backend per transaction). The session's lifecycle is the
+// same for all three.
 
 /** Why an attachment ended, for the log and for what happens to the backend. */
 export type AttachmentEnd =
@@ -17,13 +18,21 @@ export type AttachmentEnd =
   /** The backend's connection ended (its FATAL, if any, went to the client). */
   | 'upstream-closed'
   /** The proxy stopped it (drain, or a session cut at the end of a drain). */
-  | 'stopped';
+  | 'stopped'
+  /**
+   * The proxy ended the client with a FATAL of its own (transaction mode: pool exhausted, a
+   * backend that could not be readied, a statement name the client reused or never prepared).
+   */
+  | 'refused';
 
 export interface AttachmentDescription {
-  /** Which implementation: `pipe` (dedicated backend) or `loan` (pooled backend). */
-  kind: 'pipe' | 'loan';
-  /** The backend serving the client. */
-  backendPid: number;
+  /**
+   * Which implementation: `pipe` (dedicated backend), `loan` (pooled backend for the session) or
+   * `transaction` (a pooled backend per transaction).
+   */
+  kind: 'pipe' | 'loan' | 'transaction';
+  /** The backend serving the client; null between transactions. */
+  backendPid: number | null;
   database: string;
   /** The upstream role the backend runs as. */
   role: string;

@@ -6,6 +6,7 @@
 // before the attachment took over, draining, and describe() for the runtime's registry.
 import type { Socket } from 'node:net';
 import { ClientEdge, ClientLeft } from '../edge/client-edge.js';
+import type { CancelTarget } from '../edge/cancel-keys.js';
 import { ProxyError, proxyErrors } from '../errors.js';
 import type { Logger } from '../logger.js';
 import * as send from '../protocol/encode.js';
@@ -146,7 +147,7 @@ export class Session {
    * session closed meanwhile. What the flow holds is undone if `attach` throws.
    */
   attach(
-    backend: { processId: number; secretKey: number; upstream?: Runtime['upstream'] | undefined },
+    backend: CancelTarget,
     handshakeEnd: Buffer[],
     ready: Buffer,
     attach: () => Attachment,

@@ -84,7 +84,13 @@ export async function resetDone(
       'select state, query from pg_stat_activity where pid = $1',
       [pid],
     );
-    return rows.length === 0 || (rows[0]!.state === 'idle' && rows[0]!.query === 'DISCARD ALL');
+    // The reset ends with DISCARD ALL, or with the switch that gives the backend its last
+    // owner's context back (SessionPool's restore step), which runs only after a clean reset.
+    return (
+      rows.length === 0 ||
+      (rows[0]!.state === 'idle' &&
+        (rows[0]!.query === 'DISCARD ALL' || /pgvpd\.switch_context\(/.test(rows[0]!.query)))
+    );
   }, timeoutMs);
 }
 

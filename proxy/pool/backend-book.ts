@@ -1,0 +1,78 @@
+// What the proxy knows about one pooled backend's session state, beyond the PooledSession
+// itself: whose context it holds and whether that context is still in place, the settings the
+// proxy set on it, the named statements it holds (transaction mode), whether a client's SQL
+// PREPARE made its reset need DISCARD ALL, which client's unnamed statement it holds, and how
+// many cancels are on their way to it. Kept beside the session (a WeakMap) so that the pool's
+// login does not need to know about it; markClean() is what a DISCARD ALL makes true.
+import type { PooledSession } from '../upstream/login.js';
+
+/** Whose context a backend carries: the claims of a switch grant (pool/grant.ts). */
+export interface Owner {
+  /** org, tenant, user and values as one string: equal strings, same owner. */
+  readonly key: string;
+  readonly org: string | null;
+  readonly tenant: string | null;
+  readonly user: string | null;
+  readonly values: Record<string, string>;
+}
+
+export function ownerOf(
+  org: string | null,
+  tenant: string | null,
+  user: string | null,
+  values: Record<string, string> = {},
+): Owner {
+  const sorted = Object.fromEntries(Object.entries(values).sort(([a], [b]) => (a < b ? -1 : 1)));
+  return { key: JSON.stringify([org, tenant, user, sorted]), org, tenant, user, values: sorted };
+}
+
+export interface BackendBook {
+  /** The owner whose context was last switched in (session.owner is its key). */
+  owner: Owner | undefined;
+  /**
+   * False once something the proxy saw may have emptied the context (a client's RESET ALL or
+   * DISCARD ALL): the same owner then needs the switch again, not a reset.
+   */
+  contextValid: boolean;
+  /** Settings the proxy set with set_config since the last reset, by name. */
+  applied: Map<string, string>;
+  /** Server-side names of the statements prepared on it, least recently used first. */
+  prepared: Map<string, true>;
+  /** A client ran SQL PREPARE: the next reset must also deallocate (DISCARD ALL). */
+  sqlPrepare: boolean;
+  /** The client whose unnamed statement the backend holds, if any. */
+  unnamedOf: object | undefined;
+  /** Cancels sent to it and not finished: it is not handed to another client meanwhile. */
+  canceling: number;
+}
+
+const books = new WeakMap<PooledSession, BackendBook>();
+
+export function bookOf(session: PooledSession): BackendBook {
+  let book = books.get(session);
+  if (!book) {
+    book = {
+      owner: undefined,
+      contextValid: false,
+      applied: new Map(),
+      prepared: new Map(),
+      sqlPrepare: false,
+      unnamedOf: undefined,
+      canceling: 0,
+    };
+    books.set(session, book);
+  }
+  return book;
+}
+
+/** After DISCARD ALL: no context, no settings of the proxy's, no statements, no owner. */
+export function markClean(session: PooledSession): void {
+  const book = bookOf(session);
+  session.owner = undefined;
+  book.owner = undefined;
+  book.contextValid = false;
+  book.applied.clear();
+  book.prepared.clear();
+  book.sqlPrepare = false;
+  book.unnamedOf = undefined;
+}

@@ -1,0 +1,205 @@
+// Readying a pooled backend for a client: its owner's context and the client's settings, in one
+// write and one wait, with no round trip to a control connection. What is sent depends on what
+// the backend already holds (pool/backend-book.ts):
+//   same owner, context in place   → only the settings that differ, or nothing at all
+//   same owner, context emptied    → settings + switch
+//   no owner (fresh, or reset)     → settings + switch
+//   another owner                  → reset (session state of the old owner) + settings + switch
+// The reset is DISCARD ALL less DEALLOCATE ALL (statements are named per owner, so they never
+// cross owners), or DISCARD ALL when a client's SQL PREPARE left statements the proxy does not
+// track. The switch is pgvpd.switch_context with a grant minted here under the proxy's instance
+// key (pool/grant.ts): the backend verifies it and sets the context itself. Every answer is
+// read up to its ReadyForQuery; an error, a notification, anything unexpected or a status other
+// than idle makes the backend unusable (`broken`) and the client's checkout fails before any of
+// its bytes reached the backend.
+import { serialize } from '../protocol/encode.js';
+import { proxyErrors } from '../errors.js';
+import { BackendCode } from '../protocol/codes.js';
+import {
+  errorFields,
+  parameterStatus,
+  upstreamMessage,
+  type ErrorFields,
+} from '../protocol/decode.js';
+import type { InstanceKeys } from '../upstream/instance-keys.js';
+import type { PooledSession } from '../upstream/login.js';
+import { bookOf, markClean, type Owner } from './backend-book.js';
+import { grantParams, mintGrant, switchCall } from './grant.js';
+import { poolErrors } from './pool-errors.js';
+
+/** Session state a new owner must not inherit, as one Query (one implicit transaction). */
+export const ownerReset =
+  'CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL; UNLISTEN *; ' +
+  'SELECT pg_catalog.pg_advisory_unlock_all(); DISCARD PLANS; DISCARD TEMP; DISCARD SEQUENCES';
+
+/** Startup parameters that are not settings, or that the proxy decides itself. */
+const notSettings = new Set(['user', 'database', 'options', 'replication']);
+
+/** Whether the client may have a setting applied for it (`pgvpd.*` never). */
+export function isClientSetting(name: string): boolean {
+  return !notSettings.has(name) && !name.toLowerCase().startsWith('pgvpd.');
+}
+
+export interface SwitchTarget {
+  keys: InstanceKeys;
+  /** The backend's server when it is not the proxy's configured upstream. */
+  server: { host: string; port: number } | undefined;
+  /** Bound on the whole exchange; the backend is unusable after it. */
+  timeoutMs: number;
+}
+
+export interface ReadyResult {
+  /** Statements sent (0: the backend was ready as it was). */
+  statements: number;
+  /** Whether the owner changed (a reset ran). */
+  ownerChanged: boolean;
+  /** Whether a switch grant was set. */
+  switched: boolean;
+}
+
+/**
+ * Makes `session` hold `owner`'s context and the `wanted` settings (startup parameters and
+ * reported settings the client has), sending only what differs. Rejects (and marks the session
+ * broken) if anything goes wrong; the caller then discards it.
+ */
+export async function readyFor(
+  session: PooledSession,
+  owner: Owner,
+  wanted: Map<string, string>,
+  target: SwitchTarget,
+): Promise<ReadyResult> {
+  const book = bookOf(session);
+  const ownerChanged = session.owner !== undefined && session.owner !== owner.key;
+  const needSwitch = ownerChanged || session.owner === undefined || !book.contextValid;
+  const parts: Buffer[] = [];
+  let readies = 0;
+  if (ownerChanged) {
+    parts.push(serialize.query(book.sqlPrepare ? 'DISCARD ALL' : ownerReset));
+    readies += 1;
+  }
+  // After a reset every setting is back at its login value: all of the client's are applied.
+  const applied = ownerChanged ? new Map<string, string>() : book.applied;
+  const values: string[] = [];
+  const calls: string[] = [];
+  for (const [name, value] of wanted) {
+    if (!isClientSetting(name)) continue;
+    const current = applied.get(name) ?? (ownerChanged ? undefined : session.parameters.get(name));
+    if (current === value) continue;
+    values.push(name, value);
+    calls.push(
+      `pg_catalog.set_config($${String(values.length - 1)}, $${String(values.length)}, false)`,
+    );
+  }
+  let instance: string | undefined;
+  if (needSwitch) {
+    const key = await target.keys.keyFor(session.key.database, target.server);
+    const grant = mintGrant(key, session, owner);
+    instance = grant.instance;
+    calls.push(switchCall(values.length + 1));
+    values.push(...grantParams(grant));
+  }
+  if (calls.length > 0) {
+    parts.push(
+      serialize.parse({ text: `select ${calls.join(', ')}` }),
+      serialize.bind({ values }),
+      serialize.execute(),
+      serialize.sync(),
+    );
+    readies += 1;
+  }
+  if (readies === 0) return { statements: 0, ownerChanged: false, switched: false };
+  if (session.broken || session.socket.destroyed)
+    throw poolErrors.sessionBroken(session.backendPid, 'connection closed');
+  session.socket.write(Buffer.concat(parts));
+  try {
+    await answered(session, readies, target.timeoutMs);
+  } catch (error) {
+    session.broken = true;
+    session.owner = undefined;
+    book.owner = undefined;
+    book.contextValid = false;
+    const message = (error as Error).message;
+    // The database no longer honours the key: the next switch registers the proxy again.
+    if (instance !== undefined && /proxy instance \d+ is retired/.test(message))
+      target.keys.forget(session.key.database, target.server, instance);
+    // A refused switch or a failing resolver is the proxy's business, not the client's: the
+    // client is told its context could not be set, the log says why (as issue_context did).
+    if (needSwitch && message.startsWith('pgvpd:')) {
+      const code = (error as { code?: unknown }).code;
+      throw proxyErrors.contextFailed(
+        typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) ? code : undefined,
+        `switch_context: ${message}`,
+      );
+    }
+    throw error;
+  }
+  if (ownerChanged && book.sqlPrepare) markClean(session);
+  if (ownerChanged) {
+    book.applied.clear();
+    book.unnamedOf = undefined;
+  }
+  for (let i = 0; i < values.length - (needSwitch ? 3 : 0); i += 2)
+    book.applied.set(values[i] ?? '', values[i + 1] ?? '');
+  if (calls.length > 0) book.unnamedOf = undefined;
+  if (needSwitch) {
+    session.owner = owner.key;
+    book.owner = owner;
+    book.contextValid = true;
+  }
+  return { statements: readies, ownerChanged, switched: needSwitch };
+}
+
+/** Reads `readies` answers up to their ReadyForQuery; throws the first error or oddity. */
+async function answered(session: PooledSession, readies: number, timeoutMs: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_resolve, reject) => {
+    timer = setTimeout(() => {
+      session.socket.destroy();
+      reject(poolErrors.sessionBroken(session.backendPid, `no answer within ${timeoutMs} ms`));
+    }, timeoutMs);
+  });
+  try {
+    await Promise.race([readAll(session, readies), deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function readAll(session: PooledSession, readies: number): Promise<void> {
+  let failure: ErrorFields | undefined;
+  let left = readies;
+  while (left > 0) {
+    const message = await upstreamMessage(session.reader, 'readying a pooled session');
+    switch (message.code) {
+      case BackendCode.ErrorResponse:
+        failure ??= errorFields(message.body);
+        continue;
+      case BackendCode.ParameterStatus: {
+        const [name, value] = parameterStatus(message.body);
+        session.parameters.set(name, value);
+        continue;
+      }
+      case BackendCode.ReadyForQuery:
+        left -= 1;
+        if (left === 0 && !failure && message.body[0] !== 0x49)
+          throw poolErrors.sessionBroken(session.backendPid, 'not idle after readying');
+        continue;
+      case BackendCode.NoticeResponse:
+      case BackendCode.ParseComplete:
+      case BackendCode.BindComplete:
+      case BackendCode.RowDescription:
+      case BackendCode.DataRow:
+      case BackendCode.CommandComplete:
+      case BackendCode.EmptyQueryResponse:
+        continue;
+      default:
+        // A notification (someone's LISTEN survived), COPY, anything else: state unknown.
+        throw proxyErrors.upstreamProtocol(
+          `message type ${String.fromCharCode(message.code)} in answer to readying a pooled session`,
+        );
+    }
+  }
+  if (failure) throw poolErrors.statementFailed(failure);
+  if (session.reader.pending > 0)
+    throw poolErrors.sessionBroken(session.backendPid, 'more output after readying');
+}
