@@ -652,8 +652,8 @@ t.test('the snapshot and who may call what', (t) => {
         { name: 'west', host: 'db-west', port: 5433, tls: 'require' },
       ],
       orgs: [
-        { id: acme, database_name: 'acme', status: 'active', placement: 'shared', server: 'default', target_database: other.name },
-        { id: big, database_name: 'big', status: 'suspended', placement: 'dedicated', server: 'west', target_database: 'big' },
+        { id: acme, database_name: 'acme', status: 'active', placement: 'shared', server: 'default', target_database: other.name, pool_mode: null },
+        { id: big, database_name: 'big', status: 'suspended', placement: 'dedicated', server: 'west', target_database: 'big', pool_mode: null },
       ],
       users: [{ org_id: acme, username: 'alice', verifier, connect_as: customer }],
       mock_secret: (snapshot as { mock_secret: string }).mock_secret,
@@ -674,6 +674,8 @@ t.test('the snapshot and who may call what', (t) => {
       rows.map((r) => r.fn),
       [
         'pgvpd.app_roles()',
+        // backend_start, switch_context: what the proxy's switch grant needs on the backend
+        'pgvpd.backend_start()',
         'pgvpd.confinement()',
         'pgvpd.connect_as_roles()',
         'pgvpd.context(text)',
@@ -688,7 +690,10 @@ t.test('the snapshot and who may call what', (t) => {
         'pgvpd.relation_privilege_held(regclass,text,oid,boolean)',
         'pgvpd.set_context(text)',
         'pgvpd.status()',
+        'pgvpd.switch_context(bigint,text,text)',
         'pgvpd.tenant_column_names()',
+        // answers only pgvpd_admin members; lint() needs it for transaction_pool_temp
+        'pgvpd.transaction_pool_temp_roles()',
         'pgvpd.unprotect(regclass)',
         'pgvpd.user_tables()',
         'pgvpd.version()',
