@@ -8,7 +8,7 @@
 // reset, a waiting checkout is aborted.
 import type { PoolKey, PooledSession } from '../upstream/login.js';
 import type { UpstreamTarget } from '../upstream/connect.js';
-import { ownerOf, type Owner } from '../pool/backend-book.js';
+import { bookOf, ownerOf, type Owner } from '../pool/backend-book.js';
 import { readyFor, type SwitchTarget } from '../pool/switch.js';
 import type { OrgParts, Runtime } from '../runtime.js';
 import type { Session } from '../session/lifecycle.js';
@@ -234,8 +234,8 @@ const resetTimeoutMs = 5000;
 
 /**
  * The pool's restore step (SessionPool's `restore`): after the reset of a released session, its
- * last owner's context goes back on it, so that the owner's next checkout costs nothing but its
- * startup parameters.
+ * last owner's context goes back on it, with the settings its last client wanted, so that the
+ * owner's next checkout by the same kind of client (same startup parameters) costs no statement.
  */
 export function restoreOwner(
   org: Pick<OrgParts, 'instanceKeys'>,
@@ -243,7 +243,7 @@ export function restoreOwner(
 ): (session: PooledSession, owner: Owner) => Promise<void> {
   return async (session, owner) => {
     const target = session.key.target;
-    await readyFor(session, owner, new Map<string, string>(), {
+    await readyFor(session, owner, bookOf(session).lastWanted, {
       keys: org.instanceKeys,
       server: target === upstream ? undefined : { host: target.host, port: target.port },
       timeoutMs: resetTimeoutMs,

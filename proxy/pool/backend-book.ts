@@ -36,6 +36,11 @@ export interface BackendBook {
   contextValid: boolean;
   /** Settings the proxy set with set_config since the last reset, by name. */
   applied: Map<string, string>;
+  /**
+   * The settings the last client readied for it wanted: a session-mode release restores them
+   * with the owner's context, so that the same kind of client next time needs no statement.
+   */
+  lastWanted: Map<string, string>;
   /** Server-side names of the statements prepared on it, least recently used first. */
   prepared: Map<string, true>;
   /** A client ran SQL PREPARE: the next reset must also deallocate (DISCARD ALL). */
@@ -55,6 +60,7 @@ export function bookOf(session: PooledSession): BackendBook {
       owner: undefined,
       contextValid: false,
       applied: new Map(),
+      lastWanted: new Map(),
       prepared: new Map(),
       sqlPrepare: false,
       unnamedOf: undefined,

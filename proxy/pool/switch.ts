@@ -69,21 +69,29 @@ export async function readyFor(
   target: SwitchTarget,
 ): Promise<ReadyResult> {
   const book = bookOf(session);
+  book.lastWanted = wanted;
   const ownerChanged = session.owner !== undefined && session.owner !== owner.key;
-  const needSwitch = ownerChanged || session.owner === undefined || !book.contextValid;
+  // The same owner's earlier client had a startup parameter this one does not: set_config
+  // cannot take it back, RESET ALL can (and empties the context, so the switch follows).
+  const stale = !ownerChanged && [...book.applied.keys()].some((name) => !wanted.has(name));
+  const needSwitch = ownerChanged || stale || session.owner === undefined || !book.contextValid;
   const parts: Buffer[] = [];
   let readies = 0;
   if (ownerChanged) {
     parts.push(serialize.query(book.sqlPrepare ? 'DISCARD ALL' : ownerReset));
     readies += 1;
+  } else if (stale) {
+    parts.push(serialize.query('RESET ALL'));
+    readies += 1;
   }
   // After a reset every setting is back at its login value: all of the client's are applied.
-  const applied = ownerChanged ? new Map<string, string>() : book.applied;
+  const fresh = ownerChanged || stale;
+  const applied = fresh ? new Map<string, string>() : book.applied;
   const values: string[] = [];
   const calls: string[] = [];
   for (const [name, value] of wanted) {
     if (!isClientSetting(name)) continue;
-    const current = applied.get(name) ?? (ownerChanged ? undefined : session.parameters.get(name));
+    const current = applied.get(name) ?? (fresh ? undefined : session.parameters.get(name));
     if (current === value) continue;
     values.push(name, value);
     calls.push(
@@ -134,10 +142,8 @@ export async function readyFor(
     throw error;
   }
   if (ownerChanged && book.sqlPrepare) markClean(session);
-  if (ownerChanged) {
-    book.applied.clear();
-    book.unnamedOf = undefined;
-  }
+  if (fresh) book.applied.clear();
+  if (ownerChanged) book.unnamedOf = undefined;
   for (let i = 0; i < values.length - (needSwitch ? 3 : 0); i += 2)
     book.applied.set(values[i] ?? '', values[i + 1] ?? '');
   if (calls.length > 0) book.unnamedOf = undefined;
