@@ -2,10 +2,9 @@
 // (org-fixture.ts) with pool_mode = transaction and fewer pooled backends than clients, what each
 // org's alice must see, and the checks that clients of both orgs really shared a backend.
 //
-// Until the proxy implements pool_mode = transaction, the files run in session mode with a pool
-// large enough for every client: that proves the tests' own plumbing (and that they detect a
-// backend shared where none may be) without waiting on checkout timeouts. TX_DRIVERS_MODE says
-// which; PGVPD_TX_DRIVERS_MODE=transaction|session overrides it for one run.
+// PGVPD_TX_DRIVERS_MODE=session runs the same files in session mode with a pool large enough
+// for every client: that checks the tests' own plumbing (and that they detect a backend shared
+// where none may be) apart from transaction pooling.
 import type pg from 'pg';
 import type { Test } from 'tap';
 import type { ConfigKey } from '../../proxy/config.js';
@@ -13,12 +12,8 @@ import type { TestLike } from '../support/postgres.js';
 import { orgFixture, type OrgFixture } from './org-fixture.js';
 import type { OrgLogin } from './org-support.js';
 
-/**
- * The mode the tx-drivers files run in unless PGVPD_TX_DRIVERS_MODE says otherwise: 'session'
- * while transaction pooling is not implemented yet (then every transaction-mode expectation is
- * replaced by its session-mode counterpart, named in the output), 'transaction' once it is.
- */
-const TX_DRIVERS_MODE_BEFORE_TRANSACTION_POOLING: PoolMode = 'session';
+/** The mode the tx-drivers files run in unless PGVPD_TX_DRIVERS_MODE says otherwise. */
+const TX_DRIVERS_DEFAULT_MODE: PoolMode = 'transaction';
 
 export type PoolMode = 'session' | 'transaction';
 
@@ -28,7 +23,7 @@ function chosenMode(): PoolMode {
   if (forced !== undefined && forced !== '') {
     throw new Error(`PGVPD_TX_DRIVERS_MODE must be session or transaction, not ${forced}`);
   }
-  return TX_DRIVERS_MODE_BEFORE_TRANSACTION_POOLING;
+  return TX_DRIVERS_DEFAULT_MODE;
 }
 
 /** The pool mode of this run (see the file's opening comment). */
