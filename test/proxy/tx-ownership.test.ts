@@ -1,0 +1,158 @@
+// Transaction pooling, sticky ownership (issue 14): one pooled backend serves two orgs
+// transaction by transaction. Each transaction sees only its org's rows; the same backend pid
+// answers both; a run of one owner's transactions costs the backend no statement beyond the
+// client's own, and each change of owner exactly one reset and one switch (counted in the
+// server's own statement log); a client that empties its context itself does not make the
+// backend's book lie to anyone: its own next transaction sees nothing (SQL path) or cannot
+// empty it at all (guard path), and the other org's next transaction sees its own rows.
+import t from 'tap';
+import { contextPath } from '../support/pgvpd.js';
+import { failure } from './org-support.js';
+import { StatementLog, seenIn, txOrgs, view, type Org } from './tx-fixture.js';
+
+const x = await txOrgs(t, { pool_size: 1, instance_lease: 3600 });
+const log = await StatementLog.start(x);
+const path = await contextPath(x.db);
+
+/** What each org's marked statement is, so that the server's log says whose it was. */
+const marked = (org: Org): string =>
+  `select '${org}' as who, pg_backend_pid() as pid, pgvpd.current_tenant_id() as tenant, ` +
+  "(select coalesce(array_agg(body order by body), '{}') from public.docs) as rows";
+
+/** A log line as what it was: an org's statement, the owner reset, the switch, or itself. */
+function kind(statement: string): string {
+  if (statement.startsWith("select 'acme'")) return 'acme';
+  if (statement.startsWith("select 'beta'")) return 'beta';
+  if (statement.startsWith('CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT')) return 'reset';
+  if (statement.includes('pgvpd.switch_context(')) return 'switch';
+  return statement;
+}
+
+t.test('two orgs alternating 200 transactions on one backend', async (t) => {
+  const clients = { acme: await x.client(t, 'acme'), beta: await x.client(t, 'beta') };
+  const first = await view(clients.acme);
+  t.same(seenIn(first), x.expected('acme'), 'acme sees acme');
+  const pid = first.pid;
+
+  await t.test('each transaction sees only its own org, on the same backend pid', async (t) => {
+    log?.mark();
+    const wrong: string[] = [];
+    const pids = new Set<number>();
+    for (let i = 0; i < 200; i++) {
+      const org: Org = i % 2 === 0 ? 'beta' : 'acme';
+      const { rows } = await clients[org].query<{
+        who: string;
+        pid: number;
+        tenant: string;
+        rows: string[];
+      }>(marked(org));
+      const row = rows[0]!;
+      pids.add(row.pid);
+      if (
+        JSON.stringify({ tenant: row.tenant, rows: row.rows }) !== JSON.stringify(x.expected(org))
+      )
+        wrong.push(`${String(i)} ${org}: ${JSON.stringify(row)}`);
+    }
+    t.same(wrong, [], 'all 200 answers were their own org’s tenant and rows');
+    t.same([...pids], [pid], 'one backend pid served both orgs');
+    if (!log) {
+      t.comment('the server’s log is not readable here: statements not counted');
+      return;
+    }
+    const kinds = log.statements(pid).map(kind);
+    const expected: string[] = [];
+    for (let i = 0; i < 200; i++) expected.push('reset', 'switch', i % 2 === 0 ? 'beta' : 'acme');
+    t.same(
+      kinds,
+      expected,
+      'the backend ran, per change of owner, one reset and one switch, then the client’s statement',
+    );
+  });
+
+  await t.test('same-owner transactions add no statement on the backend', async (t) => {
+    // acme held it last; beta takes it once, then acme runs 50 transactions in a row.
+    await clients.beta.query(marked('beta'));
+    log?.mark();
+    const wrong: string[] = [];
+    for (let i = 0; i < 50; i++) {
+      const { rows } = await clients.acme.query<{ pid: number; tenant: string; rows: string[] }>(
+        marked('acme'),
+      );
+      const row = rows[0]!;
+      if (
+        row.pid !== pid ||
+        row.tenant !== x.f.orgs.acme ||
+        JSON.stringify(row.rows) !== '["a1","a2"]'
+      )
+        wrong.push(`${String(i)}: ${JSON.stringify(row)}`);
+    }
+    t.same(wrong, [], 'acme saw acme on the same backend 50 times');
+    if (!log) return;
+    const kinds = log.statements(pid).map(kind);
+    t.same(
+      kinds,
+      ['reset', 'switch', ...Array<string>(50).fill('acme')],
+      'one reset and one switch for the change from beta, then only acme’s 50 statements',
+    );
+  });
+
+  await t.test(
+    'a transaction block of one owner is one checkout, no statement between its statements',
+    async (t) => {
+      log?.mark();
+      await clients.acme.query('begin');
+      const inside = await view(clients.acme);
+      await clients.acme.query(
+        "insert into public.docs (org_id, body) values (pgvpd.current_tenant_id()::uuid, 'a-tx')",
+      );
+      const after = (
+        await clients.acme.query<{ rows: string[] }>(
+          'select array_agg(body order by body) as rows from public.docs',
+        )
+      ).rows[0]!.rows;
+      await clients.acme.query('rollback');
+      t.equal(inside.pid, pid, 'the block ran on the same backend');
+      t.same(after, ['a-tx', 'a1', 'a2'], 'acme sees its insert inside the block');
+      t.same(
+        seenIn(await view(clients.beta)),
+        x.expected('beta'),
+        'beta never sees acme’s rolled back row',
+      );
+      if (!log) return;
+      t.same(
+        log.statements(pid).map((s) => (kind(s) === s ? s.split(' ')[0] : kind(s))),
+        ['begin', 'select', 'insert', 'select', 'rollback', 'reset', 'switch', 'select'],
+        'acme’s block ran as its five statements; beta’s came after a reset and a switch',
+      );
+    },
+  );
+});
+
+t.test('a context emptied by its own client leaks nothing (stale book)', async (t) => {
+  const acme = await x.client(t, 'acme');
+  const beta = await x.client(t, 'beta');
+  const before = await view(acme);
+  t.same(seenIn(before), x.expected('acme'), 'acme sees acme first');
+  if (path === 'guard') {
+    const f = await failure(acme.query("select set_config('pgvpd.context', '', false)"));
+    t.same(
+      { code: f.code, message: f.message },
+      { code: '42501', message: 'permission denied to set parameter "pgvpd.context"' },
+      'guard path: the client cannot empty its context',
+    );
+    t.same(seenIn(await view(acme)), x.expected('acme'), 'guard path: acme still sees acme');
+  } else {
+    await acme.query("select set_config('pgvpd.context', '', false)");
+    const next = await view(acme);
+    t.equal(next.pid, before.pid, 'acme’s next transaction ran on the same backend');
+    t.same(
+      seenIn(next),
+      { tenant: null, rows: [] },
+      'SQL path: acme’s next transaction sees zero rows',
+    );
+  }
+  const b = await view(beta);
+  t.equal(b.pid, before.pid, 'beta’s transaction ran on that backend');
+  t.same(seenIn(b), x.expected('beta'), 'beta’s next transaction sees beta');
+  t.same(seenIn(await view(acme)), x.expected('acme'), 'and acme after it sees acme again');
+});
