@@ -6,6 +6,7 @@
 // backend's book lie to anyone: its own next transaction sees nothing (SQL path) or cannot
 // empty it at all (guard path), and the other org's next transaction sees its own rows.
 import t from 'tap';
+import { ownerReset } from '../../proxy/pool/switch.js';
 import { contextPath } from '../support/pgvpd.js';
 import { failure } from './org-support.js';
 import { StatementLog, seenIn, txOrgs, view, type Org } from './tx-fixture.js';
@@ -23,7 +24,7 @@ const marked = (org: Org): string =>
 function kind(statement: string): string {
   if (statement.startsWith("select 'acme'")) return 'acme';
   if (statement.startsWith("select 'beta'")) return 'beta';
-  if (statement.startsWith('CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT')) return 'reset';
+  if (statement === ownerReset) return 'reset';
   if (statement.includes('pgvpd.switch_context(')) return 'switch';
   return statement;
 }
