@@ -1,9 +1,9 @@
 // What the proxy knows about one pooled backend's session state, beyond the PooledSession
 // itself: whose context it holds and whether that context is still in place, the settings the
-// proxy set on it, the named statements it holds (transaction mode), whether a client's SQL
-// PREPARE made its reset need DISCARD ALL, which client's unnamed statement it holds, and how
-// many cancels are on their way to it. Kept beside the session (a WeakMap) so that the pool's
-// login does not need to know about it; markClean() is what a DISCARD ALL makes true.
+// proxy set on it, the named statements it holds (transaction mode), which client's unnamed
+// statement it holds, and how many cancels are on their way to it. Kept beside the session (a
+// WeakMap) so that the pool's login does not need to know about it; markClean() is what a
+// DISCARD ALL makes true.
 import type { PooledSession } from '../upstream/login.js';
 
 /** Whose context a backend carries: the claims of a switch grant (pool/grant.ts). */
@@ -43,8 +43,6 @@ export interface BackendBook {
   lastWanted: Map<string, string>;
   /** Server-side names of the statements prepared on it, least recently used first. */
   prepared: Map<string, true>;
-  /** A client ran SQL PREPARE: the next reset must also deallocate (DISCARD ALL). */
-  sqlPrepare: boolean;
   /** The client whose unnamed statement the backend holds, if any. */
   unnamedOf: object | undefined;
   /** Cancels sent to it and not finished: it is not handed to another client meanwhile. */
@@ -62,7 +60,6 @@ export function bookOf(session: PooledSession): BackendBook {
       applied: new Map(),
       lastWanted: new Map(),
       prepared: new Map(),
-      sqlPrepare: false,
       unnamedOf: undefined,
       canceling: 0,
     };
@@ -79,6 +76,5 @@ export function markClean(session: PooledSession): void {
   book.contextValid = false;
   book.applied.clear();
   book.prepared.clear();
-  book.sqlPrepare = false;
   book.unnamedOf = undefined;
 }

@@ -2,8 +2,9 @@
 // that serves its next transaction may be another one, shared with other clients. So the proxy
 // renames them: the name on the backend is derived from the owner (org, user, values), the query
 // text and the parameter types, `pgvpd_<24 hex of SHA-256>`. Equal statements of one owner share
-// one name on a backend; two owners never share a statement, so nothing one owner's session state
-// made of a statement (its search_path, a temp table it resolved to) reaches another owner.
+// one name on a backend (clients of one org user reuse each other's). A backend's statements are
+// deallocated when its owner changes (the reset is DISCARD ALL), so the owner in the name only
+// keeps names apart; no statement is ever used by two owners.
 // Also the frontend messages that carry a statement name (Parse, Bind, Describe, Close): read
 // the name, write the message again with another.
 import { createHash } from 'node:crypto';

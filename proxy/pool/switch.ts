@@ -5,9 +5,7 @@
 //   same owner, context emptied    → settings + switch
 //   no owner (fresh, or reset)     → settings + switch
 //   another owner                  → reset (session state of the old owner) + settings + switch
-// The reset is DISCARD ALL less DEALLOCATE ALL (statements are named per owner, so they never
-// cross owners), or DISCARD ALL when a client's SQL PREPARE left statements the proxy does not
-// track. The switch is pgvpd.switch_context with a grant minted here under the proxy's instance
+// The reset is DISCARD ALL, statements included (see ownerReset). The switch is pgvpd.switch_context with a grant minted here under the proxy's instance
 // key (pool/grant.ts): the backend verifies it and sets the context itself. Every answer is
 // read up to its ReadyForQuery; an error, a notification, anything unexpected or a status other
 // than idle makes the backend unusable (`broken`) and the client's checkout fails before any of
@@ -27,10 +25,13 @@ import { bookOf, markClean, type Owner } from './backend-book.js';
 import { grantParams, mintGrant, switchCall } from './grant.js';
 import { poolErrors } from './pool-errors.js';
 
-/** Session state a new owner must not inherit, as one Query (one implicit transaction). */
-export const ownerReset =
-  'CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ROLE; RESET ALL; UNLISTEN *; ' +
-  'SELECT pg_catalog.pg_advisory_unlock_all(); DISCARD PLANS; DISCARD TEMP; DISCARD SEQUENCES';
+/**
+ * Session state a new owner must not inherit: all of it, DISCARD ALL (its own Query: it cannot run
+ * in a transaction block). Not DISCARD ALL less DEALLOCATE ALL: pg_prepared_statements would show
+ * the old owner's statement texts to the new one, and a PREPARE run inside a DO block or a
+ * function leaves no PREPARE tag to notice it by.
+ */
+export const ownerReset = 'DISCARD ALL';
 
 /** Startup parameters that are not settings, or that the proxy decides itself. */
 const notSettings = new Set(['user', 'database', 'options', 'replication']);
@@ -78,7 +79,7 @@ export async function readyFor(
   const parts: Buffer[] = [];
   let readies = 0;
   if (ownerChanged) {
-    parts.push(serialize.query(book.sqlPrepare ? 'DISCARD ALL' : ownerReset));
+    parts.push(serialize.query(ownerReset));
     readies += 1;
   } else if (stale) {
     parts.push(serialize.query('RESET ALL'));
@@ -141,7 +142,7 @@ export async function readyFor(
     }
     throw error;
   }
-  if (ownerChanged && book.sqlPrepare) markClean(session);
+  if (ownerChanged) markClean(session);
   if (fresh) book.applied.clear();
   if (ownerChanged) book.unnamedOf = undefined;
   for (let i = 0; i < values.length - (needSwitch ? 3 : 0); i += 2)

@@ -708,9 +708,6 @@ export class TransactionLink implements Attachment {
         book.contextValid = false;
         book.applied.clear();
         return;
-      case 'PREPARE':
-        book.sqlPrepare = true;
-        return;
       default:
     }
   }
