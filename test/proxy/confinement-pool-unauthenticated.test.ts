@@ -5,6 +5,10 @@
 // client's startup parameters are applied after authentication. pool_size 2 and a checkout
 // timeout of 5 s: an authenticated client that waited for a stalled one would get 53300 then.
 // Refused logins come last: after one, the address gets no early readying for a while.
+// A pooled backend keeps its last owner's context while idle, and readying it for that owner
+// sends nothing; so each test first lends the backends to alice of beta-db (both orgs share one
+// connect_as role, hence one pool key), and an early readying for alice of acme-analytics is a
+// switch to see: the backend's context record turns to acme while its client is still stalled.
 import t from 'tap';
 import { createLogger } from '../../proxy/logger.js';
 import { backendPid } from '../support/pgvpd.js';
@@ -29,6 +33,7 @@ const f = await orgFixture(
 );
 const acme = { port: f.proxy.port, database: 'acme-analytics', user: 'alice' };
 const password = 'alice-at-acme';
+const beta = { ...acme, database: 'beta-db', password: 'alice-at-beta' };
 const refused = {
   severity: 'FATAL',
   severityV: 'FATAL',
@@ -38,11 +43,12 @@ const refused = {
   hint: undefined,
 };
 
-/** The pool's backends, all idle after a reset: `n` clients at once, then gone. */
+/**
+ * The pool's backends, all idle after a reset and holding the context of alice at beta-db: `n`
+ * clients of hers at once, then gone.
+ */
 async function pooledBackends(n: number): Promise<number[]> {
-  const clients = await Promise.all(
-    Array.from({ length: n }, () => openClient(t, { ...acme, password })),
-  );
+  const clients = await Promise.all(Array.from({ length: n }, () => openClient(t, beta)));
   const pids = await Promise.all(clients.map(backendPid));
   await Promise.all(clients.map((client) => client.end()));
   for (const pid of pids) if (!(await resetDone(f.db, pid))) throw new Error(`${pid} not reset`);
@@ -66,11 +72,19 @@ async function backends(): Promise<Backend[]> {
   return rows;
 }
 
-/** Backends whose last statement set a context (the early readying ran) and that are idle. */
+/**
+ * Idle backends of the connect_as role whose context is alice's at acme-analytics: after
+ * pooledBackends(), those an early readying switched for a stalled client of hers.
+ */
 async function readied(): Promise<number[]> {
-  return (await backends())
-    .filter((b) => b.state === 'idle' && b.query.includes('pgvpd.set_context'))
-    .map((b) => b.pid);
+  const { rows } = await f.db.query<{ pid: number }>(
+    `select a.pid from pg_stat_activity a
+       join pgvpd_private.session_context c on c.pid = a.pid
+      where a.usename = $1 and a.state = 'idle' and c.tenant = $2 and c.username = 'alice'
+      order by a.pid`,
+    [f.connectAs, f.orgs.acme],
+  );
+  return rows.map((row) => row.pid);
 }
 
 /** A raw client that stops after its SCRAM client-first-message, as one deriving its key. */
@@ -107,6 +121,7 @@ t.test(
   "finding 5: pool_size clients stalled after their first SCRAM message do not delay an authenticated client's checkout",
   async (t) => {
     const pids = await pooledBackends(size);
+    t.same(await readied(), [], 'no backend holds a context of acme before');
     const holders = [];
     for (let i = 0; i < size; i++) holders.push(await stalled(t));
     t.ok(
@@ -165,7 +180,8 @@ t.test(
 t.test(
   "finding 5: an authenticated client's parameters reach the session readied for it early, with their ParameterStatus",
   async (t) => {
-    const pids = await pooledBackends(1);
+    const pids = await pooledBackends(size);
+    t.same(await readied(), [], 'no backend holds a context of acme before');
     const client = await stalled(t, { application_name: 'early-bird', TimeZone: 'Asia/Tokyo' });
     t.ok(
       await waitFor(async () => (await readied()).length === 1),
@@ -198,6 +214,7 @@ t.test(
   "finding 5: an unauthenticated client's startup parameters never reach a pooled backend",
   async (t) => {
     const pids = await pooledBackends(size);
+    t.same(await readied(), [], 'no backend holds a context of acme before');
     // Each takes one of the two sessions; neither will authenticate.
     const attempts = [
       await stalled(t, { application_name: 'evil', DateStyle: 'SQL, DMY' }, 'not-her-password'),
@@ -207,8 +224,7 @@ t.test(
       await waitFor(async () => {
         // Every pooled backend has run what was readied on it, or has died of it.
         const now = await backends();
-        const ran = now.filter((b) => b.state === 'idle' && b.query !== 'DISCARD ALL');
-        return ran.length + (size - now.length) === size;
+        return (await readied()).length + (size - now.length) === size;
       }),
       'a session was readied for each client',
     );
