@@ -88,6 +88,13 @@ const B = {
   CopyBothResponse: 0x57,
 } as const;
 
+/** Client messages the proxy rewrites, held whole; the rest may stream to a linked backend. */
+const rewritten = new Set<number>([F.Parse, F.Bind, F.Describe, F.Close]);
+
+function streamable(code: number | undefined): boolean {
+  return code !== undefined && !rewritten.has(code) && code !== F.Terminate;
+}
+
 /** Backend messages whose body the link reads; everything else streams through. */
 const inspected = new Set<number>(Object.values(B));
 
@@ -151,6 +158,8 @@ export class TransactionLink implements Attachment {
   private cHave = 0;
   /** Length of the message being collected, once its header is known. */
   private cNeed = 0;
+  /** Bytes of a client message still to stream through to the linked backend. */
+  private cStream = 0;
   private held: Buffer[] = [];
   private heldBytes = 0;
   private readonly stmts = new Map<string, ClientStatement>();
@@ -196,27 +205,51 @@ export class TransactionLink implements Attachment {
   private readonly fromClient = (chunk: Buffer): void => {
     if (this.isDone()) return;
     this.clearIdleTimer();
+    const link = this.link;
+    link?.socket.cork();
     let buffer = chunk;
-    if (this.cHave > 0) {
-      // The rest of a message begun in an earlier chunk: collected, copied once when whole.
+    let at = 0;
+    if (this.cStream > 0) {
+      // The rest of a message that streams through to the linked backend.
+      const count = Math.min(this.cStream, chunk.length);
+      this.out.push(chunk.subarray(0, count));
+      this.cStream -= count;
+      at = count;
+    } else if (this.cHave > 0) {
+      // The rest of a message begun in an earlier chunk: collected, copied once when whole
+      // (or, for a message the proxy does not rewrite, once a backend is linked to stream to).
       this.cParts.push(chunk);
       this.cHave += chunk.length;
-      if (this.cNeed === 0) {
-        if (this.cHave < 5) return;
+      if (this.cNeed === 0 && this.cHave >= 5) {
         const head = Buffer.concat(this.cParts, this.cHave);
         this.cParts = [head];
         const length = head.readInt32BE(1);
         this.cNeed = length >= 4 ? 1 + length : 5;
       }
-      if (this.cHave < this.cNeed) return;
+      const streams = this.cNeed > 0 && this.link !== undefined && streamable(this.cParts[0]?.[0]);
+      if (this.cHave < Math.max(5, this.cNeed) && !streams) {
+        link?.socket.uncork();
+        // A message too big to hold while no backend is linked: link one, and wait for it.
+        if (!this.link && this.cHave > holdLimit) {
+          this.client.pause();
+          if (!this.linking) void this.linkUp();
+        }
+        return;
+      }
       buffer = Buffer.concat(this.cParts, this.cHave);
       this.cParts = [];
       this.cHave = 0;
       this.cNeed = 0;
     }
-    const link = this.link;
-    link?.socket.cork();
-    let at = 0;
+    this.consume(buffer, at);
+    this.flushToBackend();
+    link?.socket.uncork();
+    this.settleAfterClient();
+  };
+
+  /** The client's whole messages in `buffer` from `at`; a partial one is kept or streamed. */
+  private consume(buffer: Buffer, from: number): void {
+    let at = from;
     while (at < buffer.length && !this.isDone()) {
       if (buffer.length - at < 5) break;
       const code = buffer[at] ?? 0;
@@ -225,16 +258,25 @@ export class TransactionLink implements Attachment {
         this.refuse('08P01', `invalid message length ${String(length)}`);
         return;
       }
-      if (length + 1 > maxClientMessage) {
+      if (length + 1 > maxClientMessage && !streamable(code)) {
         this.refuse('54000', `message of ${String(length)} bytes is longer than the proxy holds`);
         return;
       }
-      if (buffer.length - at < 1 + length) break;
+      if (buffer.length - at < 1 + length) {
+        if (this.link && streamable(code)) {
+          // Whatever the proxy does not rewrite goes on as it arrives: no message is held
+          // whole beyond what the rewrite needs, so a big Query or CopyData costs no memory.
+          this.outgoing(code, buffer.subarray(at));
+          this.cStream = 1 + length - (buffer.length - at);
+          return;
+        }
+        break;
+      }
       const raw = buffer.subarray(at, at + 1 + length);
       at += 1 + length;
       if (code === F.Terminate) {
         this.finish('client-terminated');
-        break;
+        return;
       }
       if (this.link) this.outgoing(code, raw);
       else this.hold(raw);
@@ -244,9 +286,15 @@ export class TransactionLink implements Attachment {
       this.cParts = [rest];
       this.cHave = rest.length;
       this.cNeed = rest.length >= 5 ? 1 + rest.readInt32BE(1) : 0;
+      if (!this.link && this.cHave > holdLimit) {
+        this.client.pause();
+        if (!this.linking) void this.linkUp();
+      }
     }
-    this.flushToBackend();
-    link?.socket.uncork();
+  }
+
+  /** After the client's bytes: a transaction that is over now ends; an idle one is timed. */
+  private settleAfterClient(): void {
     if (this.link && this.shouldRelease()) {
       // A COPY that failed on the backend ended with its ReadyForQuery before the client's
       // CopyDone, which the backend drops: the transaction is over now.
@@ -255,7 +303,7 @@ export class TransactionLink implements Attachment {
     } else if (this.link && this.pending === 0) {
       this.armIdleTimer();
     }
-  };
+  }
 
   private hold(raw: Buffer): void {
     // A copy: the socket's chunk is not ours to keep.
@@ -536,6 +584,14 @@ export class TransactionLink implements Attachment {
       if (this.isDone()) break;
       this.outgoing(raw[0] ?? 0, raw);
     }
+    // A big message that waited for this backend, collected so far: it streams from here on.
+    if (this.cNeed > 0 && streamable(this.cParts[0]?.[0]) && !this.isDone()) {
+      const partial = Buffer.concat(this.cParts, this.cHave);
+      this.cParts = [];
+      this.cHave = 0;
+      this.cNeed = 0;
+      this.consume(partial, 0);
+    }
     this.flushToBackend();
     socket.uncork();
     socket.resume();
@@ -740,6 +796,7 @@ export class TransactionLink implements Attachment {
       this.status === 0x49 &&
       this.sPartial === undefined &&
       this.sStream === 0 &&
+      this.cStream === 0 &&
       this.out.length === 0 &&
       book.canceling === 0 &&
       this.parses.length === 0 &&
@@ -879,6 +936,7 @@ export class TransactionLink implements Attachment {
       this.copyIn ||
       this.sPartial !== undefined ||
       this.sStream > 0 ||
+      this.cStream > 0 ||
       this.parses.length > 0 ||
       this.closes.length > 0;
     if (inFlight || session.broken || this.endReason === 'upstream-closed') {
