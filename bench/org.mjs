@@ -118,7 +118,8 @@ import { startPgbouncerTransaction } from './lib/pgbouncer-transaction.mjs';
 import { CLK_TCK, cpuTimes, startPgbouncer, startServer, stopServers } from './lib/servers.mjs';
 import {
   STATS_SETTLE_MS,
-  ownerSwitches,
+  poolMetrics,
+  poolMetricsDelta,
   switchContextDelta,
   switchContextStats,
 } from './lib/switch-stats.mjs';
@@ -403,7 +404,9 @@ const FAILED_RUN = {
   switchesPerTx: null,
   switchUsPerCall: null,
   switchSelfUsPerCall: null,
-  ownerSwitchesPerSecond: null,
+  ownerChangesPerSecond: null,
+  switchedInPerSecond: null,
+  resetReadyingUs: null,
 };
 
 function pgbenchArgs(t, proc, { churn, seconds }) {
@@ -460,20 +463,20 @@ async function measureRun(run, targets, { db, pmPid, metricsToken, seconds, warm
   if (counted) await sleep(Math.max(0, lastRunEnd + STATS_SETTLE_MS - Date.now()));
   const startedBefore = await backendsStarted(db);
   const fnBefore = counted ? await switchContextStats(db) : null;
-  const ownerBefore = counted ? await ownerSwitches(server.adminPort, metricsToken) : null;
+  const poolBefore = counted ? await poolMetrics(server.adminPort, metricsToken) : null;
   const pgBefore = clusterCpuTicks(pmPid).ticks;
   const before = pid ? cpuTimes(pid) : null;
-  let outputs;
-  try {
-    outputs = await Promise.all(
-      run.procs.map((proc) => {
-        const t = targets[proc.target];
-        return pgbenchProcess(t, proc, { churn: run.churn, seconds });
-      }),
-    );
-  } finally {
-    lastRunEnd = Date.now();
-  }
+  // Every process is waited for, also when one fails, so that none runs on into the next run.
+  const settled = await Promise.allSettled(
+    run.procs.map((proc) => {
+      const t = targets[proc.target];
+      return pgbenchProcess(t, proc, { churn: run.churn, seconds });
+    }),
+  );
+  lastRunEnd = Date.now();
+  const failure = settled.find((r) => r.status === 'rejected');
+  if (failure) throw failure.reason;
+  const outputs = settled.map((r) => r.value);
   const after = pid ? cpuTimes(pid) : null;
   // pg_stat_database is flushed by backends at most once a second and when they exit; exiting
   // backends are reaped (their CPU in the postmaster's cutime) by then too.
@@ -504,20 +507,21 @@ async function measureRun(run, targets, { db, pmPid, metricsToken, seconds, warm
     switchesPerTx: null,
     switchUsPerCall: null,
     switchSelfUsPerCall: null,
-    ownerSwitchesPerSecond: null,
+    ownerChangesPerSecond: null,
+    switchedInPerSecond: null,
+    resetReadyingUs: null,
   };
   if (counted) {
     await sleep(Math.max(0, lastRunEnd + STATS_SETTLE_MS - Date.now()));
     const fn = switchContextDelta(fnBefore, await switchContextStats(db));
-    const ownerAfter = await ownerSwitches(server.adminPort, metricsToken);
+    const poolAfter = await poolMetrics(server.adminPort, metricsToken);
     Object.assign(x, {
       switchCalls: fn.calls,
       switchesPerSecond: fn.calls / seconds,
       switchesPerTx: fn.calls / transactions,
       switchUsPerCall: fn.calls > 0 ? (fn.totalMs * 1000) / fn.calls : null,
       switchSelfUsPerCall: fn.calls > 0 ? (fn.selfMs * 1000) / fn.calls : null,
-      ownerSwitchesPerSecond:
-        ownerBefore === null || ownerAfter === null ? null : (ownerAfter - ownerBefore) / seconds,
+      ...poolMetricsDelta(poolBefore, poolAfter, seconds),
     });
   }
   return x;
@@ -630,9 +634,9 @@ async function runPgbench(runs, targets, ctx) {
         x.switchCalls === null
           ? null
           : `${x.switchCalls} switch_context calls (${fmt(x.switchUsPerCall, 1)} µs each)`,
-        x.ownerSwitchesPerSecond === null
+        x.ownerChangesPerSecond === null
           ? null
-          : `${x.ownerSwitchesPerSecond.toFixed(0)} owner switches/s`,
+          : `${x.ownerChangesPerSecond.toFixed(0)} owner changes/s (metric)`,
       ].filter(Boolean);
       log(
         `round ${round}/${ROUNDS} ${r.kind.padEnd(6)} ${r.name.padEnd(13)} ${x.tps.toFixed(0)} tps, ${extra.join(', ')}`,
@@ -759,13 +763,19 @@ const FIGURES = [
   'switchesPerTx',
   'switchUsPerCall',
   'switchSelfUsPerCall',
-  'ownerSwitchesPerSecond',
+  'ownerChangesPerSecond',
+  'switchedInPerSecond',
+  'resetReadyingUs',
 ];
 
 const medianOf = (xs) => {
   const v = xs.filter((x) => x !== null && x !== undefined && !Number.isNaN(x));
   return v.length ? median(v) : null;
 };
+
+/** The idle part met its target: it ran, every client was served right, VmRSS within bounds. */
+const idleOk = (idle) =>
+  !idle.failedPart && idle.failed === 0 && idle.wrongTenant === 0 && idle.idle.rssMb <= IDLE_RSS_MB;
 
 function summarize(bench, latency, idle) {
   const summary = Object.fromEntries(FIGURES.map((f) => [f, {}]));
@@ -810,7 +820,7 @@ function summarize(bench, latency, idle) {
   if (idle) {
     summary.verdicts[
       `idle ${idle.clients} clients in transaction mode: proxy VmRSS ≤ ${IDLE_RSS_MB} MB`
-    ] = idle.failed === 0 && idle.wrongTenant === 0 && idle.idle.rssMb <= IDLE_RSS_MB;
+    ] = idleOk(idle);
   }
   return summary;
 }
@@ -968,7 +978,9 @@ function report(meta, bench, summary) {
           'backends started',
           'switch_context/s',
           'µs per call (self)',
-          'owner switches/s (metric)',
+          'owner changes/s (metric)',
+          'switched in/s (metric)',
+          'readying µs per owner change (metric)',
         ],
         Object.keys(bench.tx).map((n) => [
           n,
@@ -979,7 +991,9 @@ function report(meta, bench, summary) {
           summary.switchUsPerCall.tx[n] === null
             ? '–'
             : `${s('switchUsPerCall', 'tx', n, 1)} (${s('switchSelfUsPerCall', 'tx', n, 1)})`,
-          s('ownerSwitchesPerSecond', 'tx', n),
+          s('ownerChangesPerSecond', 'tx', n),
+          s('switchedInPerSecond', 'tx', n),
+          s('resetReadyingUs', 'tx', n),
         ]),
       ),
     );
@@ -993,11 +1007,19 @@ function report(meta, bench, summary) {
         `(rounds: ${(summary.switchCostUsRounds ?? []).map((x) => fmt(x, 1)).join(', ')}; ` +
         `org − org-one-owner CPU per transaction / switch_context calls per transaction more), ` +
         `of which switch_context itself ${s('switchUsPerCall', 'tx', 'org', 1)} µs on the backend (pg_stat_user_functions total_time / calls)`,
+      `   (metric columns: the proxy's pgvpd_pool_owner_switches_total, kind reset = owner changes, all kinds = contexts switched in; ` +
+        `pgvpd_pool_readying_seconds of kind reset: the proxy's wait for reset + switch, wall clock; – when not exported)`,
     );
   }
 
   const idle = summary.idle;
-  if (idle) {
+  if (idle?.failedPart) {
+    out.push(
+      '',
+      `5. Idle clients in transaction mode: ${idle.clients} clients: FAILED: ${idle.failedPart}`,
+      ...(idle.output ? [`   the proxy's last output: ${idle.output}`] : []),
+    );
+  } else if (idle) {
     const perClientKb = ((idle.idle.rssMb - idle.before.rssMb) * 1024) / Math.max(1, idle.opened);
     out.push(
       '',
@@ -1025,7 +1047,7 @@ function report(meta, bench, summary) {
       `   opened ${idle.opened} in ${idle.seconds.toFixed(1)} s, ${idle.failed} failed, ${idle.wrongTenant} with a wrong tenant; ` +
         `${fmt(perClientKb, 1)} KB of RSS per idle client; ` +
         `one more login with them all idle: ${idle.extra.ok ? `${fmt(idle.extra.connectMs, 2)} ms` : `FAILED ${idle.extra.error ?? 'wrong tenant'}`}`,
-      `   VmRSS ≤ ${IDLE_RSS_MB} MB: ${verdict(idle.failed === 0 && idle.wrongTenant === 0 && idle.idle.rssMb <= IDLE_RSS_MB)}` +
+      `   VmRSS ≤ ${IDLE_RSS_MB} MB: ${verdict(idleOk(idle))}` +
         (idle.errors.length ? `; errors: ${idle.errors.join('; ')}` : ''),
     );
   }
@@ -1235,16 +1257,23 @@ async function main() {
     let idle = null;
     if (idleProxy) {
       log(`idle: ${IDLE_CLIENTS} clients, ${IDLE_CONCURRENCY} logins at a time`);
-      idle = await measureIdleClients(idleProxy, {
-        users: [alice, bob].map(({ user, database, password, tenant }) => ({
-          user,
-          database,
-          password,
-          tenant,
-        })),
-        clients: IDLE_CLIENTS,
-        concurrency: IDLE_CONCURRENCY,
-      });
+      try {
+        idle = await measureIdleClients(idleProxy, {
+          users: [alice, bob].map(({ user, database, password, tenant }) => ({
+            user,
+            database,
+            password,
+            tenant,
+          })),
+          clients: IDLE_CLIENTS,
+          concurrency: IDLE_CONCURRENCY,
+        });
+      } catch (err) {
+        // Reported with the proxy's last output; the other parts' figures are kept.
+        const output = idleProxy.output().trim();
+        log(`idle: FAILED: ${err.message}${output ? `; the proxy's last output: ${output}` : ''}`);
+        idle = { clients: IDLE_CLIENTS, failedPart: err.message, output: output || null };
+      }
     }
 
     const meta = {
