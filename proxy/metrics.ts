@@ -6,14 +6,16 @@
 //
 // Guarantees:
 // - Every label takes its value from a fixed set chosen here (mode, phase, outcome, reason,
-//   sqlstate, state, side, method, status class), or, for `route`, from the admin server's route
-//   patterns (`unmatched` when none matched). No org, user, database, tenant or role name is
-//   ever a label value: a SQLSTATE or method outside its set is recorded as `other`.
+//   sqlstate, state, side, method, status class, readying kind, registration result), or, for
+//   `route`, from the admin server's route patterns (`unmatched` when none matched). No org,
+//   user, database, tenant or role name is ever a label value: a SQLSTATE or method outside its
+//   set is recorded as `other`.
 // - Recording is a counter or histogram update at a connection's milestones (accept, the first
-//   ReadyForQuery, a refusal, close) and at pool, control and catalog events; nothing here runs
-//   per message, and the bytes a client moved are added once, at close, from its socket's
-//   bytesRead / bytesWritten. Gauges of what exists now (sessions by phase, active orgs, pool
-//   sessions) are read at scrape time from the sources.
+//   ReadyForQuery, a refusal, close) and at pool, control and catalog events (a checkout, the
+//   readying of a backend, a transaction linked in transaction mode, an instance registration);
+//   nothing here runs per message, and the bytes a client moved are added once, at close, from
+//   its socket's bytesRead / bytesWritten. Gauges of what exists now (sessions by phase, active
+//   orgs, pool sessions) are read at scrape time from the sources.
 // - Names follow Prometheus' rules (base units, `_total` only on counters, `_info` = 1), so the
 //   pgvpd_* lines pass `promtool check metrics`.
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
@@ -30,6 +32,27 @@ export type CancelOutcome = 'forwarded' | 'unknown_key';
 export type TlsSide = 'client' | 'upstream';
 export type ApiAuthFailureReason = 'invalid_token' | 'forbidden';
 export type InviteRedeemOutcome = 'ok' | 'gone' | 'invalid_verifier';
+/**
+ * What readying a pooled backend for its client took (pool/switch.ts): nothing sent (`none`),
+ * only settings that differed (`settings`), the owner's context switched in without a reset
+ * (`switch`: a fresh backend, one reset at release, or the same owner's context emptied), or an
+ * owner change: reset, settings and switch (`reset`).
+ */
+export type ReadyingKind = 'none' | 'settings' | 'switch' | 'reset';
+export type InstanceRegistrationResult = 'ok' | 'error';
+
+const readyingKinds: readonly ReadyingKind[] = ['none', 'settings', 'switch', 'reset'];
+
+/** The kind of a readying from what readyFor() reports of it (its ReadyResult). */
+export function readyingKind(result: {
+  statements: number;
+  ownerChanged: boolean;
+  switched: boolean;
+}): ReadyingKind {
+  if (result.statements === 0) return 'none';
+  if (result.ownerChanged) return 'reset';
+  return result.switched ? 'switch' : 'settings';
+}
 
 let processRegistry: Registry | undefined;
 
@@ -102,6 +125,10 @@ const shortBuckets = [
 ];
 const sessionBuckets = [0.01, 0.1, 1, 10, 60, 300, 900, 3600, 4 * 3600, 24 * 3600];
 const waitBuckets = [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30];
+// Readying a backend: 0.1–50 ms when it runs a statement, a little beyond for a slow server.
+const readyingBuckets = [
+  0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5,
+];
 
 export class Metrics {
   /** This runtime's pgvpd_* metrics; never prom-client's global registry. */
@@ -128,6 +155,10 @@ export class Metrics {
   private readonly poolTimeouts: Counter;
   private readonly poolOpened: Counter;
   private readonly poolClosed: Counter<'reason'>;
+  private readonly poolTransactions: Counter;
+  private readonly poolOwnerSwitches: Counter<'kind'>;
+  private readonly poolReadying: Histogram<'kind'>;
+  private readonly instanceRegistrations: Counter<'result'>;
   private readonly cancels: Counter<'outcome'>;
   private readonly tlsFailures: Counter<'side'>;
   private readonly receivedBytes: Counter<'mode'>;
@@ -334,6 +365,35 @@ export class Metrics {
       labelNames: ['reason'],
       registers: orgRegisters,
     });
+    this.poolTransactions = new Counter({
+      name: 'pgvpd_pool_transactions_total',
+      help: 'Transactions served by transaction pooling, each on a backend linked for it',
+      registers: orgRegisters,
+    });
+    this.poolOwnerSwitches = new Counter({
+      name: 'pgvpd_pool_owner_switches_total',
+      help: "Contexts switched in on a pooled backend: without a reset (switch), or on an owner change, after the old owner's session state was reset (reset)",
+      labelNames: ['kind'],
+      registers: orgRegisters,
+    });
+    this.poolReadying = new Histogram({
+      name: 'pgvpd_pool_readying_seconds',
+      help: 'Readying a pooled backend for its client (context and settings), by what it took',
+      labelNames: ['kind'],
+      buckets: readyingBuckets,
+      registers: orgRegisters,
+    });
+    this.instanceRegistrations = new Counter({
+      name: 'pgvpd_instance_registrations_total',
+      help: 'Registrations of this proxy as an instance in a database (its switch-grant key), by result',
+      labelNames: ['result'],
+      registers: orgRegisters,
+    });
+    // Every series of a fixed set from the start, so that rates and ratios have both sides.
+    this.poolTransactions.inc(0);
+    for (const kind of ['switch', 'reset'] as const) this.poolOwnerSwitches.inc({ kind }, 0);
+    for (const kind of readyingKinds) this.poolReadying.zero({ kind });
+    for (const result of ['ok', 'error'] as const) this.instanceRegistrations.inc({ result }, 0);
 
     // The control plane's own traffic.
     this.httpRequests = new Counter({
@@ -499,6 +559,26 @@ export class Metrics {
 
   poolSessionClosed(reason: PoolCloseReason): void {
     this.poolClosed.inc({ reason });
+  }
+
+  /** A transaction-mode client's transaction got a backend, readied (one per link). */
+  poolTransaction(): void {
+    this.poolTransactions.inc();
+  }
+
+  /**
+   * A pooled backend readied for a client in `seconds` (readyingKind() of readyFor's result);
+   * `switch` and `reset` also count as owner switches. A readying that failed is not recorded
+   * here (its backend is closed as broken).
+   */
+  poolReadied(kind: ReadyingKind, seconds: number): void {
+    this.poolReadying.observe({ kind }, seconds);
+    if (kind === 'switch' || kind === 'reset') this.poolOwnerSwitches.inc({ kind });
+  }
+
+  /** A registration of this proxy in a database (pgvpd.register_instance) succeeded or failed. */
+  instanceRegistration(result: InstanceRegistrationResult): void {
+    this.instanceRegistrations.inc({ result });
   }
 
   cancelRequest(outcome: CancelOutcome): void {

@@ -25,6 +25,9 @@ export interface CatalogOrg {
   pool_mode?: 'session' | 'transaction' | null;
 }
 
+/** How long a pooled backend serves one client of an org. */
+export type PoolMode = NonNullable<CatalogOrg['pool_mode']>;
+
 export interface CatalogUser {
   org_id: string;
   username: string;
@@ -102,6 +105,16 @@ export class Catalog {
       orgs: this.byDatabase.size,
       users: this.users.size,
     };
+  }
+
+  /**
+   * Orgs in the snapshot (any status) by the pool mode they are served in: their own, or
+   * `fallback` (the proxy's pool_mode) for those without one.
+   */
+  poolModes(fallback: PoolMode): Record<PoolMode, number> {
+    const counts: Record<PoolMode, number> = { session: 0, transaction: 0 };
+    for (const org of this.byDatabase.values()) counts[org.pool_mode ?? fallback] += 1;
+    return counts;
   }
 
   async close(): Promise<void> {

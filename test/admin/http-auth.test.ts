@@ -5,7 +5,31 @@
 // takes effect on the very next request; every /api/v1 answer says no-store.
 import { networkInterfaces } from 'node:os';
 import t from 'tap';
+import { waitFor } from '../proxy/clients-support.js';
 import { adminFixture } from './admin-fixture.js';
+
+/** GET /api/v1/status's body in org mode (docs/control-plane.md §2). */
+interface StatusBody {
+  version: string;
+  mode: string;
+  draining: boolean;
+  sessions: { total: number; by_phase: Record<string, number> };
+  pool_mode: string;
+  pool: { busy: number; keys: { database: string; role: string }[] };
+  catalog: {
+    orgs: number;
+    users: number;
+    connected: boolean;
+    pool_modes: { session: number; transaction: number };
+  };
+  instances: {
+    server: string | null;
+    database: string;
+    instance: string;
+    registered_at: string;
+    lease_until: string;
+  }[];
+}
 
 const unauthorized = '{"error":"unauthorized","message":"a valid API token is required"}';
 const forbidden = '{"error":"forbidden","message":"this token is not allowed here"}';
@@ -118,23 +142,55 @@ t.test('an org token gets 403 on another org, a missing org and provisioning', a
 t.test('the status report is the runtime record, for operators', async (t) => {
   const f = await adminFixture(t);
   await f.connect('acme-analytics', 'alice', 'alice-at-acme');
-  const status = await f.http('/api/v1/status', { token: await f.token('operator') });
+  const operator = await f.token('operator');
+  const status = await f.http('/api/v1/status', { token: operator });
   t.equal(status.status, 200);
   t.equal(status.headers.get('cache-control'), 'no-store');
-  const body = status.json as {
-    version: string;
-    mode: string;
-    draining: boolean;
-    sessions: { total: number; by_phase: Record<string, number> };
-    pool: { busy: number; keys: { database: string; role: string }[] };
-    catalog: { orgs: number; users: number; connected: boolean };
-  };
+  const body = status.json as StatusBody;
   t.equal(body.mode, 'org');
   t.equal(body.draining, false);
   t.same(body.sessions, { total: 1, by_phase: { pipe: 1 } });
+  t.equal(body.pool_mode, 'session', 'the proxy’s pool_mode, the default of orgs');
   t.equal(body.pool.busy, 1);
   t.match(body.pool.keys, [{ role: f.connectAs }]);
   t.match(body.catalog, { orgs: 2, users: 2, connected: true });
+  t.same(body.catalog.pool_modes, { session: 2, transaction: 0 }, 'both orgs pooled by session');
+
+  const { rows } = await f.db.query<{ instance: string }>(
+    'select instance_id::text as instance from pgvpd.instances() where active',
+  );
+  t.equal(rows.length, 1, 'the proxy registered once, for its one database');
+  t.match(body.instances, [
+    {
+      server: null,
+      database: f.db.name,
+      instance: rows[0]?.instance,
+      registered_at: /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/,
+      lease_until: /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/,
+    },
+  ]);
+  t.equal(body.instances.length, 1, 'and nothing else');
+  const [registration] = body.instances;
+  t.ok(
+    registration !== undefined &&
+      Date.parse(registration.lease_until) > Date.parse(registration.registered_at),
+    'its lease runs beyond its registration',
+  );
+  const key = await f.proxy.runtime.org!.instanceKeys.keyFor(f.db.name);
+  t.equal(key.instance, registration?.instance, 'the key in use');
+  t.notOk(status.text.includes(key.secret.toString('hex')), 'whose secret is not shown');
+
+  await f.db.query(`select pgvpd.org_set_pool_mode($1, 'transaction')`, [f.orgs.beta]);
+  t.ok(
+    await waitFor(async () => {
+      const now = (await f.http('/api/v1/status', { token: operator })).json as StatusBody;
+      return now.catalog.pool_modes.transaction === 1;
+    }),
+    'an org set to transaction pooling is counted so once the catalog reloads',
+  );
+  const after = (await f.http('/api/v1/status', { token: operator })).json as StatusBody;
+  t.same(after.catalog.pool_modes, { session: 1, transaction: 1 });
+  t.equal(after.pool_mode, 'session', 'the proxy’s default is unchanged');
 });
 
 t.test(

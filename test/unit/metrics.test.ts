@@ -2,7 +2,7 @@
 // and that label values stay within their fixed sets whatever a caller passes. Real traffic
 // through both proxies, and promtool, are in test/admin/metrics.test.ts.
 import t from 'tap';
-import { Metrics, type SessionSource } from '../../proxy/metrics.js';
+import { Metrics, readyingKind, type SessionSource } from '../../proxy/metrics.js';
 
 /** The sample lines of one metric (`name{…} value` or `name value`), in render order. */
 function samples(text: string, name: string): string[] {
@@ -179,11 +179,109 @@ t.test('pool gauges are read from the pool’s stats at scrape time', async (t) 
   t.same(samples(text, 'pgvpd_pool_keys'), ['pgvpd_pool_keys 0']);
 });
 
-t.test('app mode has no catalog, pool or login-throttle metrics', async (t) => {
-  const text = await new Metrics({ mode: 'app', version: '1' }).render();
+t.test(
+  'readying is timed by what it took, and a switch or a reset is counted as an owner switch',
+  async (t) => {
+    const metrics = new Metrics({ mode: 'org', version: '1' });
+    let text = await metrics.render();
+    t.same(
+      samples(text, 'pgvpd_pool_owner_switches_total'),
+      [
+        'pgvpd_pool_owner_switches_total{kind="switch"} 0',
+        'pgvpd_pool_owner_switches_total{kind="reset"} 0',
+      ],
+      'both kinds from the start, at 0',
+    );
+    t.same(samples(text, 'pgvpd_pool_readying_seconds_count'), [
+      'pgvpd_pool_readying_seconds_count{kind="none"} 0',
+      'pgvpd_pool_readying_seconds_count{kind="settings"} 0',
+      'pgvpd_pool_readying_seconds_count{kind="switch"} 0',
+      'pgvpd_pool_readying_seconds_count{kind="reset"} 0',
+    ]);
+    metrics.poolReadied('none', 0.00002);
+    metrics.poolReadied('none', 0.00003);
+    metrics.poolReadied('settings', 0.0004);
+    metrics.poolReadied('switch', 0.0003);
+    metrics.poolReadied('switch', 0.002);
+    metrics.poolReadied('reset', 0.04);
+    text = await metrics.render();
+    t.same(samples(text, 'pgvpd_pool_owner_switches_total'), [
+      'pgvpd_pool_owner_switches_total{kind="switch"} 2',
+      'pgvpd_pool_owner_switches_total{kind="reset"} 1',
+    ]);
+    t.same(samples(text, 'pgvpd_pool_readying_seconds_count'), [
+      'pgvpd_pool_readying_seconds_count{kind="none"} 2',
+      'pgvpd_pool_readying_seconds_count{kind="settings"} 1',
+      'pgvpd_pool_readying_seconds_count{kind="switch"} 2',
+      'pgvpd_pool_readying_seconds_count{kind="reset"} 1',
+    ]);
+    t.same(
+      samples(text, 'pgvpd_pool_readying_seconds_bucket').filter((line) =>
+        line.includes('kind="switch"'),
+      ),
+      [
+        'pgvpd_pool_readying_seconds_bucket{le="0.0001",kind="switch"} 0',
+        'pgvpd_pool_readying_seconds_bucket{le="0.00025",kind="switch"} 0',
+        'pgvpd_pool_readying_seconds_bucket{le="0.0005",kind="switch"} 1',
+        'pgvpd_pool_readying_seconds_bucket{le="0.001",kind="switch"} 1',
+        'pgvpd_pool_readying_seconds_bucket{le="0.0025",kind="switch"} 2',
+        'pgvpd_pool_readying_seconds_bucket{le="0.005",kind="switch"} 2',
+        'pgvpd_pool_readying_seconds_bucket{le="0.01",kind="switch"} 2',
+        'pgvpd_pool_readying_seconds_bucket{le="0.025",kind="switch"} 2',
+        'pgvpd_pool_readying_seconds_bucket{le="0.05",kind="switch"} 2',
+        'pgvpd_pool_readying_seconds_bucket{le="0.1",kind="switch"} 2',
+        'pgvpd_pool_readying_seconds_bucket{le="0.5",kind="switch"} 2',
+        'pgvpd_pool_readying_seconds_bucket{le="+Inf",kind="switch"} 2',
+      ],
+      'buckets from 0.1 ms to 100 ms, and 500 ms',
+    );
+  },
+);
+
+t.test('a readying’s kind is read from what readyFor reports', (t) => {
+  t.equal(readyingKind({ statements: 0, ownerChanged: false, switched: false }), 'none');
+  t.equal(readyingKind({ statements: 1, ownerChanged: false, switched: false }), 'settings');
+  t.equal(readyingKind({ statements: 1, ownerChanged: false, switched: true }), 'switch');
+  t.equal(readyingKind({ statements: 2, ownerChanged: false, switched: true }), 'switch');
+  t.equal(readyingKind({ statements: 2, ownerChanged: true, switched: true }), 'reset');
+  t.end();
+});
+
+t.test(
+  'transactions served in transaction mode and instance registrations are counted',
+  async (t) => {
+    const metrics = new Metrics({ mode: 'org', version: '1' });
+    let text = await metrics.render();
+    t.same(samples(text, 'pgvpd_pool_transactions_total'), ['pgvpd_pool_transactions_total 0']);
+    t.same(samples(text, 'pgvpd_instance_registrations_total'), [
+      'pgvpd_instance_registrations_total{result="ok"} 0',
+      'pgvpd_instance_registrations_total{result="error"} 0',
+    ]);
+    metrics.poolTransaction();
+    metrics.poolTransaction();
+    metrics.poolTransaction();
+    metrics.instanceRegistration('ok');
+    metrics.instanceRegistration('error');
+    metrics.instanceRegistration('ok');
+    text = await metrics.render();
+    t.same(samples(text, 'pgvpd_pool_transactions_total'), ['pgvpd_pool_transactions_total 3']);
+    t.same(samples(text, 'pgvpd_instance_registrations_total'), [
+      'pgvpd_instance_registrations_total{result="ok"} 2',
+      'pgvpd_instance_registrations_total{result="error"} 1',
+    ]);
+  },
+);
+
+t.test('app mode has no catalog, pool, instance or login-throttle metrics', async (t) => {
+  const metrics = new Metrics({ mode: 'app', version: '1' });
+  metrics.poolTransaction();
+  metrics.poolReadied('reset', 0.001);
+  metrics.instanceRegistration('ok');
+  const text = await metrics.render();
   for (const name of [
     'pgvpd_catalog_',
     'pgvpd_pool_',
+    'pgvpd_instance_',
     'pgvpd_active_orgs',
     'pgvpd_auth_throttled_total',
   ]) {

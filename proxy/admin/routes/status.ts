@@ -1,6 +1,8 @@
 // GET /api/v1/status (operator): what the runtime record says now: version, mode, uptime,
-// whether the proxy is draining, sessions by phase, pool totals and per key, the catalog.
-// Names of orgs, users and databases appear only as pool keys, for operators.
+// whether the proxy is draining, sessions by phase, the pool mode, pool totals and per key, the
+// catalog (with its orgs by the pool mode they are served in), and this proxy's instance
+// registrations (the keys its switch grants are signed with; never a secret). Names of orgs,
+// users and databases appear only as pool keys and registrations' databases, for operators.
 import type { FastifyInstance } from 'fastify';
 import { packageVersion } from '../../package-root.js';
 import type { AdminContext } from '../context.js';
@@ -11,16 +13,19 @@ export function statusRoutes(app: FastifyInstance, ctx: AdminContext): void {
     const byPhase: Record<string, number> = {};
     const sessions = runtime.describeSessions();
     for (const session of sessions) byPhase[session.phase] = (byPhase[session.phase] ?? 0) + 1;
-    const catalog = runtime.org?.catalog.status();
+    const org = runtime.org;
+    const poolMode = runtime.config.pool_mode;
+    const catalog = org?.catalog.status();
     return {
       version: packageVersion,
       mode: runtime.config.mode,
       uptime_s: Math.floor((Date.now() - runtime.startedAt) / 1000),
       draining: readiness.isDraining,
       sessions: { total: sessions.length, by_phase: byPhase },
-      pool: runtime.org?.pool.stats() ?? null,
+      pool_mode: org ? poolMode : null,
+      pool: org?.pool.stats() ?? null,
       catalog:
-        catalog === undefined
+        org === undefined || catalog === undefined
           ? null
           : {
               connected: catalog.connected,
@@ -28,7 +33,16 @@ export function statusRoutes(app: FastifyInstance, ctx: AdminContext): void {
                 catalog.loadedAt === undefined ? null : new Date(catalog.loadedAt).toISOString(),
               orgs: catalog.orgs,
               users: catalog.users,
+              pool_modes: org.catalog.poolModes(poolMode),
             },
+      instances:
+        org?.instanceKeys.describe().map((entry) => ({
+          server: entry.server,
+          database: entry.database,
+          instance: entry.instance,
+          registered_at: entry.registeredAt,
+          lease_until: entry.leaseUntil,
+        })) ?? null,
     };
   });
 }
