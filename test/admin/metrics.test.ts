@@ -1,6 +1,7 @@
 // The proxy's metrics after real traffic through an app-mode and an org-mode proxy: each counter
 // holds exactly what the traffic did (connections, handshakes, refusals by SQLSTATE and reason,
-// cancel requests, contexts issued, catalog reloads, pool sessions), the pgvpd_* lines pass
+// cancel requests, contexts issued, catalog reloads, pool sessions, backends readied and owner
+// switches, transactions served by transaction pooling, instance registrations), the pgvpd_* lines pass
 // `promtool check metrics` (Debian package prometheus; this test fails without it), and no org
 // id, database name, username, tenant or role name used here appears anywhere in the output.
 import { spawnSync } from 'node:child_process';
@@ -144,6 +145,16 @@ t.test(
     t.equal(value(text, 'pgvpd_pool_sessions_opened_total'), 3);
     t.equal(value(text, 'pgvpd_pool_checkout_duration_seconds_count'), 3, '3 checkouts');
     t.equal(value(text, 'pgvpd_pool_keys'), 1, 'one (server, database, role)');
+    t.equal(
+      value(text, 'pgvpd_pool_owner_switches_total{kind="switch"}'),
+      3,
+      'a context switched in on each new backend',
+    );
+    t.equal(value(text, 'pgvpd_pool_owner_switches_total{kind="reset"}'), 0, 'no owner changed');
+    t.equal(value(text, 'pgvpd_pool_readying_seconds_count{kind="switch"}'), 3);
+    t.equal(value(text, 'pgvpd_instance_registrations_total{result="ok"}'), 1, 'one registration');
+    t.equal(value(text, 'pgvpd_instance_registrations_total{result="error"}'), 0);
+    t.equal(value(text, 'pgvpd_pool_transactions_total'), 0, 'session pooling');
     t.equal(value(text, 'pgvpd_handshake_duration_seconds_count{mode="org",outcome="ok"}'), 3);
     t.equal(value(text, `pgvpd_build_info{version="${version}",mode="org"}`), 1);
 
@@ -154,6 +165,11 @@ t.test(
     t.equal(value(text, 'pgvpd_active_orgs'), 0);
     t.equal(value(text, 'pgvpd_pool_sessions{state="idle"}'), 3);
     t.equal(value(text, 'pgvpd_pool_sessions{state="busy"}'), 0);
+    t.equal(
+      value(text, 'pgvpd_pool_owner_switches_total{kind="switch"}'),
+      6,
+      'and again on each at release: its owner’s context back after the reset',
+    );
 
     t.equal(await sqlstate(f.connect('acme-analytics', 'alice', 'wrong')), '28P01');
     t.equal(await sqlstate(f.connect('acme-analytics', 'mallory', 'alice-at-acme')), '28P01');
@@ -224,6 +240,52 @@ t.test(
     t.equal(value(text, 'pgvpd_pool_sessions_closed_total{reason="shutdown"}'), 1);
     t.equal(value(text, 'pgvpd_pool_sessions{state="idle"}'), 0);
     t.equal(value(text, 'pgvpd_draining'), 1);
+  },
+);
+
+t.test(
+  'transaction pooling: transactions served, owner switches and readyings by kind, counted exactly',
+  async (t) => {
+    // One backend for two orgs' clients: every change of owner on it is a reset.
+    const f = await orgFixture(t, { pool_size: 1, pool_mode: 'transaction' });
+    const metrics = f.proxy.runtime.metrics;
+    const acme = await f.connect('acme-analytics', 'alice', 'alice-at-acme');
+    const beta = await f.connect('beta-db', 'alice', 'alice-at-beta');
+    let text = await metrics.render();
+    t.equal(value(text, 'pgvpd_pool_transactions_total'), 0, 'no transaction yet');
+    t.equal(
+      value(text, 'pgvpd_pool_owner_switches_total{kind="switch"}'),
+      1,
+      'the first login switched a new backend in',
+    );
+    t.equal(
+      value(text, 'pgvpd_pool_owner_switches_total{kind="reset"}'),
+      1,
+      'the second, of another org, reset it first',
+    );
+
+    await acme.query('select 1'); // reset: the backend is beta's
+    await acme.query('select 2'); // acme's already: nothing sent
+    await beta.query('select 3'); // reset
+    await beta.query('begin');
+    await beta.query('select 4'); // the same transaction, the same backend
+    await beta.query('commit');
+    text = await metrics.render();
+    t.equal(value(text, 'pgvpd_pool_transactions_total'), 4, 'four transactions served');
+    t.equal(value(text, 'pgvpd_pool_owner_switches_total{kind="switch"}'), 1);
+    t.equal(
+      value(text, 'pgvpd_pool_owner_switches_total{kind="reset"}'),
+      3,
+      'two more owner changes',
+    );
+    t.equal(value(text, 'pgvpd_pool_readying_seconds_count{kind="reset"}'), 3);
+    t.equal(
+      value(text, 'pgvpd_pool_readying_seconds_count{kind="none"}'),
+      2,
+      'the same owner again',
+    );
+    t.equal(value(text, 'pgvpd_pool_sessions_opened_total'), 1, 'on one backend throughout');
+    t.same(promtoolCheck(pgvpdLines(text)), { status: 0, output: '' }, 'promtool: clean');
   },
 );
 
