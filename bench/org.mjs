@@ -431,15 +431,19 @@ function pgbenchArgs(t, proc, { churn, seconds }) {
   ];
 }
 
-function parsePgbench(stdout) {
+/** The last lines of a text, joined with " / ": what a one-line failure message can show. */
+const lastLines = (text, n = 6) => text.trim().split('\n').slice(-n).join(' / ');
+
+function parsePgbench({ stdout, stderr }) {
   const tps = stdout.match(
     /^tps = ([\d.]+) \((?:without initial connection time|including reconnection times)\)/m,
   );
   const tx = stdout.match(/^number of transactions actually processed: (\d+)/m);
   const failed = stdout.match(/^number of failed transactions: (\d+)/m);
   const conn = stdout.match(/^average connection time = ([\d.]+) ms/m);
-  if (!tps || !tx) throw new Error(`cannot parse pgbench output:\n${stdout}`);
-  if (failed && Number(failed[1]) !== 0) throw new Error(`pgbench reported failures:\n${stdout}`);
+  if (!tps || !tx) throw new Error(`cannot parse pgbench output: ${lastLines(stdout + stderr)}`);
+  if (failed && Number(failed[1]) !== 0)
+    throw new Error(`pgbench reported failures: ${lastLines(stdout + stderr)}`);
   return {
     tps: Number(tps[1]),
     transactions: Number(tx[1]),
@@ -483,7 +487,7 @@ async function measureRun(run, targets, { db, pmPid, metricsToken, seconds, warm
   await sleep(1100);
   const pgAfter = clusterCpuTicks(pmPid).ticks;
   const startedAfter = await backendsStarted(db);
-  const parsed = outputs.map(({ stdout }) => parsePgbench(stdout));
+  const parsed = outputs.map((output) => parsePgbench(output));
   const transactions = parsed.reduce((a, p) => a + p.transactions, 0);
   const tps = parsed.reduce((a, p) => a + p.tps, 0);
   const conns = parsed.map((p) => p.avgConnectMs).filter((x) => x !== null);
@@ -612,7 +616,7 @@ async function runPgbench(runs, targets, ctx) {
         // A failed run (e.g. a connection the proxy refused) is recorded and reported, with the
         // proxy's last output; the other runs go on.
         const output = targets[r.procs[0].target].output?.().trim();
-        const failure = `${err.message.split('\n').slice(0, 2).join(' / ')}`;
+        const failure = `${err.message.split('\n').slice(0, 8).join(' / ')}`;
         log(`round ${round}/${ROUNDS} ${r.kind.padEnd(6)} ${r.name.padEnd(13)} FAILED: ${failure}`);
         if (output) log(`${r.name}'s last output: ${output}`);
         results.failures.push({
