@@ -1,0 +1,307 @@
+// Transaction pooling when things go wrong (issue 14, A9.5–6 and A9.11–13): a context switch the
+// database refuses (the proxy instance retired while another org holds the backend) ends the
+// client with FATAL before any of its statements ran, drops the backend, and the next connection
+// works (the proxy registers again); COPY FROM STDIN failing mid-stream (simple protocol through
+// pg-copy-streams, CopyFail and the extended protocol raw) leaves nothing for the next org; a
+// cancel with the client's key ends its pg_sleep with 57014, and the same key sent after its
+// transaction ended cancels nothing of the next org's; a client vanishing mid-message or
+// mid-pipeline costs the backend, one vanishing idle in a transaction gets a rollback and the
+// backend serves the other org; idle_in_transaction_timeout ends a client with FATAL 25P03.
+import { pipeline } from 'node:stream/promises';
+import { Readable } from 'node:stream';
+import copyStreams from 'pg-copy-streams';
+import t from 'tap';
+import { WireClient, cancelRequest } from '../support/wire.js';
+import { waitFor } from './clients-support.js';
+import { cut, failure, pause } from './org-support.js';
+import {
+  answerOf,
+  msg,
+  pbes,
+  readReadies,
+  readToClose,
+  seenIn,
+  txOrgs,
+  view,
+  type TxOrgs,
+} from './tx-fixture.js';
+
+const x = await txOrgs(t, { pool_size: 1 });
+// COPY FROM into a table under row-level security is refused (0A000): COPY goes into a plain one.
+await x.db.query(`
+  create table public.copied (org_id uuid not null, body text);
+  grant select, insert on public.copied to ${x.f.connectAs};
+`);
+const copiedRows = async (): Promise<number> =>
+  (await x.db.query<{ n: number }>('select count(*)::int as n from public.copied')).rows[0]!.n;
+
+/** Whether backend `pid` has left pg_stat_activity (within a few seconds). */
+const gone = (y: TxOrgs, pid: number): Promise<boolean> =>
+  waitFor(
+    async () =>
+      (await y.db.query('select 1 from pg_stat_activity where pid = $1', [pid])).rowCount === 0,
+  );
+
+const acmeCount = async (y: TxOrgs, body: string): Promise<number> =>
+  (
+    await y.db.query<{ n: number }>('select count(*)::int as n from public.docs where body = $1', [
+      body,
+    ])
+  ).rows[0]!.n;
+
+t.test('a refused switch: FATAL, none of the statements ran, the backend dropped', async (t) => {
+  const y = await txOrgs(t, { pool_size: 1 });
+  await y.db.query(`
+    create table public.side (id serial primary key, note text);
+    grant select, insert on public.side to ${y.f.connectAs};
+    grant usage on sequence public.side_id_seq to ${y.f.connectAs};
+  `);
+  const acme = await y.client(t, 'acme');
+  const beta = await y.client(t, 'beta');
+  await acme.query('begin');
+  const pid = (await view(acme)).pid;
+  const [instance] = (
+    await y.db.query<{ id: string }>('select instance_id as id from pgvpd.instances() where active')
+  ).rows;
+  await y.db.query('select pgvpd.retire_instance($1)', [instance!.id]);
+  await acme.query('commit').catch(() => undefined);
+  const refused = await failure(beta.query("insert into public.side (note) values ('beta ran')"));
+  t.same(
+    { severity: refused.severity, code: refused.code, message: refused.message },
+    {
+      severity: 'FATAL',
+      code: '28000',
+      message: 'could not establish the tenant context for this session',
+    },
+    'beta is told its context could not be set',
+  );
+  t.same((await y.db.query('select note from public.side')).rows, [], 'beta’s INSERT never ran');
+  t.ok(await gone(y, pid), `the backend ${String(pid)} is gone`);
+  const again = await y.client(t, 'beta');
+  t.same(seenIn(await view(again)), y.expected('beta'), 'a new beta connection works');
+  t.equal(
+    (await y.db.query('select 1 from pgvpd.instances() where active')).rowCount,
+    1,
+    'under a new registration of the proxy',
+  );
+});
+
+t.test('COPY FROM STDIN failing mid-stream leaves nothing for the next org', async (t) => {
+  await t.test('simple protocol, a bad row (pg-copy-streams)', async (t) => {
+    const acme = await x.client(t, 'acme');
+    const beta = await x.client(t, 'beta');
+    const pid = (await view(acme)).pid;
+    const rows = [
+      `${x.f.orgs.acme}\ta-copy\n`,
+      'not-a-uuid\ta-copy\n',
+      `${x.f.orgs.acme}\ta-copy\n`,
+    ];
+    const copied = failure(
+      pipeline(
+        Readable.from(rows),
+        acme.query(copyStreams.from('copy public.copied (org_id, body) from stdin')),
+      ),
+    );
+    const f = await copied;
+    t.same(
+      { code: f.code, message: f.message },
+      { code: '22P02', message: 'invalid input syntax for type uuid: "not-a-uuid"' },
+      'the bad row fails the COPY',
+    );
+    const b = await view(beta);
+    t.same([b.pid, seenIn(b)], [pid, x.expected('beta')], 'beta on that backend sees beta');
+    t.same(seenIn(await view(acme)), x.expected('acme'), 'acme goes on, without a copied row');
+    t.equal(await copiedRows(), 0, 'no row of the COPY was kept');
+  });
+
+  await t.test('simple protocol, the client sends CopyFail', async (t) => {
+    const acme = await x.raw(t, 'acme');
+    const beta = await x.client(t, 'beta');
+    acme.wire.write(msg.query('copy public.copied (org_id, body) from stdin'));
+    t.equal((await acme.wire.readFrame()).code, 'G', 'CopyInResponse');
+    acme.wire.write(msg.copyData(Buffer.from(`${x.f.orgs.acme}\ta-fail\n`)));
+    await pause(50);
+    acme.wire.write(msg.copyFail('the client gave up'));
+    const answer = answerOf(await readReadies(acme.wire, 1));
+    t.same(
+      [answer.codes, answer.errors, answer.statuses],
+      [
+        'EZ',
+        [
+          {
+            severity: 'ERROR',
+            code: '57014',
+            message: 'COPY from stdin failed: the client gave up',
+          },
+        ],
+        'I',
+      ],
+      'the COPY fails and the transaction is over',
+    );
+    t.same(seenIn(await view(beta)), x.expected('beta'), 'beta sees beta');
+    t.equal(await copiedRows(), 0, 'nothing was copied');
+  });
+
+  await t.test('extended protocol, a bad row, then CopyDone and Sync', async (t) => {
+    const acme = await x.raw(t, 'acme');
+    const beta = await x.client(t, 'beta');
+    acme.wire.write(pbes('copy public.copied (org_id, body) from stdin'));
+    const started = answerOf([await acme.wire.readFrame(), await acme.wire.readFrame()]);
+    t.equal(started.codes, '12', 'ParseComplete, BindComplete');
+    t.equal((await acme.wire.readFrame()).code, 'G', 'CopyInResponse');
+    acme.wire.write(
+      Buffer.concat([
+        msg.copyData(Buffer.from(`${x.f.orgs.acme}\ta-ext\n`)),
+        msg.copyData(Buffer.from('not-a-uuid\ta-ext\n')),
+      ]),
+    );
+    await pause(100);
+    const betaView = view(beta);
+    acme.wire.write(
+      Buffer.concat([msg.copyData(Buffer.from('more\n')), msg.copyDone(), msg.sync()]),
+    );
+    const answer = answerOf(await readReadies(acme.wire, 1));
+    t.same(
+      [answer.codes, answer.errors.map((e) => e.code), answer.statuses],
+      ['EZ', ['22P02'], 'I'],
+      'the COPY fails; the Sync after CopyDone ends the transaction',
+    );
+    t.same(seenIn(await betaView), x.expected('beta'), 'beta, queued meanwhile, sees beta');
+    t.equal(await copiedRows(), 0, 'nothing was copied');
+    acme.wire.write(pbes('select pgvpd.current_tenant_id()'));
+    t.same(answerOf(await readReadies(acme.wire, 1)).rows, [[x.f.orgs.acme]], 'acme goes on');
+  });
+});
+
+/** Sends a CancelRequest with a client's key to the proxy. */
+async function sendCancel(port: number, key: { processId: number; secretKey: Buffer }) {
+  const wire = await WireClient.connect(port);
+  wire.write(cancelRequest(key.processId, key.secretKey));
+  await wire.closed();
+}
+
+t.test('a cancel with the client’s key ends its pg_sleep with 57014', async (t) => {
+  const acme = await x.raw(t, 'acme');
+  acme.wire.write(msg.query('select pg_sleep(10)'));
+  await pause(300);
+  const started = Date.now();
+  await sendCancel(x.f.proxy.port, acme.key);
+  const answer = answerOf(await readReadies(acme.wire, 1, 8000));
+  t.same(
+    [answer.codes, answer.errors, answer.statuses],
+    [
+      'TEZ',
+      [{ severity: 'ERROR', code: '57014', message: 'canceling statement due to user request' }],
+      'I',
+    ],
+    'canceled',
+  );
+  t.ok(Date.now() - started < 5000, 'long before the ten seconds were up');
+  acme.wire.write(msg.query('select pgvpd.current_tenant_id()'));
+  t.same(answerOf(await readReadies(acme.wire, 1)).rows, [[x.f.orgs.acme]], 'acme goes on');
+});
+
+t.test('a late cancel with acme’s key does not reach beta’s statement', async (t) => {
+  const acme = await x.raw(t, 'acme');
+  const beta = await x.client(t, 'beta');
+  acme.wire.write(msg.query('select pg_backend_pid()'));
+  const pid = Number(answerOf(await readReadies(acme.wire, 1)).rows[0]![0]);
+  const sleeping = beta.query<{ pid: number; tenant: string }>(
+    'select pg_backend_pid() as pid, pgvpd.current_tenant_id() as tenant, pg_sleep(1)',
+  );
+  await pause(300);
+  await sendCancel(x.f.proxy.port, acme.key);
+  const row = (await sleeping).rows[0]!;
+  t.same(
+    [row.pid, row.tenant],
+    [pid, x.f.orgs.beta],
+    'beta’s pg_sleep on that backend ran to its end',
+  );
+});
+
+t.test('a client vanishing mid-message costs the backend; the other org goes on', async (t) => {
+  const acme = await x.raw(t, 'acme');
+  const beta = await x.client(t, 'beta');
+  acme.wire.write(msg.query('select pg_backend_pid()'));
+  const pid = Number(answerOf(await readReadies(acme.wire, 1)).rows[0]![0]);
+  const half = msg.query('select 1 as never_whole');
+  acme.wire.write(Buffer.concat([msg.query('select pg_sleep(0.3)'), half.subarray(0, 9)]));
+  await pause(100);
+  acme.wire.destroy();
+  t.ok(await gone(x, pid), `the backend ${String(pid)} is gone`);
+  const b = await view(beta);
+  t.not(b.pid, pid, 'beta is served by another backend');
+  t.same(seenIn(b), x.expected('beta'), 'and sees beta');
+});
+
+t.test('a client vanishing mid-pipeline (no Sync) costs the backend', async (t) => {
+  const acme = await x.raw(t, 'acme');
+  const beta = await x.client(t, 'beta');
+  acme.wire.write(msg.query('select pg_backend_pid()'));
+  const pid = Number(answerOf(await readReadies(acme.wire, 1)).rows[0]![0]);
+  acme.wire.write(
+    Buffer.concat([
+      msg.parse(
+        '',
+        "insert into public.docs (org_id, body) values (pgvpd.current_tenant_id()::uuid, 'a-pipe')",
+      ),
+      msg.bind(),
+      msg.execute(),
+      msg.flush(),
+    ]),
+  );
+  await pause(200);
+  acme.wire.destroy();
+  t.ok(await gone(x, pid), `the backend ${String(pid)} is gone`);
+  t.same(seenIn(await view(beta)), x.expected('beta'), 'beta sees beta');
+  t.equal(await acmeCount(x, 'a-pipe'), 0, 'the unsynced insert was not committed');
+});
+
+t.test(
+  'a client vanishing idle in a transaction: rolled back, the backend serves beta',
+  async (t) => {
+    const acme = await x.client(t, 'acme');
+    const beta = await x.client(t, 'beta');
+    await acme.query('begin');
+    const pid = (await view(acme)).pid;
+    await acme.query(
+      "insert into public.docs (org_id, body) values (pgvpd.current_tenant_id()::uuid, 'a-uncommitted')",
+    );
+    cut(acme);
+    const b = await view(beta);
+    t.same([b.pid, seenIn(b)], [pid, x.expected('beta')], 'beta on the same backend sees beta');
+    t.equal(await acmeCount(x, 'a-uncommitted'), 0, 'acme’s insert was rolled back');
+  },
+);
+
+t.test('idle in a transaction past idle_in_transaction_timeout: FATAL 25P03', async (t) => {
+  const y = await txOrgs(t, { pool_size: 1, idle_in_transaction_timeout: 1 });
+  const acme = await y.raw(t, 'acme');
+  const beta = await y.client(t, 'beta');
+  acme.wire.write(
+    msg.query(
+      "begin; insert into public.docs (org_id, body) values (pgvpd.current_tenant_id()::uuid, 'a-idle'); select pg_backend_pid()",
+    ),
+  );
+  const opened = answerOf(await readReadies(acme.wire, 1));
+  t.equal(opened.statuses, 'T', 'acme is in a transaction block');
+  const pid = Number(opened.rows[0]![0]);
+  const frames = answerOf(await readToClose(acme.wire, 5000));
+  t.same(
+    [frames.codes, frames.errors],
+    [
+      'E',
+      [
+        {
+          severity: 'FATAL',
+          code: '25P03',
+          message: 'terminating connection due to idle-in-transaction timeout (1000 ms)',
+        },
+      ],
+    ],
+    'FATAL 25P03, then the connection closes',
+  );
+  const b = await view(beta);
+  t.same([b.pid, seenIn(b)], [pid, y.expected('beta')], 'the backend serves beta afterwards');
+  t.equal(await acmeCount(y, 'a-idle'), 0, 'acme’s insert was rolled back');
+});
