@@ -163,7 +163,7 @@ async function orgParts(
         backendStart: true,
       }),
     // A released session gets its last owner's context back after its reset.
-    restore: restoreOwner({ instanceKeys }, upstream),
+    restore: restoreOwner({ instanceKeys }, upstream, metrics),
   });
   return {
     catalog,

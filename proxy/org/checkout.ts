@@ -13,6 +13,7 @@ import { readyFor, type SwitchTarget } from '../pool/switch.js';
 import type { OrgParts, Runtime } from '../runtime.js';
 import type { Session } from '../session/lifecycle.js';
 import type { CatalogOrg } from './catalog.js';
+import type { Metrics } from '../metrics.js';
 
 export class Checkout {
   /** The client's pooled session, from checkout (or claim) until the loan takes it. */
@@ -74,13 +75,12 @@ export class Checkout {
       return tentative.ready;
     });
     if (!session) return undefined;
-    const ready = this.prepare(
-      session,
-      org,
-      username,
-      undefined,
-      () => this.tentative?.session !== session,
-    ).then(() => session);
+    // Started once `this.tentative` is set below: until then the session would look abandoned.
+    const ready = Promise.resolve()
+      .then(() =>
+        this.prepare(session, org, username, undefined, () => this.tentative?.session !== session),
+      )
+      .then(() => session);
     ready.catch(() => undefined);
     this.tentative = { session, ready };
     return ready;
@@ -181,6 +181,7 @@ export class Checkout {
         ? undefined
         : { host: target.host, port: target.port },
       timeoutMs: resetTimeoutMs,
+      metrics: this.runtime.metrics,
     };
   }
 
@@ -240,6 +241,7 @@ const resetTimeoutMs = 5000;
 export function restoreOwner(
   org: Pick<OrgParts, 'instanceKeys'>,
   upstream: UpstreamTarget,
+  metrics?: Metrics,
 ): (session: PooledSession, owner: Owner) => Promise<void> {
   return async (session, owner) => {
     const target = session.key.target;
@@ -247,6 +249,7 @@ export function restoreOwner(
       keys: org.instanceKeys,
       server: target === upstream ? undefined : { host: target.host, port: target.port },
       timeoutMs: resetTimeoutMs,
+      metrics,
     });
   };
 }

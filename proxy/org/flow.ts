@@ -115,6 +115,9 @@ export async function orgFlow(session: Session): Promise<Attachment | undefined>
           maxPrepared: runtime.config.max_prepared_statements,
           idleInTransactionMs: runtime.config.idle_in_transaction_timeout * 1000,
           log: session.log,
+          onTransaction: () => {
+            runtime.metrics.poolTransaction();
+          },
         });
         return link;
       },

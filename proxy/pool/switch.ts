@@ -24,6 +24,7 @@ import type { PooledSession } from '../upstream/login.js';
 import { bookOf, markClean, type Owner } from './backend-book.js';
 import { grantParams, mintGrant, switchCall } from './grant.js';
 import { poolErrors } from './pool-errors.js';
+import { readyingKind, type Metrics } from '../metrics.js';
 
 /**
  * Session state a new owner must not inherit: all of it, DISCARD ALL (its own Query: it cannot run
@@ -47,6 +48,8 @@ export interface SwitchTarget {
   server: { host: string; port: number } | undefined;
   /** Bound on the whole exchange; the backend is unusable after it. */
   timeoutMs: number;
+  /** Where a readying that succeeded is timed and counted (pgvpd_pool_readying_seconds). */
+  metrics?: Metrics;
 }
 
 export interface ReadyResult {
@@ -64,6 +67,18 @@ export interface ReadyResult {
  * broken) if anything goes wrong; the caller then discards it.
  */
 export async function readyFor(
+  session: PooledSession,
+  owner: Owner,
+  wanted: Map<string, string>,
+  target: SwitchTarget,
+): Promise<ReadyResult> {
+  const started = performance.now();
+  const result = await readyOnce(session, owner, wanted, target);
+  target.metrics?.poolReadied(readyingKind(result), (performance.now() - started) / 1000);
+  return result;
+}
+
+async function readyOnce(
   session: PooledSession,
   owner: Owner,
   wanted: Map<string, string>,

@@ -33,6 +33,7 @@ import type { PoolKey, PooledSession } from '../upstream/login.js';
 import { bookOf, markClean, type BackendBook, type Owner } from './backend-book.js';
 import type { SessionPool } from './session-pool.js';
 import {
+  frame,
   noStatement,
   readBind,
   readParse,
@@ -87,6 +88,10 @@ const B = {
   CopyInResponse: 0x47,
   CopyBothResponse: 0x57,
 } as const;
+
+/** SQL `DEALLOCATE [PREPARE] name`, the name quoted or not. */
+const deallocateName =
+  /^\s*deallocate\s+(?:prepare\s+)?(?:"((?:[^"]|"")+)"|([a-z_][a-z0-9_$]*))\s*;?\s*$/i;
 
 /** Client messages the proxy rewrites, held whole; the rest may stream to a linked backend. */
 const rewritten = new Set<number>([F.Parse, F.Bind, F.Describe, F.Close]);
@@ -338,7 +343,7 @@ export class TransactionLink implements Attachment {
         this.sent += 1;
         this.terminators.push(F.Query);
         book.unnamedOf = undefined;
-        this.out.push(raw);
+        this.out.push(this.deallocating(raw, 5, book) ?? raw);
         return;
       case F.Sync:
         this.pending += 1;
@@ -384,13 +389,16 @@ export class TransactionLink implements Attachment {
     }
   }
 
-  private parse(raw: Buffer, book: BackendBook): void {
+  private parse(message: Buffer, book: BackendBook): void {
+    let raw = message;
     const parts = readParse(raw.subarray(5));
     if (!parts) {
       this.refuse('08P01', 'malformed Parse message');
       return;
     }
     if (parts.name === '') {
+      const rewritten = this.deallocating(raw, 6, book);
+      if (rewritten) raw = rewritten;
       this.unnamed = Buffer.from(raw);
       book.unnamedOf = this;
       this.parses.push({ group: this.sent, skip: false });
@@ -486,6 +494,39 @@ export class TransactionLink implements Attachment {
       if (book.unnamedOf === this) book.unnamedOf = undefined;
     }
     this.out.push(raw);
+  }
+
+  /**
+   * SQL `DEALLOCATE name` of one of the client's protocol-level statements (psycopg 3.1 evicts
+   * its statements so): the backend knows the statement by the proxy's name, so the text is
+   * rewritten to that name (the statement injected first where the backend lacks it, so that the
+   * answer is the client's expected DEALLOCATE) and the client forgets the name. `at`: where the
+   * text starts in `raw` (a Query's body, or an unnamed Parse's after its empty name). Undefined
+   * when the message is something else (or not whole: a streamed Query is never a DEALLOCATE).
+   */
+  private deallocating(raw: Buffer, at: number, book: BackendBook): Buffer | undefined {
+    if (raw.length - 1 !== raw.readInt32BE(1) || raw.length > 512) return undefined;
+    const end = raw.indexOf(0, at);
+    if (end < 0) return undefined;
+    const match = deallocateName.exec(raw.toString('utf8', at, end));
+    if (!match) return undefined;
+    const name =
+      match[1] !== undefined ? match[1].replaceAll('""', '"') : (match[2] ?? '').toLowerCase();
+    const statement = this.stmts.get(name);
+    if (!statement) return undefined;
+    if (!book.prepared.has(statement.server)) {
+      this.makeRoom(book);
+      this.parses.push({
+        group: this.sent - (raw[0] === F.Query ? 1 : 0),
+        skip: true,
+        server: statement.server,
+      });
+      this.out.push(writeParse(statement.server, statement.rest));
+    }
+    book.prepared.delete(statement.server);
+    this.stmts.delete(name);
+    const text = Buffer.from(`DEALLOCATE ${statement.server}\0`, 'utf8');
+    return frame(raw[0] ?? 0, Buffer.concat([raw.subarray(5, at), text, raw.subarray(end + 1)]));
   }
 
   /** Closes the least recently used statements until one more fits. */

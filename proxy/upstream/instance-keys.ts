@@ -217,8 +217,10 @@ export class InstanceKeys {
     try {
       key = await this.control.registerInstance(database, server, this.name, this.leaseSeconds);
       this.metrics?.controlUp(true);
+      this.metrics?.instanceRegistration('ok');
     } catch (error) {
       this.metrics?.controlUp(answered(error));
+      this.metrics?.instanceRegistration('error');
       throw proxyErrors.contextFailed(
         sqlstateOf(error),
         `register_instance in database "${database}": ${messageOf(error)}`,

@@ -15,7 +15,6 @@ import {
   assertSharing,
   jsonLines,
   logins,
-  transactionMode,
   txFixture,
   withoutPid,
   type Org,
@@ -27,18 +26,6 @@ const hasPsycopg =
   existsSync(python) && (await runTool(python, ['-c', 'import psycopg'])).code === 0;
 
 const x = await txFixture(t, 1);
-
-/**
- * Known to fail in transaction mode, run as a tap todo so that the failure shows without failing
- * the suite: psycopg 3.1 evicts a statement with SQL `DEALLOCATE _pg3_N`, which the proxy passes
- * on as it is while the backend holds the statement under the proxy's own name, so the backend
- * answers 26000 prepared statement "_pg3_0" does not exist. False once the proxy honours a
- * client's `DEALLOCATE <name>`.
- */
-const PSYCOPG_SQL_DEALLOCATE_KNOWN_FAILING = transactionMode;
-const deallocateTodo = PSYCOPG_SQL_DEALLOCATE_KNOWN_FAILING
-  ? { todo: 'the proxy does not yet honour a client’s SQL DEALLOCATE <name> (26000)' }
-  : {};
 
 const cases = [
   'threshold0',
@@ -95,11 +82,10 @@ t.test(
           lines.filter((l) => l.case === kase).map(withoutPid),
           expected[kase],
           `${org} process ${String(n)}, ${kase}: every answer its own, only its org’s rows`,
-          kase === 'evict' ? deallocateTodo : {},
         );
       }
       t.equal(run.stderr, '', `${org} process ${String(n)}: no error output`);
-      t.equal(run.code, 0, `${org} process ${String(n)}: exit status 0`, deallocateTodo);
+      t.equal(run.code, 0, `${org} process ${String(n)}: exit status 0`);
       const inTransaction = lines.filter((l) => l.case === 'transaction' && l.i !== 3);
       t.equal(
         new Set(inTransaction.map((l) => l.pid)).size,
