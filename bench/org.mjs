@@ -115,6 +115,7 @@ import {
 import { measureIdleClients, fdLimitPrefix } from './lib/org-idle.mjs';
 import { clusterCpuTicks, postmasterPid } from './lib/pg-cpu.mjs';
 import { startPgbouncerTransaction } from './lib/pgbouncer-transaction.mjs';
+import { measureSwitchCost } from './lib/switch-cost.mjs';
 import { CLK_TCK, cpuTimes, startPgbouncer, startServer, stopServers } from './lib/servers.mjs';
 import {
   STATS_SETTLE_MS,
@@ -441,6 +442,9 @@ function parsePgbench({ stdout, stderr }) {
   const tx = stdout.match(/^number of transactions actually processed: (\d+)/m);
   const failed = stdout.match(/^number of failed transactions: (\d+)/m);
   const conn = stdout.match(/^average connection time = ([\d.]+) ms/m);
+  // No transaction at all (e.g. the clients' logins took the whole run): pgbench prints no tps.
+  if (tx && Number(tx[1]) === 0)
+    throw new Error(`pgbench processed no transaction: ${lastLines(stdout + stderr)}`);
   if (!tps || !tx) throw new Error(`cannot parse pgbench output: ${lastLines(stdout + stderr)}`);
   if (failed && Number(failed[1]) !== 0)
     throw new Error(`pgbench reported failures: ${lastLines(stdout + stderr)}`);
@@ -496,6 +500,8 @@ async function measureRun(run, targets, { db, pmPid, metricsToken, seconds, warm
   const pgCpuUs = ((pgAfter - pgBefore) * 1e6) / CLK_TCK;
   const x = {
     tps,
+    // Each process's own TPS: how the pair shared the machine and the pool.
+    tpsByProcess: parsed.map((p) => p.tps),
     transactions,
     avgConnectMs: conns.length ? conns.reduce((a, b) => a + b, 0) / conns.length : null,
     cpuUs,
@@ -601,7 +607,11 @@ const KINDS = ['churn', 'churn2', 'steady', 'tx'];
 async function runPgbench(runs, targets, ctx) {
   log(`warm-up: pgbench -T ${WARMUP_SECONDS} of each run`);
   for (const r of runs) {
-    await measureRun(r, targets, { ...ctx, seconds: WARMUP_SECONDS, warmup: true });
+    try {
+      await measureRun(r, targets, { ...ctx, seconds: WARMUP_SECONDS, warmup: true });
+    } catch (err) {
+      log(`warm-up ${r.kind} ${r.name} FAILED: ${err.message.split('\n').slice(0, 8).join(' / ')}`);
+    }
   }
   const results = Object.fromEntries(KINDS.map((k) => [k, {}]));
   results.failures = [];
@@ -642,8 +652,12 @@ async function runPgbench(runs, targets, ctx) {
           ? null
           : `${x.ownerChangesPerSecond.toFixed(0)} owner changes/s (metric)`,
       ].filter(Boolean);
+      const each =
+        x.tpsByProcess.length > 1
+          ? ` (${x.tpsByProcess.map((t) => t.toFixed(0)).join(' + ')})`
+          : '';
       log(
-        `round ${round}/${ROUNDS} ${r.kind.padEnd(6)} ${r.name.padEnd(13)} ${x.tps.toFixed(0)} tps, ${extra.join(', ')}`,
+        `round ${round}/${ROUNDS} ${r.kind.padEnd(6)} ${r.name.padEnd(13)} ${x.tps.toFixed(0)} tps${each}, ${extra.join(', ')}`,
       );
     }
   }
@@ -789,6 +803,18 @@ function summarize(bench, latency, idle) {
       for (const f of FIGURES) summary[f][kind][name] = medianOf(xs.map((x) => x[f]));
     }
   }
+  // Per process of a pair, the median of its TPS.
+  summary.tpsByProcess = {};
+  for (const kind of KINDS) {
+    summary.tpsByProcess[kind] = {};
+    for (const [name, xs] of Object.entries(bench[kind])) {
+      const ok = xs.filter((x) => !x.failed);
+      const count = ok[0]?.tpsByProcess.length ?? 0;
+      summary.tpsByProcess[kind][name] = Array.from({ length: count }, (_, i) =>
+        medianOf(ok.map((x) => x.tpsByProcess[i])),
+      );
+    }
+  }
   summary.ratios = {};
   summary.roundRatios = {};
   summary.verdicts = {};
@@ -848,6 +874,13 @@ function report(meta, bench, summary) {
       : `${r.toFixed(3)}× (≥ ${target} ${verdict(r >= target)})`;
   };
   const s = (f, kind, n, digits = 0) => fmt(summary[f][kind][n], digits);
+  // TPS, and each process's of a pair (medians).
+  const tpsCell = (kind, n) => {
+    const each = summary.tpsByProcess[kind][n] ?? [];
+    return each.length > 1
+      ? `${s('tps', kind, n)} (${each.map((t) => fmt(t)).join(' + ')})`
+      : s('tps', kind, n);
+  };
   const cpuCells = (kind, n) => [
     summary.cpuUsPerTx[kind][n] === null
       ? '–'
@@ -858,7 +891,7 @@ function report(meta, bench, summary) {
   const churnRows = (kind) =>
     Object.keys(bench[kind]).map((n) => [
       n,
-      s('tps', kind, n),
+      tpsCell(kind, n),
       s('avgConnectMs', kind, n, 2),
       ...cpuCells(kind, n),
       s('backendsStarted', kind, n),
@@ -975,7 +1008,7 @@ function report(meta, bench, summary) {
       ...table(
         [
           'target',
-          'TPS',
+          'TPS (each process)',
           'proxy CPU µs/tx (user / sys)',
           'PostgreSQL CPU µs/tx',
           'proxy + PostgreSQL µs/tx',
@@ -988,7 +1021,7 @@ function report(meta, bench, summary) {
         ],
         Object.keys(bench.tx).map((n) => [
           n,
-          s('tps', 'tx', n),
+          tpsCell('tx', n),
           ...cpuCells('tx', n),
           s('backendsStarted', 'tx', n),
           s('switchesPerSecond', 'tx', n),
@@ -1013,6 +1046,27 @@ function report(meta, bench, summary) {
         `of which switch_context itself ${s('switchUsPerCall', 'tx', 'org', 1)} µs on the backend (pg_stat_user_functions total_time / calls)`,
       `   (metric columns: the proxy's pgvpd_pool_owner_switches_total, kind reset = owner changes, all kinds = contexts switched in; ` +
         `pgvpd_pool_readying_seconds of kind reset: the proxy's wait for reset + switch, wall clock; – when not exported)`,
+    );
+  }
+  const sc = summary.switchCost;
+  if (sc?.failedPart) {
+    out.push('', `   One switch on one backend: FAILED: ${sc.failedPart}`);
+  } else if (sc) {
+    out.push(
+      '',
+      `   One switch on one backend (a pg Client as ${ORG_ROLE}, the proxy's reset text and grant code, owners alternating, ${sc.n} each after ${sc.warmup}):`,
+      '',
+      ...table(
+        ['operation', 'backend CPU µs', 'client wall p50 µs'],
+        Object.entries(sc.variants).map(([name, v]) => [
+          name,
+          fmt(v.backendCpuUs, 1),
+          fmt(v.wallP50Us, 0),
+        ]),
+      ),
+      '',
+      `   minting one grant (claims + HMAC-SHA256) in the proxy's code: ${fmt(sc.mintUs, 2)} µs; ` +
+        `reset and switch are two round trips here, one write in the proxy`,
     );
   }
 
@@ -1252,6 +1306,28 @@ async function main() {
       bench = await runPgbench(runs, targets, { db, pmPid, metricsToken });
     }
 
+    let switchCost = null;
+    if (PARTS.has('tx')) {
+      log(
+        'one switch on one backend: select 1, switch, reset + switch, reset without DISCARD PLANS + switch',
+      );
+      try {
+        switchCost = await measureSwitchCost({
+          root: ROOT,
+          server: { host: '127.0.0.1', port: cluster.port, database: DATABASE },
+          proxy: { user: PROXY_ROLE, password: passwords.proxy },
+          role: { user: ORG_ROLE, password: passwords.org },
+          owners: [
+            { org: orgId, user: ORG_USER },
+            { org: org2Id, user: ORG2_USER },
+          ],
+        });
+      } catch (err) {
+        log(`one switch on one backend: FAILED: ${err.message}`);
+        switchCost = { failedPart: err.message };
+      }
+    }
+
     let latency = null;
     if (PARTS.has('connect')) {
       log(`SCRAM connect + close: ${CONNECT_WARMUP} + ${CONNECTS} per target`);
@@ -1308,6 +1384,7 @@ async function main() {
       commits: { after: commitOf(ROOT), ...(BEFORE ? { before: commitOf(BEFORE) } : {}) },
     };
     const summary = summarize(bench, latency, idle);
+    summary.switchCost = switchCost;
     report(meta, bench, summary);
     const json = join(mkdtempSync(join(tmpdir(), 'pgvpd-bench-results-')), 'org.json');
     writeFileSync(json, JSON.stringify({ meta, summary, samples: bench }, null, 2) + '\n');
