@@ -55,7 +55,12 @@
 //               per second from the proxy's pgvpd_pool_owner_switches_total when it exports it,
 //               and the whole cost of one switch: (proxy + PostgreSQL CPU per transaction of org
 //               − the same of org-one-owner) / (switch_context calls per transaction of org − of
-//               org-one-owner).
+//               org-one-owner). Each process's own TPS is shown beside the sum (with its
+//               connections' opening time), so that an uneven split between the orgs shows.
+//               Then one switch on one backend with nothing else running
+//               (bench/lib/switch-cost.mjs): backend CPU and round trip of select 1, a switch, the
+//               proxy's owner-change reset + a switch, and that reset without DISCARD PLANS; the
+//               proxy's CPU to mint a grant.
 //   connect  3. SCRAM connect latency: a pg Client connects (SCRAM) and ends, one at a time, the
 //               targets direct, pgbouncer and org interleaved and rotated, $PGVPD_BENCH_CONNECTS
 //               iterations (default 300) after 30 of warm-up: p50 and p99 of the connect (to
@@ -442,6 +447,7 @@ function parsePgbench({ stdout, stderr }) {
   const tx = stdout.match(/^number of transactions actually processed: (\d+)/m);
   const failed = stdout.match(/^number of failed transactions: (\d+)/m);
   const conn = stdout.match(/^average connection time = ([\d.]+) ms/m);
+  const initial = stdout.match(/^initial connection time = ([\d.]+) ms/m);
   // No transaction at all (e.g. the clients' logins took the whole run): pgbench prints no tps.
   if (tx && Number(tx[1]) === 0)
     throw new Error(`pgbench processed no transaction: ${lastLines(stdout + stderr)}`);
@@ -452,6 +458,7 @@ function parsePgbench({ stdout, stderr }) {
     tps: Number(tps[1]),
     transactions: Number(tx[1]),
     avgConnectMs: conn ? Number(conn[1]) : null,
+    initialConnectMs: initial ? Number(initial[1]) : null,
   };
 }
 
@@ -502,6 +509,9 @@ async function measureRun(run, targets, { db, pmPid, metricsToken, seconds, warm
     tps,
     // Each process's own TPS: how the pair shared the machine and the pool.
     tpsByProcess: parsed.map((p) => p.tps),
+    // Without -C: how long each process took to open its clients' connections (pgbench's
+    // "initial connection time"), which its TPS leaves out.
+    initialConnectMsByProcess: parsed.map((p) => p.initialConnectMs),
     transactions,
     avgConnectMs: conns.length ? conns.reduce((a, b) => a + b, 0) / conns.length : null,
     cpuUs,
@@ -654,7 +664,10 @@ async function runPgbench(runs, targets, ctx) {
       ].filter(Boolean);
       const each =
         x.tpsByProcess.length > 1
-          ? ` (${x.tpsByProcess.map((t) => t.toFixed(0)).join(' + ')})`
+          ? ` (${x.tpsByProcess.map((t) => t.toFixed(0)).join(' + ')}` +
+            (x.initialConnectMsByProcess.every((m) => m !== null)
+              ? `; connections opened in ${x.initialConnectMsByProcess.map((m) => m.toFixed(0)).join(' / ')} ms)`
+              : ')')
           : '';
       log(
         `round ${round}/${ROUNDS} ${r.kind.padEnd(6)} ${r.name.padEnd(13)} ${x.tps.toFixed(0)} tps${each}, ${extra.join(', ')}`,
