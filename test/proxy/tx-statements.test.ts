@@ -234,3 +234,83 @@ t.test('with max_prepared_statements 2, three statements cycle', async (t) => {
   t.same(wrong, [], 'every answer was its own, for both orgs, in every round');
   t.ok(most <= 2, `the backend never held more than 2 statements (at most ${String(most)})`);
 });
+
+t.test('two clients of one org share a statement; one closing it leaves the other’s', async (t) => {
+  const first = await one.raw(t, 'acme');
+  const second = await one.raw(t, 'acme');
+  const text = 'select pgvpd.current_tenant_id() as tenant, $1::text as who';
+  t.equal((await exchange(first, [msg.parse('a', text), msg.sync()])).codes, '1Z', 'a parsed');
+  t.equal((await exchange(second, [msg.parse('b', text), msg.sync()])).codes, '1Z', 'b parsed');
+  t.equal(
+    (await exchange(first, [msg.closeStatement('a'), msg.sync()])).codes,
+    '3Z',
+    'a closed by the first client',
+  );
+  const bound = await exchange(second, bindRun('b', ['second']));
+  t.same(
+    [bound.codes, bound.rows],
+    ['2DCZ', [[one.f.orgs.acme, 'second']]],
+    'the second client’s b still binds',
+  );
+});
+
+t.test('a Parse the backend refuses registers no name: the same name parses again', async (t) => {
+  const acme = await one.raw(t, 'acme');
+  const refused = await exchange(acme, [msg.parse('s1', 'selec 1'), msg.sync()]);
+  t.same(
+    [refused.codes, refused.errors],
+    ['EZ', [{ severity: 'ERROR', code: '42601', message: 'syntax error at or near "selec"' }]],
+    'a syntax error, and the client stays',
+  );
+  const again = await exchange(acme, [msg.parse('s1', 'select 1'), ...bindRun('s1')]);
+  t.same([again.codes, again.rows], ['12DCZ', [['1']]], 's1 parses and runs');
+});
+
+t.test('statements skipped after an error in their Sync group are not taken as made', async (t) => {
+  const acme = await one.raw(t, 'acme');
+  const failed = await exchange(acme, [
+    msg.parse('', 'select 1/0'),
+    msg.bind(),
+    msg.execute(),
+    msg.parse('s2', 'select 2'),
+    msg.sync(),
+  ]);
+  t.same(
+    [failed.codes, failed.errors.map((e) => e.code)],
+    ['1EZ', ['22012']],
+    'the error skips the rest of the group',
+  );
+  const again = await exchange(acme, [msg.parse('s2', 'select 2'), ...bindRun('s2')]);
+  t.same([again.codes, again.rows], ['12DCZ', [['2']]], 's2 parses (no 42P05) and runs');
+});
+
+t.test('a replayed Parse skipped after an error is replayed again', async (t) => {
+  const acme = await two.raw(t, 'acme');
+  const alternate = new Alternator([await two.client(t, 'acme'), await two.client(t, 'acme')]);
+  await alternate.step();
+  t.equal(
+    (await exchange(acme, [msg.parse('s', 'select pg_backend_pid()::text'), ...bindRun('s')]))
+      .codes,
+    '12DCZ',
+    's prepared and run on one backend',
+  );
+  await alternate.step();
+  const failed = await exchange(acme, [
+    msg.parse('', 'select 1/0'),
+    msg.bind(),
+    msg.execute(),
+    ...bindRun('s'),
+  ]);
+  t.same(
+    [failed.codes, failed.errors.map((e) => e.code)],
+    ['1EZ', ['22012']],
+    'on the other backend the error skips the Bind of s (and its injected Parse)',
+  );
+  const bound = await exchange(acme, bindRun('s'));
+  await alternate.end();
+  t.same(
+    [bound.codes, bound.errors],
+    ['2DCZ', []],
+    'the next Bind of s there gets its Parse injected again',
+  );
+});
