@@ -305,3 +305,58 @@ t.test('idle in a transaction past idle_in_transaction_timeout: FATAL 25P03', as
   t.same([b.pid, seenIn(b)], [pid, y.expected('beta')], 'the backend serves beta afterwards');
   t.equal(await acmeCount(y, 'a-idle'), 0, 'acme’s insert was rolled back');
 });
+
+t.test('a cancel from a client still waiting for a backend reaches no one', async (t) => {
+  const acme = await x.raw(t, 'acme');
+  const beta = await x.client(t, 'beta');
+  await beta.query('begin');
+  const pid = (await view(beta)).pid;
+  acme.wire.write(msg.query('select pgvpd.current_tenant_id(), pg_backend_pid()::text'));
+  await pause(100);
+  const sleeping = beta.query('select pg_sleep(0.5)');
+  await pause(100);
+  await sendCancel(x.f.proxy.port, acme.key);
+  await sleeping;
+  t.pass('beta’s pg_sleep, running on the backend acme waits for, was not canceled');
+  await beta.query('commit');
+  const answer = answerOf(await readReadies(acme.wire, 1));
+  t.same(
+    [answer.codes, answer.rows],
+    ['TDCZ', [[x.f.orgs.acme, String(pid)]]],
+    'acme’s query then runs as acme on that backend, not canceled either',
+  );
+});
+
+t.test('a client leaving while it waits for a backend leaves the pool usable', async (t) => {
+  const acme = await x.raw(t, 'acme');
+  const beta = await x.client(t, 'beta');
+  await beta.query('begin');
+  const pid = (await view(beta)).pid;
+  acme.wire.write(
+    msg.query(
+      "insert into public.docs (org_id, body) values (pgvpd.current_tenant_id()::uuid, 'a-left')",
+    ),
+  );
+  await pause(100);
+  acme.wire.destroy();
+  await pause(100);
+  await beta.query('commit');
+  const later = await x.client(t, 'acme');
+  const v = await view(later);
+  t.same([v.pid, seenIn(v)], [pid, x.expected('acme')], 'the next acme client gets the backend');
+  t.equal(await acmeCount(x, 'a-left'), 0, 'the insert of the client that left never ran');
+});
+
+t.test('a client ending (Terminate) inside a transaction block is rolled back', async (t) => {
+  const acme = await x.client(t, 'acme');
+  const beta = await x.client(t, 'beta');
+  await acme.query('begin');
+  const pid = (await view(acme)).pid;
+  await acme.query(
+    "insert into public.docs (org_id, body) values (pgvpd.current_tenant_id()::uuid, 'a-ended')",
+  );
+  await acme.end();
+  const b = await view(beta);
+  t.same([b.pid, seenIn(b)], [pid, x.expected('beta')], 'beta on the same backend sees beta');
+  t.equal(await acmeCount(x, 'a-ended'), 0, 'acme’s insert was rolled back');
+});
