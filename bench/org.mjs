@@ -68,8 +68,9 @@
 //   idle     5. $PGVPD_BENCH_IDLE_CLIENTS (default 2,000) clients of both orgs on the idle proxy,
 //               16 logins at a time, each authenticated with one query (its tenant checked), then
 //               idle (bench/lib/org-idle.mjs, bench/lib/idle-clients.mjs): the proxy's VmRSS.
-//               Target ≤ 300 MB. The proxy and the clients' process get enough open files
-//               (prlimit up to the hard limit when the soft one is too low).
+//               Target ≤ 300 MB. $PGVPD_BENCH_IDLE_CYCLES (default 1) repeats it on the same
+//               proxy (does its memory come back, or grow?). The proxy and the clients' process
+//               get enough open files (prlimit up to the hard limit when the soft one is too low).
 //   churn, steady and tx run in $PGVPD_BENCH_ROUNDS interleaved rounds (default 3, the runs' order
 //   rotated by one each round) after a 2 s warm-up of each run; medians.
 //   For each pgbench run also: the proxy's CPU (utime+stime of its process) per transaction (with
@@ -85,7 +86,8 @@
 // through org and tx-*, acme through app, none otherwise) and the 10 pgbench branches.
 //
 // Usage: npm run bench:org  (env: PGVPD_BENCH_PARTS, PGVPD_BENCH_SECONDS, PGVPD_BENCH_ROUNDS,
-//                            PGVPD_BENCH_CONNECTS, PGVPD_BENCH_IDLE_CLIENTS, PGVPD_BENCH_BEFORE,
+//                            PGVPD_BENCH_CONNECTS, PGVPD_BENCH_IDLE_CLIENTS, PGVPD_BENCH_IDLE_CYCLES,
+//                            PGVPD_BENCH_BEFORE,
 //                            PGVPD_PG_BIN, PGVPD_PGBENCH, PGVPD_PGBOUNCER)
 // Before/after in one run: PGVPD_BENCH_BEFORE=<tree> (another checkout with its dist/ built, e.g. a
 // worktree of an earlier commit) adds org-before and app-before, the same commands run from that
@@ -147,6 +149,9 @@ const SECONDS = positiveInt(process.env.PGVPD_BENCH_SECONDS, 15);
 const ROUNDS = positiveInt(process.env.PGVPD_BENCH_ROUNDS, 3);
 const CONNECTS = positiveInt(process.env.PGVPD_BENCH_CONNECTS, 300);
 const IDLE_CLIENTS = positiveInt(process.env.PGVPD_BENCH_IDLE_CLIENTS, 2000);
+// Times the idle clients are opened and closed again on the same proxy: more than one shows
+// whether its memory comes back or grows from cycle to cycle.
+const IDLE_CYCLES = positiveInt(process.env.PGVPD_BENCH_IDLE_CYCLES, 1);
 const IDLE_CONCURRENCY = 16;
 const CONNECT_WARMUP = 30;
 const WARMUP_SECONDS = 2;
@@ -806,7 +811,8 @@ const medianOf = (xs) => {
 
 /** The idle part met its target: it ran, every client was served right, VmRSS within bounds. */
 const idleOk = (idle) =>
-  !idle.failedPart && idle.failed === 0 && idle.wrongTenant === 0 && idle.idle.rssMb <= IDLE_RSS_MB;
+  !idle.failedPart &&
+  idle.cycles.every((c) => c.failed === 0 && c.wrongTenant === 0 && c.idleRssMb <= IDLE_RSS_MB);
 
 function summarize(bench, latency, idle) {
   const summary = Object.fromEntries(FIGURES.map((f) => [f, {}]));
@@ -1118,7 +1124,21 @@ function report(meta, bench, summary) {
       `   opened ${idle.opened} in ${idle.seconds.toFixed(1)} s, ${idle.failed} failed, ${idle.wrongTenant} with a wrong tenant; ` +
         `${fmt(perClientKb, 1)} KB of RSS per idle client; ` +
         `one more login with them all idle: ${idle.extra.ok ? `${fmt(idle.extra.connectMs, 2)} ms` : `FAILED ${idle.extra.error ?? 'wrong tenant'}`}`,
-      `   VmRSS ≤ ${IDLE_RSS_MB} MB: ${verdict(idleOk(idle))}` +
+      ...(idle.cycles.length > 1
+        ? [
+            `   cycles (VmRSS MB with them idle → after they left): ` +
+              idle.cycles
+                .map(
+                  (c, i) =>
+                    `${i + 1}: ${fmt(c.idleRssMb, 1)} → ${fmt(c.afterRssMb, 1)}` +
+                    (c.failed || c.wrongTenant
+                      ? ` (${c.failed} failed, ${c.wrongTenant} wrong tenant)`
+                      : ''),
+                )
+                .join('; '),
+          ]
+        : []),
+      `   VmRSS ≤ ${IDLE_RSS_MB} MB${idle.cycles.length > 1 ? ' in every cycle' : ''}: ${verdict(idleOk(idle))}` +
         (idle.errors.length ? `; errors: ${idle.errors.join('; ')}` : ''),
     );
   }
@@ -1351,16 +1371,33 @@ async function main() {
     if (idleProxy) {
       log(`idle: ${IDLE_CLIENTS} clients, ${IDLE_CONCURRENCY} logins at a time`);
       try {
-        idle = await measureIdleClients(idleProxy, {
-          users: [alice, bob].map(({ user, database, password, tenant }) => ({
-            user,
-            database,
-            password,
-            tenant,
+        const cycles = [];
+        for (let cycle = 1; cycle <= IDLE_CYCLES; cycle++) {
+          if (IDLE_CYCLES > 1) log(`idle: cycle ${cycle} of ${IDLE_CYCLES}`);
+          cycles.push(
+            await measureIdleClients(idleProxy, {
+              users: [alice, bob].map(({ user, database, password, tenant }) => ({
+                user,
+                database,
+                password,
+                tenant,
+              })),
+              clients: IDLE_CLIENTS,
+              concurrency: IDLE_CONCURRENCY,
+            }),
+          );
+        }
+        // The first cycle's figures, and every cycle's memory and failures.
+        idle = {
+          ...cycles[0],
+          cycles: cycles.map((c) => ({
+            idleRssMb: c.idle.rssMb,
+            afterRssMb: c.after.rssMb,
+            opened: c.opened,
+            failed: c.failed,
+            wrongTenant: c.wrongTenant,
           })),
-          clients: IDLE_CLIENTS,
-          concurrency: IDLE_CONCURRENCY,
-        });
+        };
       } catch (err) {
         // Reported with the proxy's last output; the other parts' figures are kept.
         const output = idleProxy.output().trim();
@@ -1388,6 +1425,7 @@ async function main() {
       scale: SCALE,
       connects: CONNECTS,
       idleClients: IDLE_CLIENTS,
+      idleCycles: IDLE_CYCLES,
       poolSize: POOL_SIZE,
       orgCommand: PGVPD_ORG_COMMAND.join(' '),
       appCommand: PGVPD_APP_COMMAND.join(' '),
