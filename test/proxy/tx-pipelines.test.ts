@@ -194,3 +194,22 @@ t.test('a pipeline buffered past the checkout timeout: FATAL 53300, nothing else
   await beta.query('commit');
   t.same(seenIn(await view(beta)), y.expected('beta'), 'the holder goes on');
 });
+
+t.test(
+  'a lone Flush between transactions does not keep a backend',
+  {
+    skip: 'proxy bug: a lone Flush links a backend that no answer ever releases (transaction-link.ts attach() never checks shouldRelease); beta gets 53300 after pool_checkout_timeout',
+  },
+  async (t) => {
+    const acme = await x.raw(t, 'acme');
+    const beta = await x.client(t, 'beta');
+    acme.wire.write(msg.flush());
+    await pause(200);
+    const betaView = view(beta);
+    await pause(1000);
+    t.ok(await settled(betaView), 'beta was served within a second');
+    t.same(seenIn(await betaView), x.expected('beta'), 'and sees beta');
+    acme.wire.write(msg.query('select pgvpd.current_tenant_id()'));
+    t.same(answerOf(await readReadies(acme.wire, 1)).rows, [[x.f.orgs.acme]], 'acme goes on');
+  },
+);
