@@ -15,7 +15,11 @@ const settingsSql =
 /** The backend pid, TimeZone, application_name and tenant one transaction of `client` ran with. */
 async function settings(client: RawClient): Promise<(string | null)[]> {
   client.wire.write(msg.query(settingsSql));
-  return answerOf(await readReadies(client.wire, 1)).rows[0]!;
+  const frames = await readReadies(client.wire, 1);
+  const statuses = frames.filter((frame) => frame.code === 'S').map(statusOf);
+  if (statuses.length > 0)
+    throw new Error(`a ParameterStatus the client did not cause: ${JSON.stringify(statuses)}`);
+  return answerOf(frames).rows[0]!;
 }
 
 t.test('each client’s startup parameters apply to each of its transactions', async (t) => {
@@ -39,7 +43,11 @@ t.test('each client’s startup parameters apply to each of its transactions', a
         wrong.push(`round ${String(i)}: ${JSON.stringify(rest)}`);
     }
   }
-  t.same(wrong, [], 'every transaction ran with its own client’s TimeZone and application_name');
+  t.same(
+    wrong,
+    [],
+    'every transaction ran with its own client’s TimeZone and application_name, and no client was sent a ParameterStatus of the other’s',
+  );
   t.equal(pids.size, 1, 'all on one backend');
 
   await t.test('a SET TimeZone follows its client, not the other org’s', async (t) => {
@@ -93,3 +101,18 @@ t.test(
     );
   },
 );
+
+t.test('client_encoding follows each client: the same character in each one’s bytes', async (t) => {
+  const acme = await x.raw(t, 'acme', { client_encoding: 'LATIN1' });
+  const beta = await x.raw(t, 'beta', { client_encoding: 'UTF8' });
+  /** The bytes of the one value of `select chr(233)` (é) as the client received them. */
+  const eAcute = async (client: RawClient): Promise<string> => {
+    client.wire.write(msg.query('select chr(233), pg_backend_pid()::text'));
+    const row = (await readReadies(client.wire, 1)).find((frame) => frame.code === 'D')!;
+    const length = row.body.readInt32BE(2);
+    return row.body.subarray(6, 6 + length).toString('hex');
+  };
+  const seen: string[] = [];
+  for (let i = 0; i < 3; i++) seen.push(await eAcute(acme), await eAcute(beta));
+  t.same(seen, ['e9', 'c3a9', 'e9', 'c3a9', 'e9', 'c3a9'], 'LATIN1 for acme, UTF-8 for beta');
+});
