@@ -276,6 +276,18 @@ t.test(
 
 t.test('idle in a transaction past idle_in_transaction_timeout: FATAL 25P03', async (t) => {
   const y = await txOrgs(t, { pool_size: 1, idle_in_transaction_timeout: 1 });
+  const busy = await y.raw(t, 'acme');
+  busy.wire.write(msg.query('begin'));
+  await readReadies(busy.wire, 1);
+  busy.wire.write(msg.query('select pg_sleep(1.5)'));
+  await readReadies(busy.wire, 1, 5000);
+  busy.wire.write(msg.query('commit'));
+  const committed = answerOf(await readReadies(busy.wire, 1));
+  t.same(
+    [committed.codes, committed.statuses],
+    ['CZ', 'I'],
+    'a statement running longer than the timeout inside a block is not idleness',
+  );
   const acme = await y.raw(t, 'acme');
   const beta = await y.client(t, 'beta');
   acme.wire.write(

@@ -314,3 +314,18 @@ t.test('a replayed Parse skipped after an error is replayed again', async (t) =>
     'the next Bind of s there gets its Parse injected again',
   );
 });
+
+t.test('a standalone Describe of a statement on a backend that lacks it', async (t) => {
+  const acme = await two.raw(t, 'acme');
+  const alternate = new Alternator([await two.client(t, 'acme'), await two.client(t, 'acme')]);
+  await alternate.step();
+  const text = 'select $1::int as n, pgvpd.current_tenant_id() as tenant';
+  t.equal((await exchange(acme, [msg.parse('d', text), msg.sync()])).codes, '1Z', 'd parsed');
+  await alternate.step();
+  const described = await exchange(acme, [msg.describeStatement('d'), msg.sync()]);
+  t.equal(described.codes, 'tTZ', 'ParameterDescription and RowDescription, nothing else');
+  await alternate.step();
+  const bound = await exchange(acme, bindRun('d', ['7']));
+  await alternate.end();
+  t.same([bound.codes, bound.rows], ['2DCZ', [['7', two.f.orgs.acme]]], 'then it binds and runs');
+});
