@@ -213,3 +213,48 @@ t.test(
     t.same(answerOf(await readReadies(acme.wire, 1)).rows, [[x.f.orgs.acme]], 'acme goes on');
   },
 );
+
+t.test('large answers and large messages cross whole, with the other org in between', async (t) => {
+  const acme = await x.client(t, 'acme');
+  const beta = await x.client(t, 'beta');
+  const big = 'y'.repeat(3 * 1024 * 1024);
+  const results = await Promise.all([
+    (async () => {
+      const out: string[] = [];
+      for (let i = 0; i < 3; i++) {
+        const { rows } = await acme.query<{ n: number; body: string; tenant: string }>(
+          "select n, repeat('x', 100000) || n as body, pgvpd.current_tenant_id() as tenant from generate_series(1, 40) n",
+        );
+        const bad = rows.filter(
+          (r) => r.body !== `${'x'.repeat(100000)}${String(r.n)}` || r.tenant !== x.f.orgs.acme,
+        );
+        out.push(`${String(rows.length)} rows, ${String(bad.length)} wrong`);
+        const sent = await acme.query<{ length: number; tenant: string }>(
+          'select length($1::text) as length, pgvpd.current_tenant_id() as tenant',
+          [big],
+        );
+        out.push(`${String(sent.rows[0]!.length)} ${sent.rows[0]!.tenant}`);
+      }
+      return out;
+    })(),
+    (async () => {
+      const out: string[] = [];
+      for (let i = 0; i < 20; i++) {
+        const v = await view(beta);
+        out.push(JSON.stringify(seenIn(v)));
+      }
+      return out;
+    })(),
+  ]);
+  const acmeLine = ['40 rows, 0 wrong', `${String(big.length)} ${x.f.orgs.acme}`];
+  t.same(
+    results[0],
+    [...acmeLine, ...acmeLine, ...acmeLine],
+    'acme’s 4 MB answers and 3 MB parameter, whole',
+  );
+  t.same(
+    new Set(results[1]),
+    new Set([JSON.stringify(x.expected('beta'))]),
+    'beta’s 20 answers in between were all beta',
+  );
+});
