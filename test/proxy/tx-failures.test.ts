@@ -372,3 +372,49 @@ t.test('a client ending (Terminate) inside a transaction block is rolled back', 
   t.same([b.pid, seenIn(b)], [pid, x.expected('beta')], 'beta on the same backend sees beta');
   t.equal(await acmeCount(x, 'a-ended'), 0, 'acme’s insert was rolled back');
 });
+
+t.test(
+  'a pipeline left without its Sync is idleness too: FATAL 25P03',
+  {
+    skip: 'proxy bug: messages held until a backend is linked are sent by transaction-link.ts attach(), which arms no idle timer (nor checks shouldRelease): P/B/E/Flush holds the backend for good',
+  },
+  async (t) => {
+    const y = await txOrgs(t, { pool_size: 1, idle_in_transaction_timeout: 1 });
+    const acme = await y.raw(t, 'acme');
+    const beta = await y.client(t, 'beta');
+    acme.wire.write(
+      Buffer.concat([
+        msg.parse('', 'select pg_backend_pid()::text'),
+        msg.bind(),
+        msg.execute(),
+        msg.flush(),
+      ]),
+    );
+    const flushed = answerOf([
+      await acme.wire.readFrame(),
+      await acme.wire.readFrame(),
+      await acme.wire.readFrame(),
+      await acme.wire.readFrame(),
+    ]);
+    t.equal(flushed.codes, '12DC', 'the answer so far, no ReadyForQuery');
+    const pid = Number(flushed.rows[0]![0]);
+    const frames = answerOf(await readToClose(acme.wire, 5000));
+    t.same(
+      [frames.codes, frames.errors],
+      [
+        'E',
+        [
+          {
+            severity: 'FATAL',
+            code: '25P03',
+            message: 'terminating connection due to idle-in-transaction timeout (1000 ms)',
+          },
+        ],
+      ],
+      'FATAL 25P03, then the connection closes',
+    );
+    const b = await view(beta);
+    t.same(seenIn(b), y.expected('beta'), 'beta is served afterwards');
+    t.comment(`backend ${String(pid)} before, ${String(b.pid)} after`);
+  },
+);
