@@ -294,6 +294,16 @@ export const settings = {
     help: 'transaction mode: seconds a client may hold a pooled backend idle inside a transaction; then FATAL 25P03 and ROLLBACK',
   },
   /**
+   * A pooled backend keeps its owner's context between clients (sticky ownership); a context older
+   * than this is switched in again at the next checkout, rerunning the resolvers.
+   */
+  context_max_age: {
+    kind: 'seconds',
+    default: 60,
+    modes: orgOnly,
+    help: "seconds a pooled backend keeps an owner's context (and its resolver values) before the next checkout switches it in again",
+  },
+  /**
    * Each proxy registers with each database it switches contexts in and gets a key for its
    * switch grants; the registration lives this long unless renewed (every third of it).
    */

@@ -18,6 +18,7 @@ import type { Logger } from './logger.js';
 import { Metrics } from './metrics.js';
 import { Catalog } from './org/catalog.js';
 import { SessionPool } from './pool/session-pool.js';
+import { invalidateContexts } from './pool/backend-book.js';
 import { restoreOwner } from './org/checkout.js';
 import type { Session, SessionDescription } from './session/lifecycle.js';
 import type { UpstreamTarget } from './upstream/connect.js';
@@ -129,6 +130,8 @@ async function orgParts(
 ): Promise<OrgParts> {
   const passwords = connectAsPasswords(config);
   const catalog = new Catalog(controlUrl, logger, metrics);
+  // Whatever a context was computed from may have changed: every backend switches in anew.
+  catalog.onApplied(invalidateContexts);
   try {
     await catalog.start();
   } catch (error) {

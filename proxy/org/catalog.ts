@@ -184,6 +184,13 @@ export class Catalog {
     return next;
   }
 
+  /** Called after every snapshot is applied (the first load included). */
+  onApplied(listener: () => void): void {
+    this.appliedListeners.push(listener);
+  }
+
+  private readonly appliedListeners: (() => void)[] = [];
+
   private apply(snapshot: Snapshot): void {
     this.servers = new Map(snapshot.servers.map((s) => [s.name, s]));
     this.byDatabase = new Map(snapshot.orgs.map((o) => [o.database_name, o]));
@@ -209,5 +216,6 @@ export class Catalog {
       { event: 'catalog', orgs: snapshot.orgs.length, users: snapshot.users.length },
       'catalog loaded',
     );
+    for (const listener of this.appliedListeners) listener();
   }
 }

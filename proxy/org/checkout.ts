@@ -181,6 +181,7 @@ export class Checkout {
         ? undefined
         : { host: target.host, port: target.port },
       timeoutMs: resetTimeoutMs,
+      contextMaxAgeMs: this.runtime.config.context_max_age * 1000,
       metrics: this.runtime.metrics,
     };
   }

@@ -8,6 +8,7 @@
 // An address may have only max_unauthenticated_per_address connections between accept and the
 // end of authentication (FATAL 53300 at accept beyond it).
 import { proxyErrors } from '../errors.js';
+import { bookOf } from '../pool/backend-book.js';
 import { loanAttachment } from '../pool/lend.js';
 import { TransactionLink } from '../pool/transaction-link.js';
 import * as send from '../protocol/encode.js';
@@ -128,6 +129,8 @@ export async function orgFlow(session: Session): Promise<Attachment | undefined>
     [authOk, ...statuses],
     send.readyForQueryIdle(),
     () => {
+      // From here on the client's session state is on it, until the release resets it.
+      bookOf(pooled).used = true;
       const loan = loanAttachment({
         pool: org.pool,
         session: pooled,

@@ -47,6 +47,46 @@ export interface BackendBook {
   unnamedOf: object | undefined;
   /** Cancels sent to it and not finished: it is not handed to another client meanwhile. */
   canceling: number;
+  /**
+   * A client was attached since the last reset: its session state may be anywhere. False after
+   * a reset (and for a fresh backend): then only the proxy's own settings and context are on it.
+   */
+  used: boolean;
+  /** When the context was switched in (Date.now()) and under which context epoch. */
+  switchedAt: number;
+  epoch: number;
+}
+
+/**
+ * Bumped whenever what a context was computed from may have changed (a catalog change: a user
+ * removed, an org suspended, a resolver added): every backend's context is switched in again at
+ * its next checkout, where switch_context checks the role and org again and reruns the resolvers.
+ */
+let contextEpoch = 0;
+
+export function invalidateContexts(): void {
+  contextEpoch += 1;
+}
+
+/**
+ * Whether the backend's context may be used as it is: in place, switched in under the current
+ * epoch, and younger than `maxAgeMs` (0: no limit), so that resolver values that depend on data
+ * are at most that old.
+ */
+export function contextCurrent(book: BackendBook, maxAgeMs: number, now = Date.now()): boolean {
+  return (
+    book.contextValid &&
+    book.epoch === contextEpoch &&
+    (maxAgeMs <= 0 || now - book.switchedAt < maxAgeMs)
+  );
+}
+
+/** Records a switch that just succeeded. */
+export function switchedIn(book: BackendBook, owner: Owner): void {
+  book.owner = owner;
+  book.contextValid = true;
+  book.switchedAt = Date.now();
+  book.epoch = contextEpoch;
 }
 
 const books = new WeakMap<PooledSession, BackendBook>();
@@ -62,6 +102,9 @@ export function bookOf(session: PooledSession): BackendBook {
       prepared: new Map(),
       unnamedOf: undefined,
       canceling: 0,
+      used: false,
+      switchedAt: 0,
+      epoch: -1,
     };
     books.set(session, book);
   }
@@ -77,4 +120,5 @@ export function markClean(session: PooledSession): void {
   book.applied.clear();
   book.prepared.clear();
   book.unnamedOf = undefined;
+  book.used = false;
 }

@@ -83,12 +83,22 @@ export type Reclaim = () => Promise<unknown>;
 interface Waiter {
   /** The owner whose idle backend this checkout would rather have (PooledSession.owner). */
   prefer: string | undefined;
+  /** When it started waiting (performance.now()), and how often others went first. */
+  since: number;
+  skipped: number;
   resolve: (session: PooledSession) => void;
   reject: (error: Error) => void;
   settled: boolean;
   timer: NodeJS.Timeout | undefined;
   cleanup: () => void;
 }
+
+/** How far down the queue a waiter of a session's own owner is looked for. */
+const affinityLookahead = 32;
+/** How often the oldest waiter may be passed over for one of the session's owner. */
+const affinitySkips = 4;
+/** How long the oldest waiter may have waited and still be passed over (ms). */
+const affinityWaitMs = 20;
 
 interface Entry {
   id: string;
@@ -145,6 +155,8 @@ export class SessionPool {
     const checkout = new Promise<PooledSession>((resolve, reject) => {
       const waiter: Waiter = {
         prefer,
+        since: performance.now(),
+        skipped: 0,
         resolve,
         reject,
         settled: false,
@@ -410,7 +422,7 @@ export class SessionPool {
     while (entry.queue.length > 0 && !this.closed) {
       const session = this.takeIdle(entry, entry.queue[0]?.prefer);
       if (session) {
-        const waiter = entry.queue.shift();
+        const waiter = this.waiterFor(entry, session);
         if (waiter) this.grant(entry, waiter, session);
         continue;
       }
@@ -470,6 +482,36 @@ export class SessionPool {
    * used such), then one that holds nobody's, then the one unused longest (its owner is the
    * least likely to come back for it); without a preference the most recently used.
    */
+  /**
+   * Who gets `session`: the oldest waiter, unless the session holds another owner's context and a
+   * waiter of that owner is among the next few; then that one, so that the session needs no
+   * owner change (a reset and a switch on the backend). The oldest waiter is passed over at most
+   * affinitySkips times and never once it has waited affinityWaitMs: owners take turns, none
+   * starves.
+   */
+  private waiterFor(entry: Entry, session: PooledSession): Waiter | undefined {
+    const head = entry.queue[0];
+    const owner = session.owner;
+    if (
+      head &&
+      owner !== undefined &&
+      head.prefer !== owner &&
+      head.skipped < affinitySkips &&
+      performance.now() - head.since < affinityWaitMs
+    ) {
+      const limit = Math.min(entry.queue.length, affinityLookahead);
+      for (let i = 1; i < limit; i += 1) {
+        const waiter = entry.queue[i];
+        if (waiter?.prefer === owner) {
+          head.skipped += 1;
+          entry.queue.splice(i, 1);
+          return waiter;
+        }
+      }
+    }
+    return entry.queue.shift();
+  }
+
   private takeIdle(entry: Entry, prefer?: string): PooledSession | undefined {
     const now = Date.now();
     for (;;) {

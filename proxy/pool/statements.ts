@@ -86,18 +86,44 @@ async function untilReady(session: PooledSession): Promise<void> {
   }
 }
 
-/** The two statements of a reset, in order, as two Query messages. */
-const resetSteps = ['ROLLBACK', 'DISCARD ALL'] as const;
-const resetMessages = Buffer.concat(resetSteps.map((sql) => serialize.query(sql)));
+/**
+ * A session's whole state, as DISCARD ALL drops it (cursors, role and session authorization,
+ * settings, prepared statements, LISTEN, advisory locks, temp tables, sequences), less DISCARD
+ * PLANS, as one Query (one implicit transaction), with the tag each statement answers. Plans are
+ * kept because they hold no data and no context: a policy's accessor call runs at every execution,
+ * and a plan over a dropped temp table is invalidated with the table. Dropping them made the next
+ * switch_context re-plan its PL/pgSQL body: about three times the backend CPU of an owner change
+ * (docs/benchmarks.md).
+ */
+export const stateReset = {
+  sql:
+    'CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; DEALLOCATE ALL; UNLISTEN *; ' +
+    'SELECT pg_catalog.pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES',
+  tags: [
+    'CLOSE CURSOR ALL',
+    'SET',
+    'RESET',
+    'DEALLOCATE ALL',
+    'UNLISTEN',
+    'SELECT 1',
+    'DISCARD TEMP',
+    'DISCARD SEQUENCES',
+  ],
+} as const;
+
+/** The two Query messages of a release's reset, in order: ROLLBACK, then the state reset. */
+const resetSteps: readonly { sql: string; tags: readonly string[] }[] = [
+  { sql: 'ROLLBACK', tags: ['ROLLBACK'] },
+  stateReset,
+];
+const resetMessages = Buffer.concat(resetSteps.map((step) => serialize.query(step.sql)));
 
 /**
  * Resets a session a client has left: `ROLLBACK` ends any transaction (a warning if none), then
- * `DISCARD ALL` drops everything else of the session's state (settings, role, temp tables,
- * prepared statements, cursors, LISTEN, advisory locks, plans, sequences). They go as two Query
- * messages: in one query string DISCARD ALL would run inside the string's implicit transaction
- * and fail (25001).
+ * the state reset (stateReset) drops everything else of the session's state. They go as two Query
+ * messages, so that the reset runs after the client's transaction has ended whatever it was.
  *
- * The answer must be exactly what these two statements produce; anything else (results of a
+ * The answer must be exactly what these statements produce; anything else (results of a
  * statement the client left behind, COPY, a message completing bytes the client left half-sent)
  * means the session's state is not known, and it must not be reused. Resolves to undefined when
  * the session is clean and idle, else to the reason it is not.
@@ -129,8 +155,9 @@ export async function resetSession(
 }
 
 async function checkReset(session: PooledSession): Promise<string | undefined> {
-  for (const step of resetSteps) {
-    let completed = false;
+  for (const [index, step] of resetSteps.entries()) {
+    const last = index === resetSteps.length - 1;
+    let completed = 0;
     for (;;) {
       const message = await next(session, 'the reset of a pooled session');
       const code = message.code;
@@ -141,19 +168,25 @@ async function checkReset(session: PooledSession): Promise<string | undefined> {
         session.parameters.set(name, value);
         continue;
       }
-      if (code === BackendCode.CommandComplete && !completed) {
+      // The SELECT of pg_advisory_unlock_all: its row, before its tag.
+      if (code === BackendCode.RowDescription || code === BackendCode.DataRow) {
+        if (step.tags[completed] === 'SELECT 1') continue;
+      }
+      if (code === BackendCode.CommandComplete && completed < step.tags.length) {
         const tag = commandTag(message.body);
-        if (tag !== step) return `unexpected ${JSON.stringify(tag)} in answer to ${step}`;
-        completed = true;
+        const wanted = step.tags[completed];
+        if (tag !== wanted)
+          return `unexpected ${JSON.stringify(tag)} in answer to ${String(wanted)}`;
+        completed += 1;
         continue;
       }
-      if (code === BackendCode.ReadyForQuery && completed) {
-        if (step === 'DISCARD ALL' && message.body[0] !== 0x49) return 'not idle after the reset';
+      if (code === BackendCode.ReadyForQuery && completed === step.tags.length) {
+        if (last && message.body[0] !== 0x49) return 'not idle after the reset';
         break;
       }
       if (code === BackendCode.ErrorResponse)
-        return `${step} failed: ${errorFields(message.body).message}`;
-      return `unexpected message type ${String.fromCharCode(code)} in answer to ${step}`;
+        return `${step.sql} failed: ${errorFields(message.body).message}`;
+      return `unexpected message type ${String.fromCharCode(code)} in answer to ${step.sql}`;
     }
   }
   if (session.reader.pending > 0) return 'more output after the reset';

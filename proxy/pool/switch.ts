@@ -5,7 +5,7 @@
 //   same owner, context emptied    → settings + switch
 //   no owner (fresh, or reset)     → settings + switch
 //   another owner                  → reset (session state of the old owner) + settings + switch
-// The reset is DISCARD ALL, statements included (see ownerReset). The switch is pgvpd.switch_context with a grant minted here under the proxy's instance
+// The reset is DISCARD ALL less DISCARD PLANS, statements included (see ownerReset). The switch is pgvpd.switch_context with a grant minted here under the proxy's instance
 // key (pool/grant.ts): the backend verifies it and sets the context itself. Every answer is
 // read up to its ReadyForQuery; an error, a notification, anything unexpected or a status other
 // than idle makes the backend unusable (`broken`) and the client's checkout fails before any of
@@ -21,18 +21,19 @@ import {
 } from '../protocol/decode.js';
 import type { InstanceKeys } from '../upstream/instance-keys.js';
 import type { PooledSession } from '../upstream/login.js';
-import { bookOf, markClean, type Owner } from './backend-book.js';
+import { bookOf, contextCurrent, markClean, switchedIn, type Owner } from './backend-book.js';
 import { grantParams, mintGrant, switchCall } from './grant.js';
 import { poolErrors } from './pool-errors.js';
+import { stateReset } from './statements.js';
 import { readyingKind, type Metrics } from '../metrics.js';
 
 /**
- * Session state a new owner must not inherit: all of it, DISCARD ALL (its own Query: it cannot run
- * in a transaction block). Not DISCARD ALL less DEALLOCATE ALL: pg_prepared_statements would show
- * the old owner's statement texts to the new one, and a PREPARE run inside a DO block or a
- * function leaves no PREPARE tag to notice it by.
+ * Session state a new owner must not inherit: all of it, statements included (pool/statements.ts
+ * stateReset: DISCARD ALL less DISCARD PLANS). Statements too: pg_prepared_statements would show
+ * the old owner's statement texts to the new one, and a PREPARE run inside a DO block or a function
+ * leaves no PREPARE tag to notice it by.
  */
-export const ownerReset = 'DISCARD ALL';
+export const ownerReset = stateReset.sql;
 
 /** Startup parameters that are not settings, or that the proxy decides itself. */
 const notSettings = new Set(['user', 'database', 'options', 'replication']);
@@ -48,6 +49,8 @@ export interface SwitchTarget {
   server: { host: string; port: number } | undefined;
   /** Bound on the whole exchange; the backend is unusable after it. */
   timeoutMs: number;
+  /** A context older than this is switched in again (context_max_age); 0 or absent: no limit. */
+  contextMaxAgeMs?: number;
   /** Where a readying that succeeded is timed and counted (pgvpd_pool_readying_seconds). */
   metrics?: Metrics;
 }
@@ -90,18 +93,27 @@ async function readyOnce(
   // The same owner's earlier client had a startup parameter this one does not: set_config
   // cannot take it back, RESET ALL can (and empties the context, so the switch follows).
   const stale = !ownerChanged && [...book.applied.keys()].some((name) => !wanted.has(name));
-  const needSwitch = ownerChanged || stale || session.owner === undefined || !book.contextValid;
+  const needSwitch =
+    ownerChanged ||
+    stale ||
+    session.owner === undefined ||
+    !contextCurrent(book, target.contextMaxAgeMs ?? 0);
+  // A backend no client has used since its reset holds only the proxy's own settings and the
+  // last owner's context, which the switch replaces: RESET ALL for the settings is enough.
+  const fullReset = ownerChanged && book.used;
+  const resetSql = fullReset
+    ? ownerReset
+    : stale || (ownerChanged && book.applied.size > 0)
+      ? 'RESET ALL'
+      : undefined;
   const parts: Buffer[] = [];
   let readies = 0;
-  if (ownerChanged) {
-    parts.push(serialize.query(ownerReset));
-    readies += 1;
-  } else if (stale) {
-    parts.push(serialize.query('RESET ALL'));
+  if (resetSql !== undefined) {
+    parts.push(serialize.query(resetSql));
     readies += 1;
   }
   // After a reset every setting is back at its login value: all of the client's are applied.
-  const fresh = ownerChanged || stale;
+  const fresh = resetSql !== undefined;
   const applied = fresh ? new Map<string, string>() : book.applied;
   const values: string[] = [];
   const calls: string[] = [];
@@ -157,7 +169,7 @@ async function readyOnce(
     }
     throw error;
   }
-  if (ownerChanged) markClean(session);
+  if (fullReset) markClean(session);
   if (fresh) book.applied.clear();
   if (ownerChanged) book.unnamedOf = undefined;
   for (let i = 0; i < values.length - (needSwitch ? 3 : 0); i += 2)
@@ -165,8 +177,7 @@ async function readyOnce(
   if (calls.length > 0) book.unnamedOf = undefined;
   if (needSwitch) {
     session.owner = owner.key;
-    book.owner = owner;
-    book.contextValid = true;
+    switchedIn(book, owner);
   }
   return { statements: readies, ownerChanged, switched: needSwitch };
 }

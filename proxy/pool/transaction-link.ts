@@ -601,6 +601,7 @@ export class TransactionLink implements Attachment {
   private attach(session: PooledSession): void {
     this.link = session;
     this.book = bookOf(session);
+    this.book.used = true;
     this.pending = 0;
     this.unsynced = false;
     this.copyIn = false;

@@ -76,6 +76,7 @@ t.test('with no sources every setting has its documented default', (t) => {
     pool_mode: 'session',
     max_prepared_statements: 200,
     idle_in_transaction_timeout: 300,
+    context_max_age: 60,
     instance_lease: 60,
     connect_as_passfile: undefined,
     connect_as_passwords: undefined,
@@ -564,6 +565,7 @@ t.test(
       pool_mode: 'session' | 'transaction';
       max_prepared_statements: number;
       idle_in_transaction_timeout: number;
+      context_max_age: number;
       instance_lease: number;
       connect_as_passfile: string | undefined;
       connect_as_passwords: string | undefined;
@@ -645,6 +647,7 @@ t.test('each setting applies to the modes whose code reads it', (t) => {
     'pool_mode',
     'max_prepared_statements',
     'idle_in_transaction_timeout',
+    'context_max_age',
     'instance_lease',
     'connect_as_passfile',
     'connect_as_passwords',
