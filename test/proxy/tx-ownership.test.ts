@@ -8,6 +8,7 @@
 import t from 'tap';
 import { ownerReset } from '../../proxy/pool/switch.js';
 import { contextPath } from '../support/pgvpd.js';
+import { waitFor } from './clients-support.js';
 import { failure } from './org-support.js';
 import { StatementLog, seenIn, txOrgs, view, type Org } from './tx-fixture.js';
 
@@ -211,4 +212,29 @@ t.test('with two backends, each org keeps to the backend that holds its context'
     [],
     'no reset and no switch ran on either backend',
   );
+});
+
+t.test('an org’s own pool mode: transaction for acme under a session-mode proxy', async (t) => {
+  const y = await txOrgs(t, { pool_mode: 'session', pool_size: 2, pool_checkout_timeout: 2 });
+  await y.db.query(`select pgvpd.org_set_pool_mode($1, 'transaction')`, [y.f.orgs.acme]);
+  const catalog = y.f.proxy.runtime.org?.catalog;
+  t.ok(
+    await waitFor(() => catalog?.org('acme-analytics')?.pool_mode === 'transaction'),
+    'the proxy’s catalog learned acme’s pool mode',
+  );
+  const beta = await y.client(t, 'beta');
+  const betaPid = (await view(beta)).pid;
+  const acmes = [await y.client(t, 'acme'), await y.client(t, 'acme'), await y.client(t, 'acme')];
+  const pids = new Set<number>();
+  const wrong: string[] = [];
+  for (let i = 0; i < 12; i++) {
+    const v = await view(acmes[i % 3]!);
+    pids.add(v.pid);
+    if (JSON.stringify(seenIn(v)) !== JSON.stringify(y.expected('acme')))
+      wrong.push(JSON.stringify(v));
+  }
+  t.same(wrong, [], 'three acme clients, every answer acme’s');
+  t.same([...pids].length, 1, 'all served by the one backend beta’s session leaves');
+  t.not([...pids][0], betaPid, 'not beta’s');
+  t.equal((await view(beta)).pid, betaPid, 'beta keeps its backend for its session');
 });
