@@ -116,3 +116,33 @@ t.test('client_encoding follows each client: the same character in each one’s 
   for (let i = 0; i < 3; i++) seen.push(await eAcute(acme), await eAcute(beta));
   t.same(seen, ['e9', 'c3a9', 'e9', 'c3a9', 'e9', 'c3a9'], 'LATIN1 for acme, UTF-8 for beta');
 });
+
+t.test('a client without a startup TimeZone never gets another client’s', async (t) => {
+  const serverDefault = (
+    await x.db.query<{ tz: string }>(
+      "select reset_val as tz from pg_settings where name = 'TimeZone'",
+    )
+  ).rows[0]!.tz;
+  t.not(serverDefault, 'Asia/Tokyo', `the server’s default is ${serverDefault}`);
+  for (const other of ['acme', 'beta'] as const) {
+    await t.test(`the other client of ${other}`, async (t) => {
+      const tokyo = await x.raw(t, 'acme', { TimeZone: 'Asia/Tokyo' });
+      await settings(tokyo);
+      const plain = await x.raw(t, other);
+      t.equal(
+        plain.parameters.get('TimeZone'),
+        serverDefault,
+        'its handshake reports the server’s default',
+      );
+      const seen: (string | null)[] = [];
+      for (let i = 0; i < 3; i++) {
+        seen.push((await settings(tokyo))[1]!, (await settings(plain))[1]!);
+      }
+      t.same(
+        seen,
+        ['Asia/Tokyo', serverDefault, 'Asia/Tokyo', serverDefault, 'Asia/Tokyo', serverDefault],
+        'each transaction of the plain client runs in the server’s default',
+      );
+    });
+  }
+});
