@@ -1,8 +1,10 @@
 // Org mode's checkout: which pooled backend a client gets, and what is set on it before the
 // client may use it. A session of the user's connect_as role on the org's server and database
-// is checked out and gets a fresh signed context (org id, username) and the client's startup
-// parameters. While the client derives its SCRAM key, an idle session may be readied early with
-// the context only (tentative, see readyEarly); the client's parameters wait for authentication.
+// is checked out (one that holds this org user's context already, if idle) and readied in one
+// statement (pool/switch.ts: the owner's context through a switch grant, the client's startup
+// parameters; nothing for a backend that has both). While the client derives its SCRAM key, an
+// idle session may be readied early with the context only (tentative, see readyEarly); the
+// client's parameters wait for authentication.
 // Whatever the checkout holds when the session closes before its loan goes back: a session of
 // a failed handshake is discarded (its state is unknown), one readied early is handed back to be
 // reset, a waiting checkout is aborted.

@@ -3,8 +3,10 @@
 //   startup → route (catalog: unknown → 3D000, suspended → 28000) → auth (proxy-side SCRAM,
 //   org/proxy-auth.ts; one 28P01 for unknown user and wrong password, sent before any clean-up so
 //   that both take the same time) → context (org/checkout.ts: a pooled session of the user's
-//   connect_as role gets a fresh signed context and the client's parameters) → loan
-//   (pool/lend.ts; back to the pool, reset, when the client leaves)
+//   connect_as role gets the org user's context and the client's parameters) → by pool_mode
+//   (the org's, else the setting): session → a loan (pool/lend.ts; back to the pool, reset, when
+//   the client leaves); transaction → a transaction link (pool/transaction-link.ts; a backend per
+//   transaction)
 // An address may have only max_unauthenticated_per_address connections between accept and the
 // end of authentication (FATAL 53300 at accept beyond it).
 import { proxyErrors } from '../errors.js';
