@@ -8,7 +8,8 @@
 import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import t from 'tap';
-import { failure } from './org-support.js';
+import { makeVerifier } from '../../proxy/auth/scram-verifier.js';
+import { failure, openClient } from './org-support.js';
 import { seenIn, txOrgs, view } from './tx-fixture.js';
 
 const x = await txOrgs(t, { pool_size: 1 });
@@ -163,3 +164,56 @@ t.test(
     t.same(seenIn(await view(acme)), y.expected('acme'), 'and the client goes on, seeing acme');
   },
 );
+
+t.test('settings one org SETs for its session do not reach the other', async (t) => {
+  const acme = await x.client(t, 'acme');
+  const beta = await x.client(t, 'beta');
+  const pid = (await view(acme)).pid;
+  await acme.query("set statement_timeout = '1ms'");
+  await acme.query('set default_transaction_read_only = on');
+  await acme.query("set work_mem = '64kB'");
+  const b = await beta.query<{ pid: number; timeout: string; ro: string; mem: string }>(
+    `select pg_backend_pid() as pid, current_setting('statement_timeout') as timeout,
+            current_setting('default_transaction_read_only') as ro,
+            current_setting('work_mem') as mem, pg_sleep(0.05)`,
+  );
+  t.same(
+    b.rows[0],
+    { pid, timeout: '0', ro: 'off', mem: '4MB', pg_sleep: '' },
+    'beta on the same backend runs with the defaults, and its 50 ms sleep is not cut short',
+  );
+  await beta.query(
+    "insert into public.docs (org_id, body) values (pgvpd.current_tenant_id()::uuid, 'b-write')",
+  );
+  t.pass('beta may write');
+  await x.db.query("delete from public.docs where body = 'b-write'");
+});
+
+t.test('a temp table of one user is not another user’s of the same org', async (t) => {
+  await x.db.query('select pgvpd.user_add($1, $2, $3, $4)', [
+    x.f.orgs.acme,
+    'bob',
+    makeVerifier('bob-at-acme'),
+    x.f.connectAs,
+  ]);
+  const alice = await x.client(t, 'acme');
+  const bob = await openClient(t, { ...x.login('acme'), user: 'bob', password: 'bob-at-acme' });
+  const pid = (await view(alice)).pid;
+  await alice.query("create temp table docs as select 'alice-temp'::text as body");
+  t.same(
+    await bodies(alice, 'select array_agg(body) as rows from docs'),
+    ['alice-temp'],
+    'alice reads her temp table',
+  );
+  const b = await view(bob);
+  t.same(
+    [b.pid, seenIn(b)],
+    [pid, x.expected('acme')],
+    'bob, on the same backend, sees acme’s rows',
+  );
+  t.same(
+    await bodies(bob, 'select array_agg(body order by body) as rows from docs'),
+    ['a1', 'a2'],
+    'and an unqualified docs is the real table',
+  );
+});
