@@ -8,6 +8,7 @@
 import postgres from 'postgres';
 import t from 'tap';
 import type { TestLike } from '../support/postgres.js';
+import { typedMessage } from '../support/wire.js';
 import { failure, pause } from './org-support.js';
 import {
   answerOf,
@@ -257,4 +258,50 @@ t.test('large answers and large messages cross whole, with the other org in betw
     new Set([JSON.stringify(x.expected('beta'))]),
     'beta’s 20 answers in between were all beta',
   );
+});
+
+t.test('a megabyte of pipelined queries written while no backend is free', async (t) => {
+  const acme = await x.raw(t, 'acme');
+  const beta = await x.client(t, 'beta');
+  await beta.query('begin');
+  await view(beta);
+  const queries = Array.from({ length: 1000 }, (_, i) =>
+    msg.query(
+      `select ${String(i)} as i, pgvpd.current_tenant_id() as tenant -- ${'p'.repeat(1000)}`,
+    ),
+  );
+  acme.wire.write(Buffer.concat(queries));
+  await pause(300);
+  await beta.query('commit');
+  const answer = answerOf(await readReadies(acme.wire, 1000, 20_000));
+  t.equal(answer.statuses, 'I'.repeat(1000), 'a thousand ReadyForQuery');
+  t.same(
+    answer.rows,
+    Array.from({ length: 1000 }, (_, i) => [String(i), x.f.orgs.acme]),
+    'each answer in order, each acme’s',
+  );
+  t.same(seenIn(await view(beta)), x.expected('beta'), 'beta goes on after');
+});
+
+t.test('a FunctionCall is a transaction of its own', async (t) => {
+  const acme = await x.raw(t, 'acme');
+  const beta = await x.client(t, 'beta');
+  const oid = (
+    await x.db.query<{ oid: number }>(
+      "select 'pg_catalog.pg_backend_pid()'::regprocedure::oid as oid",
+    )
+  ).rows[0]!.oid;
+  // FunctionCall: function oid, no argument formats, no arguments, result in text.
+  const call = Buffer.alloc(4 + 2 + 2 + 2);
+  call.writeInt32BE(oid, 0);
+  acme.wire.write(typedMessage('F', call));
+  const answer = await readReadies(acme.wire, 1);
+  t.same(
+    answer.map((frame) => frame.code).join(''),
+    'VZ',
+    'FunctionCallResponse and ReadyForQuery',
+  );
+  const pid = answer[0]!.body.toString('utf8', 4);
+  const b = await view(beta);
+  t.same([String(b.pid), seenIn(b)], [pid, x.expected('beta')], 'then beta runs there, as beta');
 });
