@@ -11,6 +11,7 @@ import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import copyStreams from 'pg-copy-streams';
 import t from 'tap';
+import { contextPath } from '../support/pgvpd.js';
 import { WireClient, cancelRequest } from '../support/wire.js';
 import { waitFor } from './clients-support.js';
 import { cut, failure, pause } from './org-support.js';
@@ -27,6 +28,7 @@ import {
 } from './tx-fixture.js';
 
 const x = await txOrgs(t, { pool_size: 1 });
+const path = await contextPath(x.db);
 // COPY FROM into a table under row-level security is refused (0A000): COPY goes into a plain one.
 await x.db.query(`
   create table public.copied (org_id uuid not null, body text);
@@ -85,6 +87,46 @@ t.test('a refused switch: FATAL, none of the statements ran, the backend dropped
     'under a new registration of the proxy',
   );
 });
+
+t.test(
+  'after the instance is retired, the same org is never silently served without its context',
+  path === 'sql'
+    ? {
+        skip: 'proxy bug: SQL path, retire_instance deletes the sticky backend’s record but its book still says the owner’s context is in place, so every acme transaction, new connections included, sees tenant null and zero rows, with no error',
+      }
+    : {},
+  async (t) => {
+    const y = await txOrgs(t, { pool_size: 1 });
+    const acme = await y.client(t, 'acme');
+    t.same(seenIn(await view(acme)), y.expected('acme'), 'acme sees acme');
+    const [instance] = (
+      await y.db.query<{ id: string }>(
+        'select instance_id as id from pgvpd.instances() where active',
+      )
+    ).rows;
+    await y.db.query('select pgvpd.retire_instance($1)', [instance!.id]);
+    const outcomes: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      try {
+        const client = await y.client(t, 'acme');
+        const v = await view(client);
+        outcomes.push(
+          v.tenant === null
+            ? 'no context'
+            : JSON.stringify(seenIn(v)) === JSON.stringify(y.expected('acme'))
+              ? 'acme'
+              : JSON.stringify(v),
+        );
+      } catch (error) {
+        const e = error as { code?: string; message: string };
+        outcomes.push(`${e.code ?? ''} ${e.message}`);
+      }
+    }
+    t.comment(`new acme connections after the retirement: ${JSON.stringify(outcomes)}`);
+    t.notOk(outcomes.includes('no context'), 'none was served without a context');
+    t.equal(outcomes.at(-1), 'acme', 'the last one was served as acme');
+  },
+);
 
 t.test('COPY FROM STDIN failing mid-stream leaves nothing for the next org', async (t) => {
   await t.test('simple protocol, a bad row (pg-copy-streams)', async (t) => {
