@@ -146,3 +146,26 @@ t.test('a client without a startup TimeZone never gets another client’s', asyn
     });
   }
 });
+
+t.test('a SET rolled back, and a SET LOCAL, do not follow the client', async (t) => {
+  const acme = await x.raw(t, 'acme', { TimeZone: 'UTC' });
+  const beta = await x.raw(t, 'beta', { TimeZone: 'Asia/Tokyo' });
+  // PostgreSQL reports a setting at ReadyForQuery when it changed since the last report.
+  const reported = async (sql: string) => {
+    acme.wire.write(msg.query(sql));
+    return (await readReadies(acme.wire, 1)).filter((frame) => frame.code === 'S').map(statusOf);
+  };
+  t.same(await reported('begin'), [], 'BEGIN reports nothing');
+  t.same(
+    await reported("set TimeZone = 'Europe/Paris'"),
+    [['TimeZone', 'Europe/Paris']],
+    'the SET inside the block is reported',
+  );
+  t.same(await reported('rollback'), [['TimeZone', 'UTC']], 'and so is its rollback');
+  await settings(beta);
+  t.equal((await settings(acme))[1], 'UTC', 'acme’s next transaction runs in UTC');
+  acme.wire.write(msg.query("begin; set local TimeZone = 'America/Lima'; commit"));
+  await readReadies(acme.wire, 1);
+  await settings(beta);
+  t.equal((await settings(acme))[1], 'UTC', 'and after a SET LOCAL, in UTC too');
+});
