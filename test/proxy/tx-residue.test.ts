@@ -217,3 +217,36 @@ t.test('a temp table of one user is not another user’s of the same org', async
     'and an unqualified docs is the real table',
   );
 });
+
+t.test('one org’s protocol-level prepared statements are not visible to the other', async (t) => {
+  const acme = await x.client(t, 'acme');
+  const beta = await x.client(t, 'beta');
+  const pid = (await view(acme)).pid;
+  await acme.query({
+    name: 'secret',
+    text: "select 'acme-secret-literal' as s, $1::int as n",
+    values: [1],
+  });
+  t.same(
+    (
+      await acme.query<{ n: number }>(
+        "select count(*)::int as n from pg_prepared_statements where statement like '%acme-secret-literal%'",
+      )
+    ).rows[0]!.n,
+    1,
+    'acme’s statement is on the backend while acme holds it',
+  );
+  const seen = (
+    await beta.query<{ pid: number; statements: string[] | null }>(
+      'select pg_backend_pid() as pid, (select array_agg(statement) from pg_prepared_statements) as statements',
+    )
+  ).rows[0]!;
+  t.equal(seen.pid, pid, 'beta runs on the same backend');
+  t.same(seen.statements, null, 'beta sees no prepared statement of acme’s');
+  const again = await acme.query<{ s: string; n: number }>({
+    name: 'secret',
+    text: "select 'acme-secret-literal' as s, $1::int as n",
+    values: [2],
+  });
+  t.same(again.rows, [{ s: 'acme-secret-literal', n: 2 }], 'acme’s statement is replayed for acme');
+});
