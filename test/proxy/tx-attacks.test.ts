@@ -10,6 +10,7 @@
 //     handed to beta with acme's statements still queued on it, and never kept by acme past
 //     idle_in_transaction_timeout (findings 2 and 3: skipped, live);
 //   PGVPD_TEST_LIVE_FINDINGS=1 runs the skipped ones: they fail until the findings are fixed.
+//   - a RESET ALL of acme's own empties its context, and the proxy sets it again (finding 5);
 //   - a pipeline split at every byte boundary is still acme's alone;
 //   - a message the proxy would have to hold beyond its bound ends acme, not the proxy;
 //   - startup parameters cannot change what the proxy's reset and switch do: a `pgvpd.*` one is
@@ -248,6 +249,29 @@ t.test(
         'beta gets the backend acme is done with',
       );
     });
+  },
+);
+
+t.test(
+  'a RESET ALL of acme’s own is followed by a switch: acme keeps its context',
+  {
+    skip: live
+      ? false
+      : 'finding 5: PostgreSQL tags RESET ALL as RESET, so the tag rule for RESET ALL never runs and the owner’s next transaction has no context (transaction-link.ts tag)',
+  },
+  async (t) => {
+    const x = await txOrgs(t, { pool_size: 1 });
+    const acme = await x.raw(t, 'acme');
+    acme.wire.write(msg.query('reset all'));
+    t.same(answerOf(await readReadies(acme.wire, 1)).codes, 'CZ', 'RESET ALL is answered');
+    t.same(
+      await rowsOf(
+        acme,
+        'select pgvpd.current_tenant_id(), (select array_agg(body order by body) from public.docs)::text',
+      ),
+      [[x.f.orgs.acme, '{a1,a2}']],
+      'acme’s next transaction has acme’s context and rows',
+    );
   },
 );
 
