@@ -30,7 +30,7 @@ import type { Attachment, AttachmentEnd } from '../session/attachment.js';
 import { sendCancel } from '../upstream/connect.js';
 import type { ControlPools } from '../upstream/control.js';
 import type { PoolKey, PooledSession } from '../upstream/login.js';
-import { bookOf, markClean, type BackendBook, type Owner } from './backend-book.js';
+import { bookOf, type BackendBook, type Owner } from './backend-book.js';
 import type { SessionPool } from './session-pool.js';
 import {
   frame,
@@ -637,7 +637,11 @@ export class TransactionLink implements Attachment {
     this.flushToBackend();
     socket.uncork();
     socket.resume();
-    if (!this.isDone()) this.client.resume();
+    if (this.isDone()) return;
+    this.client.resume();
+    // What was held may already be a whole transaction's worth of nothing to answer (a lone
+    // Flush), or a pipeline without Sync: released now, or timed like any idle link.
+    this.settleAfterClient();
   }
 
   /** Takes the link off the backend's socket; the backend is the caller's to return or end. */
@@ -761,7 +765,7 @@ export class TransactionLink implements Attachment {
         return raw;
       }
       case B.CommandComplete:
-        this.tag(commandTag(raw.subarray(5)), session, book);
+        this.tag(commandTag(raw.subarray(5)), book);
         return raw;
       case B.ErrorResponse: {
         const fields = errorFields(raw.subarray(5));
@@ -790,10 +794,16 @@ export class TransactionLink implements Attachment {
   }
 
   /** What a command's tag says about the backend's state. */
-  private tag(tag: string, session: PooledSession, book: BackendBook): void {
+  private tag(tag: string, book: BackendBook): void {
     switch (tag) {
       case 'DISCARD ALL':
-        markClean(session);
+        // The client's own DISCARD ALL: its statements and the context are gone, but the backend
+        // is not clean for the proxy: whatever the client runs after it in this link is still
+        // this owner's session state, so the owner stays and another owner's checkout resets.
+        book.prepared.clear();
+        book.applied.clear();
+        book.contextValid = false;
+        book.unnamedOf = undefined;
         this.stmts.clear();
         this.unnamed = undefined;
         return;
@@ -801,8 +811,9 @@ export class TransactionLink implements Attachment {
         book.prepared.clear();
         this.stmts.clear();
         return;
-      case 'RESET ALL':
-        // The context went with the settings: the owner's next transaction sets it again.
+      case 'RESET':
+        // RESET ALL, or RESET of one setting (the same tag): the context may have gone with it,
+        // and the settings the proxy set may have: the owner's next transaction sets them again.
         book.contextValid = false;
         book.applied.clear();
         return;
