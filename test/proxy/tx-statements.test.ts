@@ -329,3 +329,31 @@ t.test('a standalone Describe of a statement on a backend that lacks it', async 
   await alternate.end();
   t.same([bound.codes, bound.rows], ['2DCZ', [['7', two.f.orgs.acme]]], 'then it binds and runs');
 });
+
+for (const otherOrg of ['acme', 'beta'] as const) {
+  t.test(`an unnamed statement replaced on the backend by a client of ${otherOrg}`, async (t) => {
+    const first = await one.raw(t, 'acme');
+    const other = await one.raw(t, otherOrg);
+    t.equal(
+      (
+        await exchange(first, [
+          msg.parse('', "select 'first' as who, pgvpd.current_tenant_id()"),
+          msg.sync(),
+        ])
+      ).codes,
+      '1Z',
+      'the first client parses its unnamed statement',
+    );
+    const theirs = await exchange(other, [
+      msg.parse('', "select 'other' as who, pgvpd.current_tenant_id()"),
+      ...bindRun(''),
+    ]);
+    t.same(theirs.rows, [['other', one.f.orgs[otherOrg]]], 'the other client runs its own');
+    const mine = await exchange(first, bindRun(''));
+    t.same(
+      [mine.codes, mine.rows],
+      ['2DCZ', [['first', one.f.orgs.acme]]],
+      'the first client’s Bind runs its own statement, as acme',
+    );
+  });
+}
