@@ -4,13 +4,13 @@
 // the proxy's own statements) whatever acme sends:
 //   - a DISCARD ALL of acme's own does not make the proxy take the backend for clean: what acme
 //     runs after it (a temp table or view named like beta's table, a prepared statement, a
-//     search_path) is reset before beta gets the backend (finding 1: skipped, live);
+//     search_path) is reset before beta gets the backend (finding 1, fixed in 6fde710);
 //   - the proxy's count of what the backend still owes acme matches the backend's own (COPY
 //     with Syncs after it, messages the backend skips until a Sync), so that a backend is never
 //     handed to beta with acme's statements still queued on it, and never kept by acme past
 //     idle_in_transaction_timeout (findings 2 and 3: skipped, live);
-//   PGVPD_TEST_LIVE_FINDINGS=1 runs the skipped ones: they fail until the findings are fixed.
-//   - a RESET ALL of acme's own empties its context, and the proxy sets it again (finding 5);
+//   - a RESET ALL of acme's own empties its context, and the proxy sets it again (finding 5,
+//     fixed in 6fde710);
 //   - a pipeline split at every byte boundary is still acme's alone;
 //   - a message the proxy would have to hold beyond its bound ends acme, not the proxy;
 //   - startup parameters cannot change what the proxy's reset and switch do: a `pgvpd.*` one is
@@ -18,6 +18,7 @@
 //     the client its own message and nothing of the switch statement's parameters;
 //   - a grant acme rebuilds from its own token is refused for replay, for a newer sequence and
 //     for beta's org, and the instance keys are out of a tenant's reach.
+// PGVPD_TEST_LIVE_FINDINGS=1 runs the skipped ones: they fail until their findings are fixed.
 import t from 'tap';
 import type { TestLike } from '../support/postgres.js';
 import { errorFieldsOf, type Frame } from '../support/wire.js';
@@ -72,11 +73,6 @@ async function rowsOf(client: RawClient, sql: string): Promise<(string | null)[]
 
 t.test(
   'a DISCARD ALL of acme’s own does not spare what acme does after it the reset before beta',
-  {
-    skip: live
-      ? false
-      : 'finding 1: the DISCARD ALL tag marks the backend clean, and nothing acme runs after it is reset (transaction-link.ts tag, switch.ts readyOnce)',
-  },
   async (t) => {
     await t.test(
       'a temp table over public.docs, a prepared statement, a search_path',
@@ -252,28 +248,20 @@ t.test(
   },
 );
 
-t.test(
-  'a RESET ALL of acme’s own is followed by a switch: acme keeps its context',
-  {
-    skip: live
-      ? false
-      : 'finding 5: PostgreSQL tags RESET ALL as RESET, so the tag rule for RESET ALL never runs and the owner’s next transaction has no context (transaction-link.ts tag)',
-  },
-  async (t) => {
-    const x = await txOrgs(t, { pool_size: 1 });
-    const acme = await x.raw(t, 'acme');
-    acme.wire.write(msg.query('reset all'));
-    t.same(answerOf(await readReadies(acme.wire, 1)).codes, 'CZ', 'RESET ALL is answered');
-    t.same(
-      await rowsOf(
-        acme,
-        'select pgvpd.current_tenant_id(), (select array_agg(body order by body) from public.docs)::text',
-      ),
-      [[x.f.orgs.acme, '{a1,a2}']],
-      'acme’s next transaction has acme’s context and rows',
-    );
-  },
-);
+t.test('a RESET ALL of acme’s own is followed by a switch: acme keeps its context', async (t) => {
+  const x = await txOrgs(t, { pool_size: 1 });
+  const acme = await x.raw(t, 'acme');
+  acme.wire.write(msg.query('reset all'));
+  t.same(answerOf(await readReadies(acme.wire, 1)).codes, 'CZ', 'RESET ALL is answered');
+  t.same(
+    await rowsOf(
+      acme,
+      'select pgvpd.current_tenant_id(), (select array_agg(body order by body) from public.docs)::text',
+    ),
+    [[x.f.orgs.acme, '{a1,a2}']],
+    'acme’s next transaction has acme’s context and rows',
+  );
+});
 
 t.test('a pipeline acme sends one byte at a time is acme’s alone', async (t) => {
   const x = await txOrgs(t, { pool_size: 1 });
