@@ -230,3 +230,53 @@ t.test('an org’s own pool mode: transaction for acme under a session-mode prox
   t.not([...pids][0], betaPid, 'not beta’s');
   t.equal((await view(beta)).pid, betaPid, 'beta keeps its backend for its session');
 });
+
+t.test(
+  'the same owner’s context is switched in again, without a reset, when it may be stale',
+  async (t) => {
+    await t.test('after a catalog change', async (t) => {
+      const acme = await x.client(t, 'acme');
+      const pid = (await view(acme)).pid;
+      await view(acme);
+      log?.mark();
+      await x.db.query(`select pgvpd.org_set_pool_mode($1, 'transaction')`, [x.f.orgs.beta]);
+      t.ok(
+        await waitFor(
+          () => x.f.proxy.runtime.org?.catalog.org('beta-db')?.pool_mode === 'transaction',
+        ),
+        'the proxy’s catalog has the change',
+      );
+      const first = await view(acme);
+      const second = await view(acme);
+      t.same(
+        [first.pid, seenIn(first), second.pid, seenIn(second)],
+        [pid, x.expected('acme'), pid, x.expected('acme')],
+        'acme sees acme on its backend',
+      );
+      if (!log) return;
+      t.same(
+        log.statements(pid).map((s) => (kind(s) === s ? 'select' : kind(s))),
+        ['switch', 'select', 'select'],
+        'one switch before the first transaction after the change, no reset, then nothing',
+      );
+    });
+
+    await t.test('once older than context_max_age', async (t) => {
+      const z = await txOrgs(t, { pool_size: 1, context_max_age: 1 });
+      const zlog = await StatementLog.start(z);
+      const acme = await z.client(t, 'acme');
+      const pid = (await view(acme)).pid;
+      zlog?.mark();
+      await view(acme);
+      await new Promise((resolve) => setTimeout(resolve, 1200));
+      const late = await view(acme);
+      t.same([late.pid, seenIn(late)], [pid, z.expected('acme')], 'acme sees acme on its backend');
+      if (!zlog) return;
+      t.same(
+        zlog.statements(pid).map((s) => (kind(s) === s ? 'select' : kind(s))),
+        ['select', 'switch', 'select'],
+        'the context older than a second is switched in again, with no reset',
+      );
+    });
+  },
+);
