@@ -11,6 +11,8 @@
 //     idle_in_transaction_timeout (findings 2 and 3: skipped, live);
 //   - a RESET ALL of acme's own empties its context, and the proxy sets it again (finding 5,
 //     fixed in 6fde710);
+//   - a read-only default acme set (after a RESET ALL, or long enough ago that its context is
+//     switched in again) does not make that switch fail (finding 6: skipped, live);
 //   - a pipeline split at every byte boundary is still acme's alone;
 //   - a message the proxy would have to hold beyond its bound ends acme, not the proxy;
 //   - startup parameters cannot change what the proxy's reset and switch do: a `pgvpd.*` one is
@@ -61,6 +63,21 @@ async function loginRefusal(
   );
   const fields = /^login failed: 'E' \(\d+ bytes\) (\{.*\})$/.exec(message)?.[1];
   return fields === undefined ? message : JSON.parse(fields);
+}
+
+/** Frames up to the first ReadyForQuery, or all of them until the connection closes. */
+async function untilReadyOrClosed(client: RawClient): Promise<Frame[]> {
+  const frames: Frame[] = [];
+  for (;;) {
+    try {
+      const frame = await client.wire.readFrame(10_000);
+      frames.push(frame);
+      if (frame.code === 'Z') return frames;
+    } catch (error) {
+      if (/connection closed/.test((error as Error).message)) return frames;
+      throw error;
+    }
+  }
 }
 
 /** A simple Query's rows, read up to its ReadyForQuery. */
@@ -262,6 +279,40 @@ t.test('a RESET ALL of acme’s own is followed by a switch: acme keeps its cont
     'acme’s next transaction has acme’s context and rows',
   );
 });
+
+t.test(
+  'a read-only default of acme’s own does not stop the switch its next transaction needs',
+  {
+    skip: live
+      ? false
+      : 'finding 6: a switch without a reset before it runs in a transaction the client made read-only, and its INSERT fails (switch.ts readyOnce)',
+  },
+  async (t) => {
+    const x = await txOrgs(t, { pool_size: 1, context_max_age: 1 });
+    const cases: [string, string, () => Promise<void>][] = [
+      ['after its RESET ALL', 'reset all; set default_transaction_read_only = on', async () => {}],
+      [
+        'once its context is older than context_max_age',
+        'set default_transaction_read_only = on',
+        () => pause(1200),
+      ],
+    ];
+    for (const [name, sql, wait] of cases) {
+      await t.test(name, async (t) => {
+        const acme = await x.raw(t, 'acme');
+        await rowsOf(acme, sql);
+        await wait();
+        acme.wire.write(msg.query('select pgvpd.current_tenant_id()'));
+        const answer = answerOf(await untilReadyOrClosed(acme));
+        t.same(
+          [answer.errors, answer.rows],
+          [[], [[x.f.orgs.acme]]],
+          'no error, and acme’s context',
+        );
+      });
+    }
+  },
+);
 
 t.test('a pipeline acme sends one byte at a time is acme’s alone', async (t) => {
   const x = await txOrgs(t, { pool_size: 1 });
