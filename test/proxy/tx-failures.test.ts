@@ -23,6 +23,7 @@ import {
   seenIn,
   txOrgs,
   view,
+  viewSql,
   type TxOrgs,
 } from './tx-fixture.js';
 
@@ -447,3 +448,31 @@ t.test('a pipeline left without its Sync is idleness too: FATAL 25P03', async (t
   t.same(seenIn(b), y.expected('beta'), 'beta is served afterwards');
   t.comment(`backend ${String(pid)} before, ${String(b.pid)} after`);
 });
+
+for (const change of ['the org suspended', 'the user removed'] as const) {
+  t.test(`${change}: a connected client’s next transaction is refused`, async (t) => {
+    const y = await txOrgs(t, { pool_size: 1 });
+    const acme = await y.client(t, 'acme');
+    const beta = await y.client(t, 'beta');
+    t.same(seenIn(await view(acme)), y.expected('acme'), 'acme sees acme');
+    const catalog = y.f.proxy.runtime.org?.catalog;
+    if (change === 'the org suspended') {
+      await y.db.query('select pgvpd.org_suspend($1)', [y.f.orgs.acme]);
+      t.ok(await waitFor(() => catalog?.org('acme-analytics')?.status === 'suspended'));
+    } else {
+      await y.db.query('select pgvpd.user_remove($1, $2)', [y.f.orgs.acme, 'alice']);
+      t.ok(await waitFor(() => catalog?.user(y.f.orgs.acme, 'alice') === undefined));
+    }
+    const refused = await failure(acme.query(viewSql));
+    t.same(
+      { severity: refused.severity, code: refused.code, message: refused.message },
+      {
+        severity: 'FATAL',
+        code: '28000',
+        message: 'could not establish the tenant context for this session',
+      },
+      'FATAL 28000 before anything of it ran on the backend',
+    );
+    t.same(seenIn(await view(beta)), y.expected('beta'), 'beta goes on, seeing beta');
+  });
+}
