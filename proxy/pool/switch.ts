@@ -135,13 +135,20 @@ async function readyOnce(
     values.push(...grantParams(grant));
   }
   if (calls.length > 0) {
+    // A session that defaults to read-only transactions (the client's own setting, kept for the
+    // same owner) would refuse the switch's record with 25006: the statement then runs in an
+    // explicit read-write transaction. Reported since PostgreSQL 14, so the proxy knows it.
+    const readOnly =
+      needSwitch && !fresh && session.parameters.get('default_transaction_read_only') === 'on';
+    if (readOnly) parts.push(serialize.query('BEGIN READ WRITE'));
     parts.push(
       serialize.parse({ text: `select ${calls.join(', ')}` }),
       serialize.bind({ values }),
       serialize.execute(),
       serialize.sync(),
     );
-    readies += 1;
+    if (readOnly) parts.push(serialize.query('COMMIT'));
+    readies += readOnly ? 3 : 1;
   }
   if (readies === 0) return { statements: 0, ownerChanged: false, switched: false };
   if (session.broken || session.socket.destroyed)

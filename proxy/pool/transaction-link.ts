@@ -183,6 +183,17 @@ export class TransactionLink implements Attachment {
   private answered = 0;
   /** What each unanswered ReadyForQuery answers: Query, Sync or FunctionCall, oldest first. */
   private terminators: number[] = [];
+  /** Per entry of `terminators`: a Query or FunctionCall sent after extended messages. */
+  private mixed: boolean[] = [];
+  /** Extended messages sent since the last terminator. */
+  private extendedInGroup = false;
+  /**
+   * The count of answers owed may be wrong (a pipeline behind a COPY, a Sync or Query sent in
+   * COPY, an error in a group that mixes extended messages and a Query): the backend is never
+   * handed to another client (it is ended when the link would release it), and the link is timed
+   * by idle_in_transaction_timeout whenever nothing flows, answers owed or not.
+   */
+  private uncertain = false;
   private parses: ParseExpect[] = [];
   private closes: CloseExpect[] = [];
   private out: Buffer[] = [];
@@ -305,7 +316,7 @@ export class TransactionLink implements Attachment {
       // CopyDone, which the backend drops: the transaction is over now.
       const released = this.detach();
       if (released) this.giveBack(released, false);
-    } else if (this.link && this.pending === 0) {
+    } else if (this.link && (this.pending === 0 || this.uncertain)) {
       this.armIdleTimer();
     }
   }
@@ -342,6 +353,10 @@ export class TransactionLink implements Attachment {
         this.pending += 1;
         this.sent += 1;
         this.terminators.push(F.Query);
+        this.mixed.push(this.extendedInGroup);
+        this.extendedInGroup = false;
+        // Sent while the backend is in COPY FROM STDIN: ignored (Sync) or an error that ends it.
+        if (this.copyIn) this.uncertain = true;
         book.unnamedOf = undefined;
         this.out.push(this.deallocating(raw, 5, book) ?? raw);
         return;
@@ -349,6 +364,10 @@ export class TransactionLink implements Attachment {
         this.pending += 1;
         this.sent += 1;
         this.terminators.push(F.Sync);
+        this.mixed.push(false);
+        this.extendedInGroup = false;
+        // Sent while the backend is in COPY FROM STDIN: ignored (Sync) or an error that ends it.
+        if (this.copyIn) this.uncertain = true;
         this.unsynced = false;
         this.out.push(raw);
         return;
@@ -356,26 +375,35 @@ export class TransactionLink implements Attachment {
         this.pending += 1;
         this.sent += 1;
         this.terminators.push(F.FunctionCall);
+        this.mixed.push(this.extendedInGroup);
+        this.extendedInGroup = false;
+        // Sent while the backend is in COPY FROM STDIN: ignored (Sync) or an error that ends it.
+        if (this.copyIn) this.uncertain = true;
         this.out.push(raw);
         return;
       case F.Parse:
         this.unsynced = true;
+        this.extendedInGroup = true;
         this.parse(raw, book);
         return;
       case F.Bind:
         this.unsynced = true;
+        this.extendedInGroup = true;
         this.bind(raw, book);
         return;
       case F.Describe:
         this.unsynced = true;
+        this.extendedInGroup = true;
         this.describeMessage(raw, book);
         return;
       case F.Close:
         this.unsynced = true;
+        this.extendedInGroup = true;
         this.closeMessage(raw, book);
         return;
       case F.Execute:
         this.unsynced = true;
+        this.extendedInGroup = true;
         this.out.push(raw);
         return;
       case F.CopyDone:
@@ -609,6 +637,9 @@ export class TransactionLink implements Attachment {
     this.sent = 0;
     this.answered = 0;
     this.terminators = [];
+    this.mixed = [];
+    this.extendedInGroup = false;
+    this.uncertain = false;
     this.parses = [];
     this.closes = [];
     this.sPartial = undefined;
@@ -730,6 +761,8 @@ export class TransactionLink implements Attachment {
       }
     }
     if (released && this.held.length > 0 && !this.linking && !this.isDone()) void this.linkUp();
+    // An uncertain link is timed from the last byte either way (see `uncertain`).
+    else if (!released && this.link && this.uncertain && !this.isDone()) this.armIdleTimer();
   };
 
   private readonly resumeBackend = (): void => {
@@ -752,11 +785,12 @@ export class TransactionLink implements Attachment {
       }
       case B.ReadyForQuery:
         this.terminators.shift();
+        this.mixed.shift();
         this.status = raw[5] ?? 0;
         this.pending = Math.max(0, this.pending - 1);
         this.answered += 1;
         this.unanswered(book);
-        if (this.pending === 0 && !this.shouldRelease()) this.armIdleTimer();
+        if ((this.pending === 0 || this.uncertain) && !this.shouldRelease()) this.armIdleTimer();
         return raw;
       case B.ParameterStatus: {
         const [name, value] = parameterStatus(raw.subarray(5));
@@ -769,19 +803,25 @@ export class TransactionLink implements Attachment {
         return raw;
       case B.ErrorResponse: {
         const fields = errorFields(raw.subarray(5));
+        // An error among extended messages makes the backend skip to the next Sync, a Query or
+        // FunctionCall among them included, which then gets no ReadyForQuery of its own: when
+        // the group being answered mixes both, the count of answers owed is no longer known.
+        if (this.mixed[0] === true) this.uncertain = true;
         if (fields.severity === 'FATAL' || fields.severity === 'PANIC') session.broken = true;
         return raw;
       }
       case B.CopyInResponse:
         this.copyIn = true;
-        // COPY FROM STDIN through the extended protocol: the backend reads, and ignores, every
-        // Sync that reaches it before CopyDone or CopyFail (including the one sent with the
-        // Execute); none of them gets a ReadyForQuery. The client sends another after CopyDone.
-        if (this.terminators[0] === F.Sync) {
-          const ignored = this.terminators.filter((code) => code === F.Sync).length;
-          this.terminators = this.terminators.filter((code) => code !== F.Sync);
-          this.pending = Math.max(0, this.pending - ignored);
-          this.sent -= ignored;
+        // COPY FROM STDIN through the extended protocol: the backend reads, and ignores, the Sync
+        // sent with the Execute (it arrives in copy mode); libpq sends another after CopyDone.
+        // Anything else pipelined behind the COPY is answered or ignored depending on how far
+        // the COPY gets, which the proxy cannot know: the link is uncertain.
+        if (this.terminators.length === 1 && this.terminators[0] === F.Sync) {
+          this.terminators = [];
+          this.pending = Math.max(0, this.pending - 1);
+          this.sent -= 1;
+        } else if (this.terminators.length > 1) {
+          this.uncertain = true;
         }
         return raw;
       case B.CopyBothResponse:
@@ -859,7 +899,10 @@ export class TransactionLink implements Attachment {
 
   /** The transaction ended: the backend goes back with its owner's state (or ends if it spoke on). */
   private giveBack(session: PooledSession, trailing: boolean): void {
-    if (trailing || session.broken) this.opts.pool.discard(session, 'output after its transaction');
+    if (this.uncertain)
+      this.opts.pool.discard(session, 'the answers its client was owed could not be counted');
+    else if (trailing || session.broken)
+      this.opts.pool.discard(session, 'output after its transaction');
     else this.opts.pool.checkin(session);
   }
 
@@ -983,6 +1026,7 @@ export class TransactionLink implements Attachment {
     const session = this.detach();
     if (!session) return;
     const inFlight =
+      this.uncertain ||
       bookOf(session).canceling > 0 ||
       this.pending > 0 ||
       this.unsynced ||
