@@ -5,14 +5,15 @@
 //   - a DISCARD ALL of acme's own does not make the proxy take the backend for clean: what acme
 //     runs after it (a temp table or view named like beta's table, a prepared statement, a
 //     search_path) is reset before beta gets the backend (finding 1, fixed in 6fde710);
-//   - the proxy's count of what the backend still owes acme matches the backend's own (COPY
-//     with Syncs after it, messages the backend skips until a Sync), so that a backend is never
-//     handed to beta with acme's statements still queued on it, and never kept by acme past
-//     idle_in_transaction_timeout (findings 2 and 3: skipped, live);
+//   - where the proxy cannot count what the backend still owes acme (a COPY with Syncs and
+//     Queries pipelined behind it, messages the backend skips until a Sync), no row crosses
+//     between acme and beta (acme's queued statements are never answered to beta, nor beta's
+//     to acme), and acme cannot keep the backend past idle_in_transaction_timeout (findings 2
+//     and 3, fixed in 28e4041);
 //   - a RESET ALL of acme's own empties its context, and the proxy sets it again (finding 5,
 //     fixed in 6fde710);
 //   - a read-only default acme set (after a RESET ALL, or long enough ago that its context is
-//     switched in again) does not make that switch fail (finding 6: skipped, live);
+//     switched in again) does not make that switch fail (finding 6, fixed in 28e4041);
 //   - a pipeline split at every byte boundary is still acme's alone;
 //   - a message the proxy would have to hold beyond its bound ends acme, not the proxy;
 //   - startup parameters cannot change what the proxy's reset and switch do: a `pgvpd.*` one is
@@ -20,7 +21,6 @@
 //     the client its own message and nothing of the switch statement's parameters;
 //   - a grant acme rebuilds from its own token is refused for replay, for a newer sequence and
 //     for beta's org, and the instance keys are out of a tenant's reach.
-// PGVPD_TEST_LIVE_FINDINGS=1 runs the skipped ones: they fail until their findings are fixed.
 import t from 'tap';
 import type { TestLike } from '../support/postgres.js';
 import { errorFieldsOf, type Frame } from '../support/wire.js';
@@ -36,8 +36,6 @@ import {
   type TxOrgs,
 } from './tx-fixture.js';
 
-/** PGVPD_TEST_LIVE_FINDINGS=1 runs the tests of live findings, which fail until they are fixed. */
-const live = process.env.PGVPD_TEST_LIVE_FINDINGS === '1';
 /** Whether the database uses the guard module's context path (PGVPD_TEST_PRELOAD). */
 const guardPath = (process.env.PGVPD_TEST_PRELOAD ?? '').includes('pgvpd_guard');
 
@@ -157,11 +155,6 @@ t.test(
 
 t.test(
   'a COPY that ends before the Syncs sent after it cannot leave acme’s statements queued for beta',
-  {
-    skip: live
-      ? false
-      : 'finding 2: the CopyInResponse rule drops every Sync the client sent, answered or not (transaction-link.ts incoming, B.CopyInResponse)',
-  },
   async (t) => {
     const x = await txOrgs(t, { pool_size: 1 });
     const acme = await x.raw(t, 'acme');
@@ -221,11 +214,6 @@ t.test(
 
 t.test(
   'a message the backend skips cannot keep the backend past idle_in_transaction_timeout',
-  {
-    skip: live
-      ? false
-      : 'finding 3: pending counts a Query/Sync the backend never answers; the idle timer is armed only at pending = 0 (transaction-link.ts outgoing)',
-  },
   async (t) => {
     const y = await txOrgs(t, {
       pool_size: 1,
@@ -293,11 +281,6 @@ t.test('a RESET ALL of acme’s own is followed by a switch: acme keeps its cont
 
 t.test(
   'a read-only default of acme’s own does not stop the switch its next transaction needs',
-  {
-    skip: live
-      ? false
-      : 'finding 6: a switch without a reset before it runs in a transaction the client made read-only, and its INSERT fails (switch.ts readyOnce)',
-  },
   async (t) => {
     const x = await txOrgs(t, { pool_size: 1, context_max_age: 1 });
     const cases: [string, string, () => Promise<void>][] = [
