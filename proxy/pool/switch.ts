@@ -14,6 +14,7 @@ import { serialize } from '../protocol/encode.js';
 import { proxyErrors } from '../errors.js';
 import { BackendCode } from '../protocol/codes.js';
 import {
+  commandTag,
   errorFields,
   parameterStatus,
   upstreamMessage,
@@ -108,9 +109,17 @@ async function readyOnce(
       : undefined;
   const parts: Buffer[] = [];
   let readies = 0;
+  // Exactly what the backend must answer, in order (Z: a ReadyForQuery), so that nothing else
+  // (a previous client's answers still on their way) is taken for the readying's.
+  const expect: string[] = [];
   if (resetSql !== undefined) {
     parts.push(serialize.query(resetSql));
     readies += 1;
+    if (resetSql === ownerReset)
+      for (const tag of stateReset.tags)
+        expect.push(...(tag === 'SELECT 1' ? ['T', 'D'] : []), `C${tag}`);
+    else expect.push('CRESET');
+    expect.push('Z');
   }
   // After a reset every setting is back at its login value: all of the client's are applied.
   const fresh = resetSql !== undefined;
@@ -140,14 +149,21 @@ async function readyOnce(
     // explicit read-write transaction. Reported since PostgreSQL 14, so the proxy knows it.
     const readOnly =
       needSwitch && !fresh && session.parameters.get('default_transaction_read_only') === 'on';
-    if (readOnly) parts.push(serialize.query('BEGIN READ WRITE'));
+    if (readOnly) {
+      parts.push(serialize.query('BEGIN READ WRITE'));
+      expect.push('CBEGIN', 'Z');
+    }
+    expect.push('1', '2', 'D', 'CSELECT 1', 'Z');
     parts.push(
       serialize.parse({ text: `select ${calls.join(', ')}` }),
       serialize.bind({ values }),
       serialize.execute(),
       serialize.sync(),
     );
-    if (readOnly) parts.push(serialize.query('COMMIT'));
+    if (readOnly) {
+      parts.push(serialize.query('COMMIT'));
+      expect.push('CCOMMIT', 'Z');
+    }
     readies += readOnly ? 3 : 1;
   }
   if (readies === 0) return { statements: 0, ownerChanged: false, switched: false };
@@ -155,7 +171,7 @@ async function readyOnce(
     throw poolErrors.sessionBroken(session.backendPid, 'connection closed');
   session.socket.write(Buffer.concat(parts));
   try {
-    await answered(session, readies, target.timeoutMs);
+    await answered(session, expect, target.timeoutMs);
   } catch (error) {
     session.broken = true;
     session.owner = undefined;
@@ -189,8 +205,12 @@ async function readyOnce(
   return { statements: readies, ownerChanged, switched: needSwitch };
 }
 
-/** Reads `readies` answers up to their ReadyForQuery; throws the first error or oddity. */
-async function answered(session: PooledSession, readies: number, timeoutMs: number): Promise<void> {
+/** Reads the answers `expect` names, in order; throws the first error or oddity. */
+async function answered(
+  session: PooledSession,
+  expect: string[],
+  timeoutMs: number,
+): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<never>((_resolve, reject) => {
     timer = setTimeout(() => {
@@ -199,45 +219,54 @@ async function answered(session: PooledSession, readies: number, timeoutMs: numb
     }, timeoutMs);
   });
   try {
-    await Promise.race([readAll(session, readies), deadline]);
+    await Promise.race([readAll(session, expect), deadline]);
   } finally {
     clearTimeout(timer);
   }
 }
 
-async function readAll(session: PooledSession, readies: number): Promise<void> {
+async function readAll(session: PooledSession, expect: string[]): Promise<void> {
   let failure: ErrorFields | undefined;
-  let left = readies;
+  let left = expect.filter((entry) => entry === 'Z').length;
+  let at = 0;
   while (left > 0) {
     const message = await upstreamMessage(session.reader, 'readying a pooled session');
-    switch (message.code) {
-      case BackendCode.ErrorResponse:
-        failure ??= errorFields(message.body);
-        continue;
-      case BackendCode.ParameterStatus: {
-        const [name, value] = parameterStatus(message.body);
-        session.parameters.set(name, value);
-        continue;
-      }
-      case BackendCode.ReadyForQuery:
-        left -= 1;
-        if (left === 0 && !failure && message.body[0] !== 0x49)
-          throw poolErrors.sessionBroken(session.backendPid, 'not idle after readying');
-        continue;
-      case BackendCode.NoticeResponse:
-      case BackendCode.ParseComplete:
-      case BackendCode.BindComplete:
-      case BackendCode.RowDescription:
-      case BackendCode.DataRow:
-      case BackendCode.CommandComplete:
-      case BackendCode.EmptyQueryResponse:
-        continue;
-      default:
-        // A notification (someone's LISTEN survived), COPY, anything else: state unknown.
-        throw proxyErrors.upstreamProtocol(
-          `message type ${String.fromCharCode(message.code)} in answer to readying a pooled session`,
-        );
+    const code = message.code;
+    if (code === BackendCode.NoticeResponse) continue;
+    if (code === BackendCode.ParameterStatus) {
+      const [name, value] = parameterStatus(message.body);
+      session.parameters.set(name, value);
+      continue;
     }
+    if (code === BackendCode.ErrorResponse) {
+      // The rest of the failed statement is skipped: from here on only ReadyForQuery counts.
+      failure ??= errorFields(message.body);
+      continue;
+    }
+    if (code === BackendCode.ReadyForQuery) {
+      left -= 1;
+      if (!failure && expect[at] !== 'Z')
+        throw poolErrors.sessionBroken(
+          session.backendPid,
+          'an answer missing before ReadyForQuery',
+        );
+      at = failure ? at : at + 1;
+      if (left === 0 && !failure && message.body[0] !== 0x49)
+        throw poolErrors.sessionBroken(session.backendPid, 'not idle after readying');
+      continue;
+    }
+    if (failure) continue;
+    const seen =
+      code === BackendCode.CommandComplete
+        ? `C${commandTag(message.body)}`
+        : String.fromCharCode(code);
+    if (seen !== expect[at])
+      // Someone else's answer (a client's, still on its way), a notification, COPY: the state
+      // of the backend is not what was readied.
+      throw proxyErrors.upstreamProtocol(
+        `${JSON.stringify(seen)} where ${JSON.stringify(expect[at] ?? 'nothing')} was due in answer to readying a pooled session`,
+      );
+    at += 1;
   }
   if (failure) throw poolErrors.statementFailed(failure);
   if (session.reader.pending > 0)

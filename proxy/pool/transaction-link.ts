@@ -59,6 +59,8 @@ export const trackedSettings = new Set([
 
 /** Bytes of whole messages held for a backend not linked yet before the client is paused. */
 const holdLimit = 256 * 1024;
+/** The texts of one client's named statements, kept for replay, at most this many bytes. */
+const maxStatementBytes = 64 * 1024 * 1024;
 /** One client message is held whole before it is forwarded; bigger ones end the client. */
 const maxClientMessage = 256 * 1024 * 1024;
 
@@ -194,14 +196,20 @@ export class TransactionLink implements Attachment {
    * by idle_in_transaction_timeout whenever nothing flows, answers owed or not.
    */
   private uncertain = false;
+  /** The Sync sent with an extended COPY's Execute was taken as ignored; not proven yet. */
+  private copySyncTaken = false;
   private parses: ParseExpect[] = [];
   private closes: CloseExpect[] = [];
   private out: Buffer[] = [];
   private idleTimer: NodeJS.Timeout | undefined;
   private abort = new AbortController();
 
-  // Backend side: a message being read whole, or the rest of one streaming through.
-  private sPartial: Buffer | undefined;
+  // Backend side: a message being read whole (its parts so far), or the rest of one streaming
+  // through.
+  private sPartial = false;
+  private sParts: Buffer[] = [];
+  private sHave = 0;
+  private sNeed = 0;
   private sStream = 0;
 
   constructor(private readonly opts: TransactionLinkOptions) {
@@ -438,6 +446,18 @@ export class TransactionLink implements Attachment {
       return;
     }
     const server = serverName(this.opts.owner.key, parts.rest);
+    // Kept for replay on other backends: bounded per client, so that one tenant cannot hold
+    // the proxy's memory with statements (max_prepared_statements bounds each backend only).
+    let held = parts.rest.length;
+    for (const statement of this.stmts.values()) held += statement.rest.length;
+    if (held > maxStatementBytes) {
+      this.refuse(
+        '54000',
+        `prepared statements of this connection would hold more than ${String(maxStatementBytes)} bytes`,
+        'Close or DEALLOCATE statements that are no longer used.',
+      );
+      return;
+    }
     this.stmts.set(parts.name, { server, rest: Buffer.from(parts.rest) });
     if (book.prepared.has(server)) {
       book.prepared.delete(server);
@@ -640,9 +660,13 @@ export class TransactionLink implements Attachment {
     this.mixed = [];
     this.extendedInGroup = false;
     this.uncertain = false;
+    this.copySyncTaken = false;
     this.parses = [];
     this.closes = [];
-    this.sPartial = undefined;
+    this.sPartial = false;
+    this.sParts = [];
+    this.sHave = 0;
+    this.sNeed = 0;
     this.sStream = 0;
     const socket = session.socket;
     socket.on('data', this.fromBackend);
@@ -706,8 +730,20 @@ export class TransactionLink implements Attachment {
       this.sStream -= count;
       at = count;
     } else if (this.sPartial) {
-      buffer = Buffer.concat([this.sPartial, chunk]);
-      this.sPartial = undefined;
+      // An inspected message begun earlier: collected as parts, copied once when whole.
+      this.sParts.push(chunk);
+      this.sHave += chunk.length;
+      if (this.sNeed === 0 && this.sHave >= 5) {
+        const head = Buffer.concat(this.sParts, this.sHave);
+        this.sParts = [head];
+        this.sNeed = 1 + head.readInt32BE(1);
+      }
+      if (this.sHave < Math.max(5, this.sNeed)) return;
+      buffer = Buffer.concat(this.sParts, this.sHave);
+      this.sParts = [];
+      this.sHave = 0;
+      this.sNeed = 0;
+      this.sPartial = false;
     }
     let run = -1;
     let released: PooledSession | undefined;
@@ -715,7 +751,7 @@ export class TransactionLink implements Attachment {
       if (buffer.length - at < 5) {
         if (run >= 0) out.push(buffer.subarray(run, at));
         run = -1;
-        this.sPartial = Buffer.from(buffer.subarray(at));
+        this.keepPartial(buffer.subarray(at));
         at = buffer.length;
         break;
       }
@@ -737,7 +773,7 @@ export class TransactionLink implements Attachment {
       if (run >= 0) out.push(buffer.subarray(run, at));
       run = -1;
       if (end > buffer.length) {
-        this.sPartial = Buffer.from(buffer.subarray(at));
+        this.keepPartial(buffer.subarray(at));
         at = buffer.length;
         break;
       }
@@ -752,7 +788,7 @@ export class TransactionLink implements Attachment {
       if (this.isDone()) break;
     }
     if (run >= 0) out.push(buffer.subarray(run, at));
-    if (released) this.giveBack(released, at < buffer.length || this.sPartial !== undefined);
+    if (released) this.giveBack(released, at < buffer.length || this.sPartial);
     if (out.length > 0 && !this.client.destroyed && this.endReason !== 'refused') {
       const data = out.length === 1 ? (out[0] ?? Buffer.alloc(0)) : Buffer.concat(out);
       if (!this.client.write(data) && this.link) {
@@ -764,6 +800,15 @@ export class TransactionLink implements Attachment {
     // An uncertain link is timed from the last byte either way (see `uncertain`).
     else if (!released && this.link && this.uncertain && !this.isDone()) this.armIdleTimer();
   };
+
+  /** The start of an inspected backend message, kept (a copy) until the rest arrives. */
+  private keepPartial(rest: Buffer): void {
+    const part = Buffer.from(rest);
+    this.sParts = [part];
+    this.sHave = part.length;
+    this.sNeed = part.length >= 5 ? 1 + part.readInt32BE(1) : 0;
+    this.sPartial = true;
+  }
 
   private readonly resumeBackend = (): void => {
     if (!this.isDone()) this.link?.socket.resume();
@@ -798,15 +843,27 @@ export class TransactionLink implements Attachment {
         this.reported.set(name, value);
         return raw;
       }
-      case B.CommandComplete:
-        this.tag(commandTag(raw.subarray(5)), book);
+      case B.CommandComplete: {
+        const tag = commandTag(raw.subarray(5));
+        if (this.copySyncTaken && tag.startsWith('COPY ')) this.copySyncTaken = false;
+        this.tag(tag, book);
         return raw;
+      }
       case B.ErrorResponse: {
         const fields = errorFields(raw.subarray(5));
         // An error among extended messages makes the backend skip to the next Sync, a Query or
         // FunctionCall among them included, which then gets no ReadyForQuery of its own: when
         // the group being answered mixes both, the count of answers owed is no longer known.
         if (this.mixed[0] === true) this.uncertain = true;
+        if (this.copySyncTaken) {
+          // The COPY failed: if it failed before it read the Sync sent with its Execute (a
+          // trigger raising at its start), that Sync ends the error's skip and is answered after
+          // all, one answer more than counted; if it had read it, not. The proxy cannot tell
+          // which: the link is uncertain, so its backend is ended, never handed on, whenever the
+          // count says the transaction is over.
+          this.copySyncTaken = false;
+          this.uncertain = true;
+        }
         if (fields.severity === 'FATAL' || fields.severity === 'PANIC') session.broken = true;
         return raw;
       }
@@ -816,10 +873,14 @@ export class TransactionLink implements Attachment {
         // sent with the Execute (it arrives in copy mode); libpq sends another after CopyDone.
         // Anything else pipelined behind the COPY is answered or ignored depending on how far
         // the COPY gets, which the proxy cannot know: the link is uncertain.
+        // Until the COPY's CommandComplete proves the Sync ignored, an error (a trigger raising
+        // before the COPY read anything) means the backend answers it after all (copySyncTaken).
         if (this.terminators.length === 1 && this.terminators[0] === F.Sync) {
           this.terminators = [];
+          this.mixed = [];
           this.pending = Math.max(0, this.pending - 1);
           this.sent -= 1;
+          this.copySyncTaken = true;
         } else if (this.terminators.length > 1) {
           this.uncertain = true;
         }
@@ -887,7 +948,7 @@ export class TransactionLink implements Attachment {
       !this.unsynced &&
       !this.copyIn &&
       this.status === 0x49 &&
-      this.sPartial === undefined &&
+      !this.sPartial &&
       this.sStream === 0 &&
       this.cStream === 0 &&
       this.out.length === 0 &&
@@ -1031,7 +1092,7 @@ export class TransactionLink implements Attachment {
       this.pending > 0 ||
       this.unsynced ||
       this.copyIn ||
-      this.sPartial !== undefined ||
+      this.sPartial ||
       this.sStream > 0 ||
       this.cStream > 0 ||
       this.parses.length > 0 ||
