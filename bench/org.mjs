@@ -27,7 +27,7 @@
 //               every query with a canned row, with no upstream, pool or context at all
 //   pgbouncer-tx  PgBouncer in transaction mode, default_pool_size = 16, ONE user (bench_org) and
 //               ONE database, so that all its clients share one pool of 16 server connections
-//               (bench/lib/pgbouncer-transaction.mjs)
+//               (bench/lib/servers.mjs startPgbouncer, poolMode transaction)
 //   tx-alice, tx-bob  a second org-mode proxy with --pool-mode transaction --pool-size 16 (one
 //               pool of 16 backends for both orgs) and an admin port (GET /metrics, metrics token)
 //   idle        a third org-mode proxy, transaction mode, pool_size 16, fresh, for the idle part
@@ -121,7 +121,6 @@ import {
 } from './lib/cluster.mjs';
 import { measureIdleClients, fdLimitPrefix } from './lib/org-idle.mjs';
 import { clusterCpuTicks, postmasterPid } from './lib/pg-cpu.mjs';
-import { startPgbouncerTransaction } from './lib/pgbouncer-transaction.mjs';
 import { measureSwitchCost } from './lib/switch-cost.mjs';
 import { CLK_TCK, cpuTimes, startPgbouncer, startServer, stopServers } from './lib/servers.mjs';
 import {
@@ -1302,7 +1301,9 @@ async function main() {
       targets.floor = server('floor', floor, { ...alice, reference: true });
     }
     if (PARTS.has('tx')) {
-      const bouncerTx = await startPgbouncerTransaction(cluster.port, {
+      const bouncerTx = await startPgbouncer(cluster.port, {
+        poolMode: 'transaction',
+        maxClientConn: 500,
         database: DATABASE,
         user: ORG_ROLE,
         verifier,

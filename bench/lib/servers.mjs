@@ -96,12 +96,14 @@ export async function startServer(name, file, args, port, { cwd, env } = {}) {
 }
 
 /**
- * PgBouncer in session mode in front of `database` on 127.0.0.1:pgPort, SCRAM for `user` with
- * its verifier (from pg_authid) in the auth file; run as the postgres OS user when we are root.
+ * PgBouncer in front of `database` on 127.0.0.1:pgPort, SCRAM for `user` with its verifier (from
+ * pg_authid) in the auth file; run as the postgres OS user when we are root. `poolMode` session
+ * (the default) or transaction; one database entry and one user, so every client shares ONE pool
+ * of `poolSize` server connections (PgBouncer pools per user and database).
  */
 export async function startPgbouncer(
   pgPort,
-  { database, user, verifier, maxClientConn = 200, poolSize = 20 },
+  { database, user, verifier, maxClientConn = 200, poolSize = 20, poolMode = 'session' },
 ) {
   const dir = tempDir('pgvpd-bench-pgbouncer-', { forPostgres: true });
   const port = await freePort();
@@ -119,7 +121,7 @@ export async function startPgbouncer(
       'unix_socket_dir =',
       'auth_type = scram-sha-256',
       `auth_file = ${userlist}`,
-      'pool_mode = session',
+      `pool_mode = ${poolMode}`,
       `max_client_conn = ${maxClientConn}`,
       `default_pool_size = ${poolSize}`,
       'log_connections = 0',
@@ -132,7 +134,8 @@ export async function startPgbouncer(
   // The directory is the postgres user's; the files must be too.
   for (const f of [userlist, ini]) spawnSync('chown', ['postgres:postgres', f]);
   const version = spawnSync(PGBOUNCER, ['--version'], { encoding: 'utf8' }).stdout.split('\n')[0];
-  const server = await startServer('pgbouncer', ...asPostgres(PGBOUNCER, [ini]), port);
+  const name = poolMode === 'session' ? 'pgbouncer' : `pgbouncer (${poolMode})`;
+  const server = await startServer(name, ...asPostgres(PGBOUNCER, [ini]), port);
   return { ...server, version };
 }
 
