@@ -41,7 +41,6 @@ import {
 /** Whether the database uses the guard module's context path (PGVPD_TEST_PRELOAD). */
 const guardPath = (process.env.PGVPD_TEST_PRELOAD ?? '').includes('pgvpd_guard');
 
-
 /** The first ErrorResponse's fields, all of them, by their one-letter codes. */
 function errorOf(frames: Frame[]): Record<string, string> | undefined {
   const frame = frames.find((f) => f.code === 'E');
