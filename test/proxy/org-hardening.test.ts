@@ -17,6 +17,8 @@ import { resetDone } from './org-support.js';
 // catalog (debug), so that tests wait for that rather than for a fixed time.
 const refusals: number[] = [];
 let catalogLoads = 0;
+/** How many users the proxy's last loaded catalog snapshot held. */
+let loadedUsers = -1;
 const logger = createLogger('debug', {
   write: (line: string) => {
     const entry = JSON.parse(line) as {
@@ -24,9 +26,13 @@ const logger = createLogger('debug', {
       result?: string;
       delay_ms?: number;
       msg?: string;
+      users?: number;
     };
     if (entry.event === 'auth' && entry.result === 'refused') refusals.push(entry.delay_ms ?? -1);
-    if (entry.event === 'catalog' && entry.msg === 'catalog loaded') catalogLoads += 1;
+    if (entry.event === 'catalog' && entry.msg === 'catalog loaded') {
+      catalogLoads += 1;
+      loadedUsers = entry.users ?? -1;
+    }
   },
 });
 const f = await orgFixture(t, {}, { logger });
@@ -221,13 +227,19 @@ t.test(
   'changes made while the catalog connection is down are seen after it reconnects',
   async (t) => {
     const beforeAdd = catalogLoads;
+    const usersBefore = loadedUsers;
     await f.db.query('select pgvpd.user_add($1, $2, $3, $4)', [
       f.orgs.beta,
       'carol',
       (await import('../../proxy/auth/scram-verifier.js')).makeVerifier('carol-pass'),
       f.connectAs,
     ]);
-    t.ok(await catalogLoadedAfter(beforeAdd), 'the proxy reloaded the catalog (NOTIFY)');
+    // A reload the previous test's resolver changes asked for may still be in flight and read the
+    // catalog before carol existed: wait for the load that holds her.
+    t.ok(
+      await waitFor(() => catalogLoads > beforeAdd && loadedUsers === usersBefore + 1, 10_000),
+      'the proxy reloaded the catalog (NOTIFY) and it holds carol',
+    );
     t.equal((await attempt('beta-db', 'carol', 'carol-pass')).error, undefined, 'carol can log in');
 
     const killed = await f.db.query<{ n: number }>(
