@@ -38,19 +38,21 @@ export type InviteRedeemOutcome = 'ok' | 'gone' | 'invalid_verifier';
  * (`switch`: a fresh backend, one reset at release, or the same owner's context emptied), or an
  * owner change: reset, settings and switch (`reset`).
  */
-export type ReadyingKind = 'none' | 'settings' | 'switch' | 'reset';
+export type ReadyingKind = 'none' | 'settings' | 'restore' | 'switch' | 'reset';
 export type InstanceRegistrationResult = 'ok' | 'error';
 
-const readyingKinds: readonly ReadyingKind[] = ['none', 'settings', 'switch', 'reset'];
+const readyingKinds: readonly ReadyingKind[] = ['none', 'settings', 'restore', 'switch', 'reset'];
 
 /** The kind of a readying from what readyFor() reports of it (its ReadyResult). */
 export function readyingKind(result: {
   statements: number;
   ownerChanged: boolean;
   switched: boolean;
+  restored?: boolean;
 }): ReadyingKind {
   if (result.statements === 0) return 'none';
   if (result.ownerChanged) return 'reset';
+  if (result.restored) return 'restore';
   return result.switched ? 'switch' : 'settings';
 }
 

@@ -166,7 +166,7 @@ async function orgParts(
         backendStart: true,
       }),
     // A released session gets its last owner's context back after its reset.
-    restore: restoreOwner({ instanceKeys }, upstream, metrics),
+    restore: restoreOwner({ instanceKeys }, upstream, config.context_max_age * 1000, metrics),
   });
   return {
     catalog,

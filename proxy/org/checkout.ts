@@ -10,7 +10,7 @@
 // reset, a waiting checkout is aborted.
 import type { PoolKey, PooledSession } from '../upstream/login.js';
 import type { UpstreamTarget } from '../upstream/connect.js';
-import { bookOf, ownerOf, type Owner } from '../pool/backend-book.js';
+import { bookOf, ownerOf, type HeldContext, type Owner } from '../pool/backend-book.js';
 import { readyFor, type SwitchTarget } from '../pool/switch.js';
 import type { OrgParts, Runtime } from '../runtime.js';
 import type { Session } from '../session/lifecycle.js';
@@ -68,14 +68,18 @@ export class Checkout {
    * takes it back for a checkout that would otherwise wait.
    */
   readyEarly(key: PoolKey, org: CatalogOrg, username: string): Promise<PooledSession> | undefined {
-    const session = this.org.pool.checkoutIdle(key, () => {
-      // An authenticated client is waiting for the pool: the session is the pool's again, from
-      // now on; the pool resets it once the statement under way on it (if any) has finished.
-      const tentative = this.tentative;
-      if (!tentative || tentative.session !== session) return Promise.resolve();
-      this.tentative = undefined;
-      return tentative.ready;
-    });
+    const session = this.org.pool.checkoutIdle(
+      key,
+      () => {
+        // An authenticated client is waiting for the pool: the session is the pool's again, from
+        // now on; the pool resets it once the statement under way on it (if any) has finished.
+        const tentative = this.tentative;
+        if (!tentative || tentative.session !== session) return Promise.resolve();
+        this.tentative = undefined;
+        return tentative.ready;
+      },
+      Checkout.ownerFor(org, username).key,
+    );
     if (!session) return undefined;
     // Started once `this.tentative` is set below: until then the session would look abandoned.
     const ready = Promise.resolve()
@@ -122,7 +126,12 @@ export class Checkout {
       await this.applyParameters(claimed, org, username, parameters);
       return claimed;
     }
-    const session = await this.org.pool.checkout(key, this.signal());
+    // An idle backend holding this owner's context needs no switch (pool/session-pool.ts pick).
+    const session = await this.org.pool.checkout(
+      key,
+      this.signal(),
+      Checkout.ownerFor(org, username).key,
+    );
     if (this.client.isClosed()) {
       await this.org.pool.release(session);
       return undefined;
@@ -240,19 +249,29 @@ const resetTimeoutMs = 5000;
  * The pool's restore step (SessionPool's `restore`): after the reset of a released session, its
  * last owner's context goes back on it, with the settings its last client wanted, so that the
  * owner's next checkout by the same kind of client (same startup parameters) costs no statement.
+ * A context that was whole before the reset and is still current goes back with
+ * pgvpd.set_context (its record is unchanged: no grant, no checks to redo); otherwise a switch.
  */
 export function restoreOwner(
   org: Pick<OrgParts, 'instanceKeys'>,
   upstream: UpstreamTarget,
+  contextMaxAgeMs: number,
   metrics?: Metrics,
-): (session: PooledSession, owner: Owner) => Promise<void> {
-  return async (session, owner) => {
+): (session: PooledSession, owner: Owner, held: HeldContext | undefined) => Promise<void> {
+  return async (session, owner, held) => {
     const target = session.key.target;
-    await readyFor(session, owner, bookOf(session).lastWanted, {
-      keys: org.instanceKeys,
-      server: target === upstream ? undefined : { host: target.host, port: target.port },
-      timeoutMs: resetTimeoutMs,
-      metrics,
-    });
+    await readyFor(
+      session,
+      owner,
+      bookOf(session).lastWanted,
+      {
+        keys: org.instanceKeys,
+        server: target === upstream ? undefined : { host: target.host, port: target.port },
+        timeoutMs: resetTimeoutMs,
+        contextMaxAgeMs,
+        metrics,
+      },
+      held,
+    );
   };
 }

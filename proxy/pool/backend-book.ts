@@ -55,6 +55,20 @@ export interface BackendBook {
   /** When the context was switched in (Date.now()) and under which context epoch. */
   switchedAt: number;
   epoch: number;
+  /**
+   * The token the last switch left in the backend's record ('s1.<instance>.<seq>.<mac>', as
+   * switch_context writes it): pgvpd.set_context(token) puts that context back after a RESET ALL
+   * without a new grant, as long as the record is still the backend's.
+   */
+  token: string | undefined;
+}
+
+/** A backend's context as it was before a reset: what a session-mode release puts back. */
+export interface HeldContext {
+  readonly owner: Owner;
+  readonly token: string;
+  readonly switchedAt: number;
+  readonly epoch: number;
 }
 
 /**
@@ -74,19 +88,45 @@ export function invalidateContexts(): void {
  * are at most that old.
  */
 export function contextCurrent(book: BackendBook, maxAgeMs: number, now = Date.now()): boolean {
-  return (
-    book.contextValid &&
-    book.epoch === contextEpoch &&
-    (maxAgeMs <= 0 || now - book.switchedAt < maxAgeMs)
-  );
+  return book.contextValid && fresh(book, maxAgeMs, now);
 }
 
-/** Records a switch that just succeeded. */
-export function switchedIn(book: BackendBook, owner: Owner): void {
+/** Switched in under the current epoch and younger than `maxAgeMs` (0: no limit). */
+function fresh(
+  context: Pick<BackendBook, 'epoch' | 'switchedAt'>,
+  maxAgeMs: number,
+  now: number,
+): boolean {
+  return context.epoch === contextEpoch && (maxAgeMs <= 0 || now - context.switchedAt < maxAgeMs);
+}
+
+/** Records a switch that just succeeded; `token` is what switch_context wrote in the record. */
+export function switchedIn(book: BackendBook, owner: Owner, token: string): void {
   book.owner = owner;
   book.contextValid = true;
   book.switchedAt = Date.now();
   book.epoch = contextEpoch;
+  book.token = token;
+}
+
+/** The context the backend holds, to be put back after a reset; undefined when none is whole. */
+export function heldContext(book: BackendBook): HeldContext | undefined {
+  if (!book.contextValid || !book.owner || book.token === undefined) return undefined;
+  return { owner: book.owner, token: book.token, switchedAt: book.switchedAt, epoch: book.epoch };
+}
+
+/** Whether `held` may be put back as it is: same epoch, not older than `maxAgeMs`. */
+export function heldCurrent(held: HeldContext, maxAgeMs: number, now = Date.now()): boolean {
+  return fresh(held, maxAgeMs, now);
+}
+
+/** Records a held context put back with pgvpd.set_context: the same context, the same age. */
+export function restoredIn(book: BackendBook, held: HeldContext): void {
+  book.owner = held.owner;
+  book.contextValid = true;
+  book.switchedAt = held.switchedAt;
+  book.epoch = held.epoch;
+  book.token = held.token;
 }
 
 const books = new WeakMap<PooledSession, BackendBook>();
@@ -105,6 +145,7 @@ export function bookOf(session: PooledSession): BackendBook {
       used: false,
       switchedAt: 0,
       epoch: -1,
+      token: undefined,
     };
     books.set(session, book);
   }
@@ -121,4 +162,5 @@ export function markClean(session: PooledSession): void {
   book.prepared.clear();
   book.unnamedOf = undefined;
   book.used = false;
+  book.token = undefined;
 }

@@ -16,7 +16,7 @@ import type { Logger } from '../logger.js';
 import type { Metrics, PoolCloseReason } from '../metrics.js';
 import { poolErrors } from './pool-errors.js';
 import { resetSession, runExtended } from './statements.js';
-import { bookOf, markClean, type Owner } from './backend-book.js';
+import { bookOf, heldContext, markClean, type HeldContext, type Owner } from './backend-book.js';
 import { poolKeyId, type PoolKey, type PooledSession } from '../upstream/login.js';
 
 export interface SessionPoolOptions {
@@ -39,10 +39,11 @@ export interface SessionPoolOptions {
   metrics?: Metrics;
   /**
    * After a release's reset proved the session clean: gives it its last owner's context again,
-   * so that the owner's next checkout needs nothing but its settings (org/checkout.ts). A
+   * so that the owner's next checkout needs nothing but its settings (org/checkout.ts). `held`:
+   * the context as it was before the reset, when it was whole (it may be put back as it is). A
    * rejection ends the session.
    */
-  restore?: (session: PooledSession, owner: Owner) => Promise<void>;
+  restore?: (session: PooledSession, owner: Owner, held: HeldContext | undefined) => Promise<void>;
 }
 
 export interface PoolKeyStats {
@@ -83,9 +84,8 @@ export type Reclaim = () => Promise<unknown>;
 interface Waiter {
   /** The owner whose idle backend this checkout would rather have (PooledSession.owner). */
   prefer: string | undefined;
-  /** When it started waiting (performance.now()), and how often others went first. */
+  /** When it started waiting (performance.now()). */
   since: number;
-  skipped: number;
   resolve: (session: PooledSession) => void;
   reject: (error: Error) => void;
   settled: boolean;
@@ -94,11 +94,9 @@ interface Waiter {
 }
 
 /** How far down the queue a waiter of a session's own owner is looked for. */
-const affinityLookahead = 32;
-/** How often the oldest waiter may be passed over for one of the session's owner. */
-const affinitySkips = 4;
+const affinityLookahead = 256;
 /** How long the oldest waiter may have waited and still be passed over (ms). */
-const affinityWaitMs = 20;
+const affinityWaitMs = 50;
 
 interface Entry {
   id: string;
@@ -107,6 +105,8 @@ interface Entry {
   busy: Set<PooledSession>;
   opening: number;
   queue: Waiter[];
+  /** Waiters in the queue by the owner they prefer (waiters without a preference not counted). */
+  waiting: Map<string, number>;
   /** Busy sessions of checkoutIdle() not yet confirmed, oldest first, with their holder's hook. */
   tentative: Map<PooledSession, Reclaim>;
   /** Tentative sessions taken back for the queue whose reset has not finished. */
@@ -156,7 +156,6 @@ export class SessionPool {
       const waiter: Waiter = {
         prefer,
         since: performance.now(),
-        skipped: 0,
         resolve,
         reject,
         settled: false,
@@ -175,7 +174,7 @@ export class SessionPool {
           signal.removeEventListener('abort', onAbort);
         };
       }
-      entry.queue.push(waiter);
+      this.enqueue(entry, waiter);
       this.dispatch(entry);
       if (!waiter.settled && entry.queue.includes(waiter)) {
         waiter.timer = setTimeout(() => {
@@ -223,11 +222,11 @@ export class SessionPool {
    * holder whose work has not settled within the reset timeout loses the session for good (ended).
    * Until it confirms, the holder gives the session back with release() or discard().
    */
-  checkoutIdle(key: PoolKey, reclaim: Reclaim): PooledSession | undefined {
+  checkoutIdle(key: PoolKey, reclaim: Reclaim, prefer?: string): PooledSession | undefined {
     if (this.closed) return undefined;
     const entry = this.entries.get(poolKeyId(key));
     if (!entry || entry.queue.length > 0) return undefined;
-    const session = this.takeIdle(entry);
+    const session = this.takeIdle(entry, prefer);
     if (!session) return undefined;
     entry.busy.add(session);
     entry.tentative.set(session, reclaim);
@@ -269,12 +268,14 @@ export class SessionPool {
       session.reader.switchTo(session.socket);
       session.socket.resume();
       this.resetting.add(session);
-      const owner = bookOf(session).owner;
+      const book = bookOf(session);
+      const owner = book.owner;
+      const held = heldContext(book);
       reason = await resetSession(session, this.resetTimeoutMs);
       if (reason === undefined) {
         markClean(session);
         if (owner !== undefined && this.opts.restore && !this.isClosed())
-          reason = await this.opts.restore(session, owner).then(
+          reason = await this.opts.restore(session, owner, held).then(
             () => undefined,
             (error: unknown) => `restoring its owner's context failed: ${(error as Error).message}`,
           );
@@ -347,6 +348,7 @@ export class SessionPool {
     if (this.reaper) clearInterval(this.reaper);
     const sockets: PooledSession['socket'][] = [];
     for (const entry of this.entries.values()) {
+      entry.waiting.clear();
       for (const waiter of entry.queue.splice(0)) {
         settleWith(waiter, () => {
           waiter.reject(poolErrors.closed());
@@ -406,6 +408,7 @@ export class SessionPool {
         busy: new Set(),
         opening: 0,
         queue: [],
+        waiting: new Map(),
         tentative: new Map(),
         reclaiming: 0,
       };
@@ -427,7 +430,7 @@ export class SessionPool {
         continue;
       }
       if (entry.idle.length + entry.busy.size + entry.opening >= this.opts.size) break;
-      const waiter = entry.queue.shift();
+      const waiter = this.removeAt(entry, 0);
       if (waiter) this.open(entry, waiter);
     }
     // One per waiter not already covered by a session on its way back, oldest holder first.
@@ -478,16 +481,10 @@ export class SessionPool {
   }
 
   /**
-   * An idle session, preferring one that already holds `prefer`'s context (the most recently
-   * used such), then one that holds nobody's, then the one unused longest (its owner is the
-   * least likely to come back for it); without a preference the most recently used.
-   */
-  /**
-   * Who gets `session`: the oldest waiter, unless the session holds another owner's context and a
-   * waiter of that owner is among the next few; then that one, so that the session needs no
-   * owner change (a reset and a switch on the backend). The oldest waiter is passed over at most
-   * affinitySkips times and never once it has waited affinityWaitMs: owners take turns, none
-   * starves.
+   * Who gets `session`: the oldest waiter, unless the session holds another owner's context, a
+   * waiter of that owner is among the next few, and the oldest waiter may be passed over
+   * (mayPassOver); then that one, so that the session needs no owner change (a reset and a
+   * switch on the backend).
    */
   private waiterFor(entry: Entry, session: PooledSession): Waiter | undefined {
     const head = entry.queue[0];
@@ -496,22 +493,65 @@ export class SessionPool {
       head &&
       owner !== undefined &&
       head.prefer !== owner &&
-      head.skipped < affinitySkips &&
-      performance.now() - head.since < affinityWaitMs
+      (entry.waiting.get(owner) ?? 0) > 0 &&
+      this.mayPassOver(entry, head)
     ) {
       const limit = Math.min(entry.queue.length, affinityLookahead);
-      for (let i = 1; i < limit; i += 1) {
-        const waiter = entry.queue[i];
-        if (waiter?.prefer === owner) {
-          head.skipped += 1;
-          entry.queue.splice(i, 1);
-          return waiter;
-        }
-      }
+      for (let i = 1; i < limit; i += 1)
+        if (entry.queue[i]?.prefer === owner) return this.removeAt(entry, i);
     }
-    return entry.queue.shift();
+    return this.removeAt(entry, 0);
   }
 
+  /**
+   * Whether the oldest waiter may wait for a backend of its own owner while another owner's
+   * waiter takes this one: only while its owner holds backends (one of them comes back to it
+   * soon), no fewer than its share of the pool less one, and it has waited less than
+   * affinityWaitMs. An owner's share is the pool's size times its part of the demand (its
+   * waiters and the busy backends it holds). So the pool splits between owners as their demand
+   * does and owners change only when that split moves: none waits on a backend that will not
+   * come, none is held under its share, and a long transaction of its own delays it at most
+   * affinityWaitMs.
+   */
+  private mayPassOver(entry: Entry, head: Waiter): boolean {
+    const owner = head.prefer;
+    if (owner === undefined || performance.now() - head.since >= affinityWaitMs) return false;
+    let held = 0;
+    let busy = 0;
+    for (const session of entry.busy) {
+      if (session.owner !== owner) continue;
+      held += 1;
+      busy += 1;
+    }
+    for (const session of entry.idle) if (session.owner === owner) held += 1;
+    if (held === 0) return false;
+    const demand = (entry.waiting.get(owner) ?? 0) + busy;
+    const share = (this.opts.size * demand) / (entry.queue.length + entry.busy.size);
+    return held >= share - 1;
+  }
+
+  private enqueue(entry: Entry, waiter: Waiter): void {
+    entry.queue.push(waiter);
+    if (waiter.prefer !== undefined)
+      entry.waiting.set(waiter.prefer, (entry.waiting.get(waiter.prefer) ?? 0) + 1);
+  }
+
+  /** Takes the waiter at `index` out of the queue. */
+  private removeAt(entry: Entry, index: number): Waiter | undefined {
+    const [waiter] = index === 0 ? [entry.queue.shift()] : entry.queue.splice(index, 1);
+    if (waiter?.prefer !== undefined) {
+      const left = (entry.waiting.get(waiter.prefer) ?? 1) - 1;
+      if (left > 0) entry.waiting.set(waiter.prefer, left);
+      else entry.waiting.delete(waiter.prefer);
+    }
+    return waiter;
+  }
+
+  /**
+   * An idle session, preferring one that already holds `prefer`'s context (the most recently
+   * used such), then one that holds nobody's, then the one unused longest (its owner is the
+   * least likely to come back for it); without a preference the most recently used.
+   */
   private takeIdle(entry: Entry, prefer?: string): PooledSession | undefined {
     const now = Date.now();
     for (;;) {
@@ -612,7 +652,7 @@ export class SessionPool {
 
   private unqueue(entry: Entry, waiter: Waiter): void {
     const index = entry.queue.indexOf(waiter);
-    if (index >= 0) entry.queue.splice(index, 1);
+    if (index >= 0) this.removeAt(entry, index);
   }
 
   private dropIdle(entry: Entry, session: PooledSession): void {

@@ -5,6 +5,9 @@
 //   same owner, context emptied    → settings + switch
 //   no owner (fresh, or reset)     → settings + switch
 //   another owner                  → reset (session state of the old owner) + settings + switch
+//   its own context put back       → settings + pgvpd.set_context(token), after a session-mode
+//                                    release's reset emptied a context still current (no grant:
+//                                    the backend's record is the same, only RESET ALL cleared it)
 // The reset is DISCARD ALL less DISCARD PLANS, statements included (see ownerReset). The switch is pgvpd.switch_context with a grant minted here under the proxy's instance
 // key (pool/grant.ts): the backend verifies it and sets the context itself. Every answer is
 // read up to its ReadyForQuery; an error, a notification, anything unexpected or a status other
@@ -22,7 +25,16 @@ import {
 } from '../protocol/decode.js';
 import type { InstanceKeys } from '../upstream/instance-keys.js';
 import type { PooledSession } from '../upstream/login.js';
-import { bookOf, contextCurrent, markClean, switchedIn, type Owner } from './backend-book.js';
+import {
+  bookOf,
+  contextCurrent,
+  heldCurrent,
+  markClean,
+  restoredIn,
+  switchedIn,
+  type HeldContext,
+  type Owner,
+} from './backend-book.js';
 import { grantParams, mintGrant, switchCall } from './grant.js';
 import { poolErrors } from './pool-errors.js';
 import { stateReset } from './statements.js';
@@ -63,21 +75,26 @@ export interface ReadyResult {
   ownerChanged: boolean;
   /** Whether a switch grant was set. */
   switched: boolean;
+  /** Whether a held context was put back (pgvpd.set_context) instead. */
+  restored: boolean;
 }
 
 /**
  * Makes `session` hold `owner`'s context and the `wanted` settings (startup parameters and
- * reported settings the client has), sending only what differs. Rejects (and marks the session
- * broken) if anything goes wrong; the caller then discards it.
+ * reported settings the client has), sending only what differs. `held`: the context the backend
+ * held before a reset emptied it; when it is `owner`'s and still current, it is put back with
+ * pgvpd.set_context instead of a new switch. Rejects (and marks the session broken) if anything
+ * goes wrong; the caller then discards it.
  */
 export async function readyFor(
   session: PooledSession,
   owner: Owner,
   wanted: Map<string, string>,
   target: SwitchTarget,
+  held?: HeldContext,
 ): Promise<ReadyResult> {
   const started = performance.now();
-  const result = await readyOnce(session, owner, wanted, target);
+  const result = await readyOnce(session, owner, wanted, target, held);
   target.metrics?.poolReadied(readyingKind(result), (performance.now() - started) / 1000);
   return result;
 }
@@ -87,6 +104,7 @@ async function readyOnce(
   owner: Owner,
   wanted: Map<string, string>,
   target: SwitchTarget,
+  held: HeldContext | undefined,
 ): Promise<ReadyResult> {
   const book = bookOf(session);
   book.lastWanted = wanted;
@@ -136,10 +154,24 @@ async function readyOnce(
     );
   }
   let instance: string | undefined;
-  if (needSwitch) {
+  let token: string | undefined;
+  // A reset emptied nothing but the settings the context is in: the record it names is the
+  // backend's still, so the same context is put back without a grant (set_context checks that
+  // the record is this backend's and its token this one; it refuses otherwise).
+  const restore =
+    needSwitch &&
+    !ownerChanged &&
+    held !== undefined &&
+    held.owner.key === owner.key &&
+    heldCurrent(held, target.contextMaxAgeMs ?? 0);
+  if (restore) {
+    calls.push(`pgvpd.set_context($${String(values.length + 1)})`);
+    values.push(held.token);
+  } else if (needSwitch) {
     const key = await target.keys.keyFor(session.key.database, target.server);
     const grant = mintGrant(key, session, owner);
     instance = grant.instance;
+    token = `s1.${grant.instance}.${String(session.switchSeq)}.${grant.mac}`;
     calls.push(switchCall(values.length + 1));
     values.push(...grantParams(grant));
   }
@@ -148,7 +180,10 @@ async function readyOnce(
     // same owner) would refuse the switch's record with 25006: the statement then runs in an
     // explicit read-write transaction. Reported since PostgreSQL 14, so the proxy knows it.
     const readOnly =
-      needSwitch && !fresh && session.parameters.get('default_transaction_read_only') === 'on';
+      needSwitch &&
+      !restore &&
+      !fresh &&
+      session.parameters.get('default_transaction_read_only') === 'on';
     if (readOnly) {
       parts.push(serialize.query('BEGIN READ WRITE'));
       expect.push('CBEGIN', 'Z');
@@ -166,7 +201,8 @@ async function readyOnce(
     }
     readies += readOnly ? 3 : 1;
   }
-  if (readies === 0) return { statements: 0, ownerChanged: false, switched: false };
+  if (readies === 0)
+    return { statements: 0, ownerChanged: false, switched: false, restored: false };
   if (session.broken || session.socket.destroyed)
     throw poolErrors.sessionBroken(session.backendPid, 'connection closed');
   session.socket.write(Buffer.concat(parts));
@@ -187,7 +223,7 @@ async function readyOnce(
       const code = (error as { code?: unknown }).code;
       throw proxyErrors.contextFailed(
         typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) ? code : undefined,
-        `switch_context: ${message}`,
+        `${restore ? 'set_context' : 'switch_context'}: ${message}`,
       );
     }
     throw error;
@@ -195,14 +231,22 @@ async function readyOnce(
   if (fullReset) markClean(session);
   if (fresh) book.applied.clear();
   if (ownerChanged) book.unnamedOf = undefined;
-  for (let i = 0; i < values.length - (needSwitch ? 3 : 0); i += 2)
-    book.applied.set(values[i] ?? '', values[i + 1] ?? '');
+  const settingValues = values.length - (restore ? 1 : needSwitch ? 3 : 0);
+  for (let i = 0; i < settingValues; i += 2) book.applied.set(values[i] ?? '', values[i + 1] ?? '');
   if (calls.length > 0) book.unnamedOf = undefined;
-  if (needSwitch) {
+  if (restore) {
     session.owner = owner.key;
-    switchedIn(book, owner);
+    restoredIn(book, held);
+  } else if (needSwitch) {
+    session.owner = owner.key;
+    switchedIn(book, owner, token ?? '');
   }
-  return { statements: readies, ownerChanged, switched: needSwitch };
+  return {
+    statements: readies,
+    ownerChanged,
+    switched: needSwitch && !restore,
+    restored: restore,
+  };
 }
 
 /** Reads the answers `expect` names, in order; throws the first error or oddity. */

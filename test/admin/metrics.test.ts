@@ -167,8 +167,13 @@ t.test(
     t.equal(value(text, 'pgvpd_pool_sessions{state="busy"}'), 0);
     t.equal(
       value(text, 'pgvpd_pool_owner_switches_total{kind="switch"}'),
-      6,
-      'and again on each at release: its owner’s context back after the reset',
+      3,
+      'no switch at release',
+    );
+    t.equal(
+      value(text, 'pgvpd_pool_readying_seconds_count{kind="restore"}'),
+      3,
+      'each release put its owner’s context back after the reset, with set_context',
     );
 
     t.equal(await sqlstate(f.connect('acme-analytics', 'alice', 'wrong')), '28P01');

@@ -62,17 +62,18 @@ async function backends(
 }
 
 /**
- * Until the backend is idle with a context switched in after `after` (a later sequence number):
- * a release's reset has run and its last owner's context is back.
+ * Until the backend is idle after a release's restore step: its last statement put a context
+ * back (set_context of the context it held, or a switch) and its record is the one of `after`
+ * or a newer one. The client's own last statement is never one of those.
  */
 const switchedSince = (pid: number, after: ContextRecord | undefined) => async () => {
   const [now, b] = await Promise.all([record(pid), backends(pid)]);
   return (
     now !== undefined &&
     now.seq !== null &&
-    now.seq > (after?.seq ?? 0) &&
+    now.seq >= (after?.seq ?? 0) &&
     b.state === 'idle' &&
-    /pgvpd\.switch_context\(/.test(b.query ?? '')
+    /pgvpd\.(switch|set)_context\(/.test(b.query ?? '')
   );
 };
 

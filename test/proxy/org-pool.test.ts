@@ -132,57 +132,62 @@ t.test('cancel through the pool: the client’s key stops pg_sleep(30) with 5701
   await next.end();
 });
 
-t.test('a fresh context per checkout, and one session lent to two orgs in turn', async (t) => {
-  const context = async (client: pg.Client) =>
-    (
-      await client.query<{ pid: number; token: string; user: string }>(
-        "select pg_backend_pid() as pid, current_setting('pgvpd.context') as token, pgvpd.context('user') as user",
-      )
-    ).rows[0]!;
+t.test(
+  'the owner’s context kept for its next client, and one session lent to two orgs in turn',
+  async (t) => {
+    const context = async (client: pg.Client) =>
+      (
+        await client.query<{ pid: number; token: string; user: string }>(
+          "select pg_backend_pid() as pid, current_setting('pgvpd.context') as token, pgvpd.context('user') as user",
+        )
+      ).rows[0]!;
 
-  const first = await connect(t, 'acme');
-  const a = await context(first);
-  t.same(await seen(first), { tenant: f.orgs.acme, rows: ['a1', 'a2'] });
-  await first.end();
+    const first = await connect(t, 'acme');
+    const a = await context(first);
+    t.same(await seen(first), { tenant: f.orgs.acme, rows: ['a1', 'a2'] });
+    await first.end();
 
-  const second = await connect(t, 'acme');
-  const b = await context(second);
-  t.equal(b.pid, a.pid, 'the same pooled session');
-  t.not(b.token, a.token, 'with a context token of its own');
-  await second.end();
+    const second = await connect(t, 'acme');
+    const b = await context(second);
+    t.equal(b.pid, a.pid, 'the same pooled session');
+    // The release reset the session and put the same owner's context back (set_context of the
+    // token its switch left): no new grant for the same org and user, as in transaction mode.
+    t.equal(b.token, a.token, 'with the same owner’s context, put back after the reset');
+    t.same(await seen(second), { tenant: f.orgs.acme, rows: ['a1', 'a2'] });
+    await second.end();
 
-  // The session that served acme's alice is now lent to beta's alice.
-  const beta = await connect(t, 'beta');
-  const c = await context(beta);
-  t.equal(c.pid, a.pid, 'still the same session, now for beta');
-  t.not(c.token, a.token);
-  t.not(c.token, b.token);
-  t.equal(c.user, 'alice');
-  t.same(await seen(beta), { tenant: f.orgs.beta, rows: ['b1', 'b2', 'b3'] }, 'beta’s view only');
-  // acme's earlier tokens were issued for this very backend; they are no longer on record.
-  t.equal(await sqlstate(beta.query('select pgvpd.set_context($1)', [a.token])), '28000');
-  const path = await contextPath(f.db);
-  const replay = (): Promise<unknown> =>
-    beta.query("select set_config('pgvpd.context', $1, false)", [b.token]);
-  if (path === 'guard') {
-    t.equal(await sqlstate(replay()), '42501', 'guard path: pgvpd.context is not the client’s');
-    t.same(
-      await seen(beta),
-      { tenant: f.orgs.beta, rows: ['b1', 'b2', 'b3'] },
-      'beta’s view still',
-    );
-  } else {
-    await replay();
-    t.same(await seen(beta), { tenant: null, rows: [] }, 'a replayed acme token shows nothing');
-  }
-  await beta.end();
+    // The session that served acme's alice is now lent to beta's alice.
+    const beta = await connect(t, 'beta');
+    const c = await context(beta);
+    t.equal(c.pid, a.pid, 'still the same session, now for beta');
+    t.not(c.token, a.token, 'a new context for another owner');
+    t.equal(c.user, 'alice');
+    t.same(await seen(beta), { tenant: f.orgs.beta, rows: ['b1', 'b2', 'b3'] }, 'beta’s view only');
+    // acme's earlier tokens were issued for this very backend; they are no longer on record.
+    t.equal(await sqlstate(beta.query('select pgvpd.set_context($1)', [a.token])), '28000');
+    const path = await contextPath(f.db);
+    const replay = (): Promise<unknown> =>
+      beta.query("select set_config('pgvpd.context', $1, false)", [b.token]);
+    if (path === 'guard') {
+      t.equal(await sqlstate(replay()), '42501', 'guard path: pgvpd.context is not the client’s');
+      t.same(
+        await seen(beta),
+        { tenant: f.orgs.beta, rows: ['b1', 'b2', 'b3'] },
+        'beta’s view still',
+      );
+    } else {
+      await replay();
+      t.same(await seen(beta), { tenant: null, rows: [] }, 'a replayed acme token shows nothing');
+    }
+    await beta.end();
 
-  // And back to acme, on the same backend, with acme's view again.
-  const again = await connect(t, 'acme');
-  t.equal((await context(again)).pid, a.pid);
-  t.same(await seen(again), { tenant: f.orgs.acme, rows: ['a1', 'a2'] });
-  await again.end();
-});
+    // And back to acme, on the same backend, with acme's view again.
+    const again = await connect(t, 'acme');
+    t.equal((await context(again)).pid, a.pid);
+    t.same(await seen(again), { tenant: f.orgs.acme, rows: ['a1', 'a2'] });
+    await again.end();
+  },
+);
 
 t.test('a client that gives up while waiting does not take the session with it', async (t) => {
   const holder = await connect(t, 'acme');

@@ -84,12 +84,13 @@ export async function resetDone(
       'select state, query from pg_stat_activity where pid = $1',
       [pid],
     );
-    // The reset ends with DISCARD ALL, or with the switch that gives the backend its last
-    // owner's context back (SessionPool's restore step), which runs only after a clean reset.
+    // The reset ends with DISCARD ALL, or with the statement that gives the backend its last
+    // owner's context back (SessionPool's restore step: set_context of the context it held, or a
+    // switch), which runs only after a clean reset.
     return (
       rows.length === 0 ||
       (rows[0]!.state === 'idle' &&
-        (rows[0]!.query === 'DISCARD ALL' || /pgvpd\.switch_context\(/.test(rows[0]!.query)))
+        (rows[0]!.query === 'DISCARD ALL' || /pgvpd\.(switch|set)_context\(/.test(rows[0]!.query)))
     );
   }, timeoutMs);
 }

@@ -122,6 +122,46 @@ t.test(
   },
 );
 
+t.test(
+  'session mode: a release whose context cannot be put back (its instance retired) ends the backend',
+  async (t) => {
+    const y = await txOrgs(t, { pool_mode: 'session', pool_size: 1 });
+    const acme = await y.client(t, 'acme');
+    const pid = (await view(acme)).pid;
+    const [instance] = (
+      await y.db.query<{ id: string }>(
+        'select instance_id as id from pgvpd.instances() where active',
+      )
+    ).rows;
+    // The record of acme's context is deleted (on the guard path the backend is ended too): the
+    // release's reset empties the context, and set_context of its token is refused.
+    await y.db.query('select pgvpd.retire_instance($1)', [instance!.id]);
+    await acme.end();
+    t.ok(await gone(y, pid), `the backend ${String(pid)} is ended, not given back to the pool`);
+    const outcomes: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      try {
+        const client = await y.client(t, 'acme');
+        const v = await view(client);
+        outcomes.push(
+          v.tenant === null
+            ? 'no context'
+            : JSON.stringify(seenIn(v)) === JSON.stringify(y.expected('acme'))
+              ? 'acme'
+              : JSON.stringify(v),
+        );
+        await client.end();
+      } catch (error) {
+        const e = error as { code?: string; message: string };
+        outcomes.push(`${e.code ?? ''} ${e.message}`);
+      }
+    }
+    t.comment(`acme connections after the retirement: ${JSON.stringify(outcomes)}`);
+    t.notOk(outcomes.includes('no context'), 'none was served without a context');
+    t.equal(outcomes.at(-1), 'acme', 'the last one was served as acme');
+  },
+);
+
 t.test('COPY FROM STDIN failing mid-stream leaves nothing for the next org', async (t) => {
   await t.test('simple protocol, a bad row (pg-copy-streams)', async (t) => {
     const acme = await x.client(t, 'acme');

@@ -195,12 +195,14 @@ t.test(
     t.same(samples(text, 'pgvpd_pool_readying_seconds_count'), [
       'pgvpd_pool_readying_seconds_count{kind="none"} 0',
       'pgvpd_pool_readying_seconds_count{kind="settings"} 0',
+      'pgvpd_pool_readying_seconds_count{kind="restore"} 0',
       'pgvpd_pool_readying_seconds_count{kind="switch"} 0',
       'pgvpd_pool_readying_seconds_count{kind="reset"} 0',
     ]);
     metrics.poolReadied('none', 0.00002);
     metrics.poolReadied('none', 0.00003);
     metrics.poolReadied('settings', 0.0004);
+    metrics.poolReadied('restore', 0.0002);
     metrics.poolReadied('switch', 0.0003);
     metrics.poolReadied('switch', 0.002);
     metrics.poolReadied('reset', 0.04);
@@ -212,6 +214,7 @@ t.test(
     t.same(samples(text, 'pgvpd_pool_readying_seconds_count'), [
       'pgvpd_pool_readying_seconds_count{kind="none"} 2',
       'pgvpd_pool_readying_seconds_count{kind="settings"} 1',
+      'pgvpd_pool_readying_seconds_count{kind="restore"} 1',
       'pgvpd_pool_readying_seconds_count{kind="switch"} 2',
       'pgvpd_pool_readying_seconds_count{kind="reset"} 1',
     ]);
@@ -244,6 +247,11 @@ t.test('a readying’s kind is read from what readyFor reports', (t) => {
   t.equal(readyingKind({ statements: 1, ownerChanged: false, switched: true }), 'switch');
   t.equal(readyingKind({ statements: 2, ownerChanged: false, switched: true }), 'switch');
   t.equal(readyingKind({ statements: 2, ownerChanged: true, switched: true }), 'reset');
+  t.equal(
+    readyingKind({ statements: 1, ownerChanged: false, switched: false, restored: true }),
+    'restore',
+    'a held context put back (set_context) is not a switch',
+  );
   t.end();
 });
 
