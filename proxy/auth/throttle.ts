@@ -60,6 +60,8 @@ export interface HeldAnswer {
   delayMs: number;
   /** This attempt's own delay, without the wait for the answers queued before it. */
   stepMs: number;
+  /** When the answer is scheduled (ms since the epoch, on the verdict's clock). */
+  atMs: number;
   /** Resolves when the answer may go; undefined when it may go at once. */
   ready: Promise<void> | undefined;
   /** The client left: the attempt leaves the queue (idempotent). */
@@ -89,6 +91,7 @@ interface Queue {
 const answerAtOnce: HeldAnswer = {
   delayMs: 0,
   stepMs: 0,
+  atMs: 0,
   ready: undefined,
   cancel: () => undefined,
 };
@@ -125,7 +128,7 @@ export class AuthThrottle {
       this.count(this.users, user, now);
       this.count(this.addresses, host, now);
     }
-    return step === 0 ? answerAtOnce : this.enqueue(host, step, now);
+    return step === 0 ? { ...answerAtOnce, atMs: now } : this.enqueue(host, step, now);
   }
 
   /** Whether a failure from the address is still remembered. */
@@ -202,6 +205,7 @@ export class AuthThrottle {
     return {
       delayMs: waiter.at - now,
       stepMs: step,
+      atMs: waiter.at,
       ready,
       cancel: () => {
         const index = q.waiters.indexOf(waiter);

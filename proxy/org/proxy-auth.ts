@@ -57,7 +57,13 @@ export async function authenticateOrgUser(
     if (!outcome.ok) {
       if (held.ready) session.runtime.metrics.authThrottledAnswer();
       session.log.info(
-        { event: 'auth', result: 'refused', delay_ms: held.delayMs, step_ms: held.stepMs },
+        {
+          event: 'auth',
+          result: 'refused',
+          delay_ms: held.delayMs,
+          step_ms: held.stepMs,
+          answer_at: held.atMs,
+        },
         outcome.error.logMessage,
       );
       await hold(session, held, signal);
@@ -65,7 +71,13 @@ export async function authenticateOrgUser(
     }
     if (held.ready) {
       session.log.info(
-        { event: 'auth', result: 'held', delay_ms: held.delayMs, step_ms: held.stepMs },
+        {
+          event: 'auth',
+          result: 'held',
+          delay_ms: held.delayMs,
+          step_ms: held.stepMs,
+          answer_at: held.atMs,
+        },
         'right password, answer held back by the login throttle',
       );
       await hold(session, held, signal);

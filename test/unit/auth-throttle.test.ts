@@ -85,6 +85,16 @@ t.test('answers held back for one address go one at a time', async (t) => {
     [40, 80, 120, 160],
     'parallel attempts: each waits for the one before it, then its own delay',
   );
+  t.same(
+    held.map((h) => h.atMs - now),
+    [40, 80, 120, 160],
+    'the scheduled answer times, on the verdict’s clock (what the log says as answer_at)',
+  );
+  t.equal(
+    new AuthThrottle({ free: 1, baseMs: 40, maxMs: 40 }).settle('r', 'carol', false, now).atMs,
+    now,
+    'a free attempt is answered at the verdict',
+  );
   t.equal(throttle.settle('q', 'bob', false, now).delayMs, 40, 'another address: its own queue');
   const order: number[] = [];
   held.forEach((h, i) => void h.ready?.then(() => order.push(i)));
