@@ -41,6 +41,12 @@ export interface BackendBook {
    * with the owner's context, so that the same kind of client next time needs no statement.
    */
   lastWanted: Map<string, string>;
+  /**
+   * The key (wantedKey in pool/switch.ts) of the settings the last readying left the backend
+   * with, as long as nothing seen since may have changed them (a ParameterStatus, RESET, DISCARD
+   * ALL, a reset): a readying for the same owner and equal settings then needs no look at them.
+   */
+  readyKey: string | undefined;
   /** Server-side names of the statements prepared on it, least recently used first. */
   prepared: Map<string, true>;
   /** The client whose unnamed statement the backend holds, if any. */
@@ -139,6 +145,7 @@ export function bookOf(session: PooledSession): BackendBook {
       contextValid: false,
       applied: new Map(),
       lastWanted: new Map(),
+      readyKey: undefined,
       prepared: new Map(),
       unnamedOf: undefined,
       canceling: 0,
@@ -159,6 +166,7 @@ export function markClean(session: PooledSession): void {
   book.owner = undefined;
   book.contextValid = false;
   book.applied.clear();
+  book.readyKey = undefined;
   book.prepared.clear();
   book.unnamedOf = undefined;
   book.used = false;

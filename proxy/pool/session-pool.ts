@@ -86,6 +86,11 @@ interface Waiter {
   prefer: string | undefined;
   /** When it started waiting (performance.now()). */
   since: number;
+  /**
+   * Transaction mode: rather wait (at most affinityWaitMs) for a backend of its own owner than
+   * take another owner's idle one, while its owner holds half its share of the pool (mayPassOver).
+   */
+  patient: boolean;
   resolve: (session: PooledSession) => void;
   reject: (error: Error) => void;
   settled: boolean;
@@ -107,10 +112,40 @@ interface Entry {
   queue: Waiter[];
   /** Waiters in the queue by the owner they prefer (waiters without a preference not counted). */
   waiting: Map<string, number>;
+  /** Set while an idle session is kept for a patient waiter's own owner (armAffinity). */
+  affinityTimer: NodeJS.Timeout | undefined;
   /** Busy sessions of checkoutIdle() not yet confirmed, oldest first, with their holder's hook. */
   tentative: Map<PooledSession, Reclaim>;
   /** Tentative sessions taken back for the queue whose reset has not finished. */
   reclaiming: number;
+}
+
+/**
+ * What aborts a checkout, for a holder that checks out again and again (a transaction-mode
+ * client, once per transaction): an AbortSignal's work without an EventTarget, one listener at a
+ * time.
+ */
+export class CheckoutCancel {
+  aborted = false;
+  reason: Error | undefined;
+  private listener: (() => void) | undefined;
+
+  abort(reason?: Error): void {
+    if (this.aborted) return;
+    this.aborted = true;
+    this.reason = reason;
+    const listener = this.listener;
+    this.listener = undefined;
+    listener?.();
+  }
+
+  /** Calls `listener` on abort; returns what stops it. */
+  listen(listener: () => void): () => void {
+    this.listener = listener;
+    return () => {
+      if (this.listener === listener) this.listener = undefined;
+    };
+  }
 }
 
 export class SessionPool {
@@ -148,7 +183,12 @@ export class SessionPool {
    * with the login's error, with 53300 after checkoutTimeoutMs in the queue, with 57P01 once the
    * pool is closing, or with the signal's reason if it aborts first.
    */
-  checkout(key: PoolKey, signal?: AbortSignal, prefer?: string): Promise<PooledSession> {
+  checkout(
+    key: PoolKey,
+    signal?: AbortSignal | CheckoutCancel,
+    prefer?: string,
+    patient?: boolean,
+  ): Promise<PooledSession> {
     if (this.closed) return Promise.reject(poolErrors.closed());
     if (signal?.aborted) return Promise.reject(abortReason(signal));
     const entry = this.entry(key);
@@ -156,6 +196,7 @@ export class SessionPool {
       const waiter: Waiter = {
         prefer,
         since: performance.now(),
+        patient: patient === true,
         resolve,
         reject,
         settled: false,
@@ -165,14 +206,18 @@ export class SessionPool {
       if (signal) {
         const onAbort = (): void => {
           this.unqueue(entry, waiter);
-          settleWith(waiter, () => {
+          this.settleWith(waiter, () => {
             reject(abortReason(signal));
           });
         };
-        signal.addEventListener('abort', onAbort, { once: true });
-        waiter.cleanup = () => {
-          signal.removeEventListener('abort', onAbort);
-        };
+        if (signal instanceof CheckoutCancel) {
+          waiter.cleanup = signal.listen(onAbort);
+        } else {
+          signal.addEventListener('abort', onAbort, { once: true });
+          waiter.cleanup = () => {
+            signal.removeEventListener('abort', onAbort);
+          };
+        }
       }
       this.enqueue(entry, waiter);
       this.dispatch(entry);
@@ -191,24 +236,12 @@ export class SessionPool {
             { event: 'pool_exhausted', role: key.role, database: key.database },
             error.message,
           );
-          settleWith(waiter, () => {
+          this.settleWith(waiter, () => {
             reject(error);
           });
         }, this.opts.checkoutTimeoutMs);
       }
     });
-    return this.timed(checkout);
-  }
-
-  /** The checkout's wait, counted once it settles, either way. */
-  private timed(checkout: Promise<PooledSession>): Promise<PooledSession> {
-    const metrics = this.opts.metrics;
-    if (!metrics) return checkout;
-    const started = performance.now();
-    const settled = (): void => {
-      metrics.poolCheckout((performance.now() - started) / 1000);
-    };
-    checkout.then(settled, settled);
     return checkout;
   }
 
@@ -349,8 +382,9 @@ export class SessionPool {
     const sockets: PooledSession['socket'][] = [];
     for (const entry of this.entries.values()) {
       entry.waiting.clear();
+      clearTimeout(entry.affinityTimer);
       for (const waiter of entry.queue.splice(0)) {
-        settleWith(waiter, () => {
+        this.settleWith(waiter, () => {
           waiter.reject(poolErrors.closed());
         });
       }
@@ -409,6 +443,7 @@ export class SessionPool {
         opening: 0,
         queue: [],
         waiting: new Map(),
+        affinityTimer: undefined,
         tentative: new Map(),
         reclaiming: 0,
       };
@@ -426,8 +461,14 @@ export class SessionPool {
       const session = this.takeIdle(entry, entry.queue[0]?.prefer);
       if (session) {
         const waiter = this.waiterFor(entry, session);
-        if (waiter) this.grant(entry, waiter, session);
-        continue;
+        if (waiter) {
+          this.grant(entry, waiter, session);
+          continue;
+        }
+        // The oldest waiter waits for a backend of its own owner; this one stays idle for now.
+        entry.idle.push(session);
+        this.armAffinity(entry);
+        return;
       }
       if (entry.idle.length + entry.busy.size + entry.opening >= this.opts.size) break;
       const waiter = this.removeAt(entry, 0);
@@ -489,29 +530,42 @@ export class SessionPool {
   private waiterFor(entry: Entry, session: PooledSession): Waiter | undefined {
     const head = entry.queue[0];
     const owner = session.owner;
-    if (
-      head &&
-      owner !== undefined &&
-      head.prefer !== owner &&
-      (entry.waiting.get(owner) ?? 0) > 0 &&
-      this.mayPassOver(entry, head)
-    ) {
-      const limit = Math.min(entry.queue.length, affinityLookahead);
-      for (let i = 1; i < limit; i += 1)
-        if (entry.queue[i]?.prefer === owner) return this.removeAt(entry, i);
+    if (head && owner !== undefined && head.prefer !== owner && this.mayPassOver(entry, head)) {
+      if ((entry.waiting.get(owner) ?? 0) > 0) {
+        const limit = Math.min(entry.queue.length, affinityLookahead);
+        for (let i = 1; i < limit; i += 1)
+          if (entry.queue[i]?.prefer === owner) return this.removeAt(entry, i);
+      }
+      // Nobody of the session's owner waits: a patient checkout (transaction mode) waits for
+      // one of its own owner's backends rather than change this one's owner.
+      if (head.patient) return undefined;
     }
     return this.removeAt(entry, 0);
   }
 
+  /** Dispatches again once the oldest waiter may no longer be passed over (affinityWaitMs). */
+  private armAffinity(entry: Entry): void {
+    const head = entry.queue[0];
+    if (!head || entry.affinityTimer) return;
+    const wait = Math.max(1, Math.ceil(head.since + affinityWaitMs - performance.now()));
+    entry.affinityTimer = setTimeout(() => {
+      entry.affinityTimer = undefined;
+      this.dispatch(entry);
+    }, wait);
+    entry.affinityTimer.unref();
+  }
+
   /**
    * Whether the oldest waiter may wait for a backend of its own owner while another owner's
-   * waiter takes this one: only while its owner holds backends (one of them comes back to it
-   * soon), no fewer than its share of the pool less one, and it has waited less than
-   * affinityWaitMs. An owner's share is the pool's size times its part of the demand (its
-   * waiters and the busy backends it holds). So the pool splits between owners as their demand
-   * does and owners change only when that split moves: none waits on a backend that will not
-   * come, none is held under its share, and a long transaction of its own delays it at most
-   * affinityWaitMs.
+   * waiter takes this one (or, for a patient waiter, while this one stays idle): only while its
+   * owner holds backends (one of them comes back to it soon), at least half its share of the
+   * pool, and it has waited less than affinityWaitMs. An owner's share is the pool's size times
+   * its part of the demand (its waiters and the busy backends it holds), measured at that moment;
+   * half of it, because that measure jumps from moment to moment (a client between two
+   * transactions is in no count), and an owner change costs far more than a short wait: the
+   * pool splits between owners as their demand does, a backend changes owner when the split
+   * moves far, none waits on a backend that will not come, and a long transaction of its own
+   * delays a waiter at most affinityWaitMs.
    */
   private mayPassOver(entry: Entry, head: Waiter): boolean {
     const owner = head.prefer;
@@ -527,7 +581,7 @@ export class SessionPool {
     if (held === 0) return false;
     const demand = (entry.waiting.get(owner) ?? 0) + busy;
     const share = (this.opts.size * demand) / (entry.queue.length + entry.busy.size);
-    return held >= share - 1;
+    return held >= share / 2;
   }
 
   private enqueue(entry: Entry, waiter: Waiter): void {
@@ -580,7 +634,7 @@ export class SessionPool {
   private grant(entry: Entry, waiter: Waiter, session: PooledSession): void {
     entry.busy.add(session);
     session.lastUsedAt = Date.now();
-    settleWith(waiter, () => {
+    this.settleWith(waiter, () => {
       waiter.resolve(session);
     });
   }
@@ -603,7 +657,7 @@ export class SessionPool {
         });
         if (this.closed) {
           this.end(session, 'pool closed');
-          settleWith(waiter, () => {
+          this.settleWith(waiter, () => {
             waiter.reject(poolErrors.closed());
           });
           return;
@@ -628,7 +682,7 @@ export class SessionPool {
           },
           (failure as Partial<ProxyError>).logMessage ?? failure.message,
         );
-        settleWith(waiter, () => {
+        this.settleWith(waiter, () => {
           waiter.reject(failure);
         });
         this.dispatch(entry);
@@ -648,6 +702,16 @@ export class SessionPool {
     // changed under it; either way it is not the session that was reset.
     if (session.reader.pending > 0) return 'unsolicited message while idle';
     return undefined;
+  }
+
+  /** Settles a checkout once (its timer and abort listener gone), its wait counted either way. */
+  private settleWith(waiter: Waiter, settle: () => void): void {
+    if (waiter.settled) return;
+    waiter.settled = true;
+    clearTimeout(waiter.timer);
+    waiter.cleanup();
+    this.opts.metrics?.poolCheckout((performance.now() - waiter.since) / 1000);
+    settle();
   }
 
   private unqueue(entry: Entry, waiter: Waiter): void {
@@ -727,15 +791,7 @@ function closeKind(reason: string): PoolCloseReason {
   }
 }
 
-function settleWith(waiter: Waiter, settle: () => void): void {
-  if (waiter.settled) return;
-  waiter.settled = true;
-  clearTimeout(waiter.timer);
-  waiter.cleanup();
-  settle();
-}
-
-function abortReason(signal: AbortSignal): Error {
+function abortReason(signal: AbortSignal | CheckoutCancel): Error {
   return signal.reason instanceof Error ? signal.reason : new Error('checkout aborted');
 }
 

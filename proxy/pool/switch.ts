@@ -93,10 +93,64 @@ export async function readyFor(
   target: SwitchTarget,
   held?: HeldContext,
 ): Promise<ReadyResult> {
+  if (held === undefined) {
+    const ready = readyAsItIs(session, owner, wanted, target);
+    if (ready) return ready;
+  }
+  const book = bookOf(session);
+  const key = wantedKey(wanted);
   const started = performance.now();
   const result = await readyOnce(session, owner, wanted, target, held);
+  book.readyKey = key;
   target.metrics?.poolReadied(readyingKind(result), (performance.now() - started) / 1000);
   return result;
+}
+
+/**
+ * readyFor() without waiting, when nothing needs sending: the same owner's next transaction with
+ * the same settings, nothing changed on the backend since it was last readied (no comparison of
+ * settings either). Undefined otherwise: readyFor() then.
+ */
+export function readyAsItIs(
+  session: PooledSession,
+  owner: Owner,
+  wanted: Map<string, string>,
+  target: SwitchTarget,
+): ReadyResult | undefined {
+  const book = bookOf(session);
+  if (
+    session.owner !== owner.key ||
+    book.readyKey !== wantedKey(wanted) ||
+    !contextCurrent(book, target.contextMaxAgeMs ?? 0)
+  )
+    return undefined;
+  book.lastWanted = wanted;
+  target.metrics?.poolReadied('none', 0);
+  return nothingSent;
+}
+
+const nothingSent: ReadyResult = Object.freeze({
+  statements: 0,
+  ownerChanged: false,
+  switched: false,
+  restored: false,
+});
+
+const wantedKeys = new WeakMap<Map<string, string>, string>();
+
+/**
+ * Equal settings, equal keys: the entries that may be applied, in order, as one string (kept per
+ * map: a transaction-mode client hands the same map until its settings change).
+ */
+function wantedKey(wanted: Map<string, string>): string {
+  let key = wantedKeys.get(wanted);
+  if (key === undefined) {
+    const entries: string[] = [];
+    for (const [name, value] of wanted) if (isClientSetting(name)) entries.push(name, value);
+    key = JSON.stringify(entries);
+    wantedKeys.set(wanted, key);
+  }
+  return key;
 }
 
 async function readyOnce(
@@ -111,7 +165,8 @@ async function readyOnce(
   const ownerChanged = session.owner !== undefined && session.owner !== owner.key;
   // The same owner's earlier client had a startup parameter this one does not: set_config
   // cannot take it back, RESET ALL can (and empties the context, so the switch follows).
-  const stale = !ownerChanged && [...book.applied.keys()].some((name) => !wanted.has(name));
+  let stale = false;
+  if (!ownerChanged) for (const name of book.applied.keys()) if (!wanted.has(name)) stale = true;
   const needSwitch =
     ownerChanged ||
     stale ||

@@ -31,7 +31,7 @@ import { sendCancel } from '../upstream/connect.js';
 import type { ControlPools } from '../upstream/control.js';
 import type { PoolKey, PooledSession } from '../upstream/login.js';
 import { bookOf, type BackendBook, type Owner } from './backend-book.js';
-import type { SessionPool } from './session-pool.js';
+import { CheckoutCancel, type SessionPool } from './session-pool.js';
 import {
   frame,
   noStatement,
@@ -43,7 +43,7 @@ import {
   writeParse,
   writeTarget,
 } from './statement-names.js';
-import { readyFor, type SwitchTarget } from './switch.js';
+import { readyAsItIs, readyFor, type SwitchTarget } from './switch.js';
 
 /** Reported settings that follow the client from backend to backend (set_config at checkout). */
 export const trackedSettings = new Set([
@@ -97,6 +97,11 @@ const deallocateName =
 
 /** Client messages the proxy rewrites, held whole; the rest may stream to a linked backend. */
 const rewritten = new Set<number>([F.Parse, F.Bind, F.Describe, F.Close]);
+
+/** The white space `\s` matches in deallocateName, as bytes (ASCII; tab to carriage return). */
+function isSpace(byte: number): boolean {
+  return byte === 0x20 || (byte >= 0x09 && byte <= 0x0d);
+}
 
 function streamable(code: number | undefined): boolean {
   return code !== undefined && !rewritten.has(code) && code !== F.Terminate;
@@ -172,6 +177,8 @@ export class TransactionLink implements Attachment {
   private readonly stmts = new Map<string, ClientStatement>();
   private unnamed: Buffer | undefined;
   private readonly reported: Map<string, string>;
+  /** wanted(), until a reported setting changes. */
+  private wantedNow: Map<string, string> | undefined;
 
   // The link.
   private link: PooledSession | undefined;
@@ -202,7 +209,7 @@ export class TransactionLink implements Attachment {
   private closes: CloseExpect[] = [];
   private out: Buffer[] = [];
   private idleTimer: NodeJS.Timeout | undefined;
-  private abort = new AbortController();
+  private readonly abort = new CheckoutCancel();
 
   // Backend side: a message being read whole (its parts so far), or the rest of one streaming
   // through.
@@ -229,8 +236,6 @@ export class TransactionLink implements Attachment {
   private readonly fromClient = (chunk: Buffer): void => {
     if (this.isDone()) return;
     this.clearIdleTimer();
-    const link = this.link;
-    link?.socket.cork();
     let buffer = chunk;
     let at = 0;
     if (this.cStream > 0) {
@@ -252,7 +257,6 @@ export class TransactionLink implements Attachment {
       }
       const streams = this.cNeed > 0 && this.link !== undefined && streamable(this.cParts[0]?.[0]);
       if (this.cHave < Math.max(5, this.cNeed) && !streams) {
-        link?.socket.uncork();
         // A message too big to hold while no backend is linked: link one, and wait for it.
         if (!this.link && this.cHave > holdLimit) {
           this.client.pause();
@@ -266,8 +270,8 @@ export class TransactionLink implements Attachment {
       this.cNeed = 0;
     }
     this.consume(buffer, at);
+    // Everything for the backend went into `out`: one write.
     this.flushToBackend();
-    link?.socket.uncork();
     this.settleAfterClient();
   };
 
@@ -554,6 +558,10 @@ export class TransactionLink implements Attachment {
    */
   private deallocating(raw: Buffer, at: number, book: BackendBook): Buffer | undefined {
     if (raw.length - 1 !== raw.readInt32BE(1) || raw.length > 512) return undefined;
+    // Most queries are not: their first letter after any white space says so without a string.
+    let first = at;
+    while (first < raw.length && isSpace(raw[first] ?? 0)) first += 1;
+    if ((raw[first] ?? 0) !== 0x64 && raw[first] !== 0x44) return undefined;
     const end = raw.indexOf(0, at);
     if (end < 0) return undefined;
     const match = deallocateName.exec(raw.toString('utf8', at, end));
@@ -595,28 +603,28 @@ export class TransactionLink implements Attachment {
     let session: PooledSession | undefined;
     try {
       for (let attempt = 0; ; attempt += 1) {
+        // Patient: rather wait a little for a backend of its own owner than change another's.
         session = await this.opts.pool.checkout(
           this.opts.key,
-          this.abort.signal,
+          this.abort,
           this.opts.owner.key,
+          true,
         );
         if (this.isDone()) {
           this.opts.pool.checkin(session);
           return;
         }
-        const result = await readyFor(
-          session,
-          this.opts.owner,
-          this.wanted(),
-          this.opts.switchTarget,
-        );
+        const wanted = this.wanted();
+        const result =
+          readyAsItIs(session, this.opts.owner, wanted, this.opts.switchTarget) ??
+          (await readyFor(session, this.opts.owner, wanted, this.opts.switchTarget));
         this.opts.onTransaction?.(result.switched, result.ownerChanged);
         if (this.isDone()) {
           this.opts.pool.checkin(session);
           return;
         }
-        const late = session.reader.release();
-        if (late.length === 0) break;
+        // Nothing unread: attach() diverts the backend's bytes to this link from here on.
+        if (session.reader.pending === 0) break;
         // The backend said something while idle: not the state that was readied.
         this.opts.pool.discard(session, 'unsolicited message while idle');
         session = undefined;
@@ -638,11 +646,17 @@ export class TransactionLink implements Attachment {
     this.attach(session);
   }
 
-  /** The settings the client has: its startup parameters, then what the backends reported. */
+  /**
+   * The settings the client has: its startup parameters, then what the backends reported. The
+   * same map from transaction to transaction until a reported setting changes (readyFor keys
+   * its fast path on it).
+   */
   private wanted(): Map<string, string> {
+    if (this.wantedNow) return this.wantedNow;
     const wanted = new Map(this.opts.startup);
     for (const [name, value] of this.reported)
       if (trackedSettings.has(name)) wanted.set(name, value);
+    this.wantedNow = wanted;
     return wanted;
   }
 
@@ -669,14 +683,15 @@ export class TransactionLink implements Attachment {
     this.sNeed = 0;
     this.sStream = 0;
     const socket = session.socket;
-    socket.on('data', this.fromBackend);
-    socket.once('end', this.backendGone);
-    socket.once('close', this.backendGone);
-    socket.once('error', this.backendGone);
+    // The pool's reader keeps listening on the socket: its bytes and its end come here now.
+    session.reader.divert(this.fromBackend, this.backendGone);
+    if (socket.destroyed || socket.readableEnded) {
+      this.backendGone();
+      return;
+    }
     const held = this.held;
     this.held = [];
     this.heldBytes = 0;
-    socket.cork();
     for (const raw of held) {
       if (this.isDone()) break;
       this.outgoing(raw[0] ?? 0, raw);
@@ -690,7 +705,6 @@ export class TransactionLink implements Attachment {
       this.consume(partial, 0);
     }
     this.flushToBackend();
-    socket.uncork();
     socket.resume();
     if (this.isDone()) return;
     this.client.resume();
@@ -704,13 +718,9 @@ export class TransactionLink implements Attachment {
     const session = this.link;
     if (!session) return undefined;
     const socket = session.socket;
-    socket.off('data', this.fromBackend);
-    socket.off('end', this.backendGone);
-    socket.off('close', this.backendGone);
-    socket.off('error', this.backendGone);
+    session.reader.undivert();
     socket.off('drain', this.resumeClient);
     this.client.off('drain', this.resumeBackend);
-    socket.pause();
     this.link = undefined;
     this.book = undefined;
     this.clearIdleTimer();
@@ -770,17 +780,25 @@ export class TransactionLink implements Attachment {
         at = end;
         continue;
       }
-      if (run >= 0) out.push(buffer.subarray(run, at));
-      run = -1;
       if (end > buffer.length) {
+        if (run >= 0) out.push(buffer.subarray(run, at));
+        run = -1;
         this.keepPartial(buffer.subarray(at));
         at = buffer.length;
         break;
       }
+      const start = at;
       const raw = buffer.subarray(at, end);
       at = end;
       const forward = this.incoming(code, raw, session);
-      if (forward) out.push(forward);
+      if (forward === raw) {
+        // Passed on as it is: part of the run (one write of the chunk as it came, mostly).
+        if (run < 0) run = start;
+      } else {
+        if (run >= 0) out.push(buffer.subarray(run, start));
+        run = -1;
+        if (forward) out.push(forward);
+      }
       if (this.shouldRelease()) {
         released = this.detach();
         break;
@@ -840,7 +858,11 @@ export class TransactionLink implements Attachment {
       case B.ParameterStatus: {
         const [name, value] = parameterStatus(raw.subarray(5));
         session.parameters.set(name, value);
-        this.reported.set(name, value);
+        book.readyKey = undefined;
+        if (this.reported.get(name) !== value) {
+          this.reported.set(name, value);
+          if (trackedSettings.has(name)) this.wantedNow = undefined;
+        }
         return raw;
       }
       case B.CommandComplete: {
@@ -903,6 +925,7 @@ export class TransactionLink implements Attachment {
         // this owner's session state, so the owner stays and another owner's checkout resets.
         book.prepared.clear();
         book.applied.clear();
+        book.readyKey = undefined;
         book.contextValid = false;
         book.unnamedOf = undefined;
         this.stmts.clear();
@@ -917,6 +940,7 @@ export class TransactionLink implements Attachment {
         // and the settings the proxy set may have: the owner's next transaction sets them again.
         book.contextValid = false;
         book.applied.clear();
+        book.readyKey = undefined;
         return;
       default:
     }

@@ -38,8 +38,16 @@ export class PacketReader {
   /** How many bytes the read in progress needs buffered; 0 when no read waits. */
   private wanted = 0;
   private socket: Duplex;
+  private listening = false;
+  /** While diverted: where every chunk goes instead of the buffer, and who hears of the end. */
+  private sink: ((chunk: Buffer) => void) | undefined;
+  private sinkGone: (() => void) | undefined;
 
   private readonly onData = (chunk: Buffer): void => {
+    if (this.sink) {
+      this.sink(chunk);
+      return;
+    }
     if (this.violation) return;
     if (this.buffered.length + chunk.length > this.wanted + maxReadAhead) {
       this.violation = new ProtocolViolation(
@@ -53,10 +61,12 @@ export class PacketReader {
   };
   private readonly onEnd = (): void => {
     this.closed ??= new PeerClosed('connection closed by peer');
+    this.sinkGone?.();
     this.notify();
   };
   private readonly onError = (error: Error): void => {
     this.closed ??= new PeerClosed(error.message);
+    this.sinkGone?.();
     this.notify();
   };
 
@@ -70,8 +80,17 @@ export class PacketReader {
     return this.violation ? Math.max(1, this.buffered.length) : this.buffered.length;
   }
 
-  /** Moves to another socket (the TLS layer over the same connection). */
+  /**
+   * Moves to another socket (the TLS layer over the same connection), or back to listening on
+   * the same one after release(). Already listening on `socket`: nothing changes but the flow.
+   */
   switchTo(socket: Duplex): void {
+    if (this.listening && socket === this.socket && !this.sink) {
+      this.regulate();
+      return;
+    }
+    this.sink = undefined;
+    this.sinkGone = undefined;
     this.unlisten();
     this.socket = socket;
     this.closed = undefined;
@@ -85,11 +104,37 @@ export class PacketReader {
   release(): Buffer {
     // Paused so that nothing is emitted while no one listens; pipe() resumes it.
     this.socket.pause();
+    this.sink = undefined;
+    this.sinkGone = undefined;
     this.unlisten();
     if (this.violation) throw this.violation;
     const rest = this.buffered;
     this.buffered = Buffer.alloc(0);
     return rest;
+  }
+
+  /**
+   * Hands every chunk from now on to `sink`, and the peer's end or failure to `gone`, instead of
+   * buffering them; the socket's listeners stay as they are (a pooled backend lent to one
+   * transaction after another: pool/transaction-link.ts). Returns what was buffered and unread.
+   * The socket flows; the caller controls it (pause/resume) until undivert(). Throws the
+   * ProtocolViolation if the peer went past the cap.
+   */
+  divert(sink: (chunk: Buffer) => void, gone: () => void): Buffer {
+    if (this.violation) throw this.violation;
+    const rest = this.buffered;
+    this.buffered = Buffer.alloc(0);
+    this.sink = sink;
+    this.sinkGone = gone;
+    this.socket.resume();
+    return rest;
+  }
+
+  /** Back to buffering after divert(), flowing while nothing is unread. */
+  undivert(): void {
+    this.sink = undefined;
+    this.sinkGone = undefined;
+    this.regulate();
   }
 
   /** A startup-phase packet: int32 length (itself included), then the body. */
@@ -164,6 +209,7 @@ export class PacketReader {
   }
 
   private listen(): void {
+    this.listening = true;
     this.socket.on('data', this.onData);
     this.socket.on('end', this.onEnd);
     this.socket.on('close', this.onEnd);
@@ -172,6 +218,7 @@ export class PacketReader {
   }
 
   private unlisten(): void {
+    this.listening = false;
     this.socket.off('data', this.onData);
     this.socket.off('end', this.onEnd);
     this.socket.off('close', this.onEnd);

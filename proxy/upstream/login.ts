@@ -33,8 +33,16 @@ export interface PoolKey {
 }
 
 /** Identity of a key as a string (TLS settings other than on/off do not split a pool). */
+const keyIds = new WeakMap<PoolKey, string>();
+
+/** The pool entry a key belongs to (kept per key object: it is asked at every checkout and checkin). */
 export function poolKeyId(key: PoolKey): string {
-  return JSON.stringify([key.target.host, key.target.port, key.target.tls, key.database, key.role]);
+  let id = keyIds.get(key);
+  if (id === undefined) {
+    id = JSON.stringify([key.target.host, key.target.port, key.target.tls, key.database, key.role]);
+    keyIds.set(key, id);
+  }
+  return id;
 }
 
 /** One authenticated upstream session, idle in the pool or lent to a client. */

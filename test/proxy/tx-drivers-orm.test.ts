@@ -140,9 +140,24 @@ for (const prepare of [true, false]) {
 }
 
 t.test('Drizzle on pg: .prepare(name) statements of both orgs over two backends', async (t) => {
-  const orgs: Org[] = ['acme', 'acme', 'beta', 'beta'];
+  const orgs: Org[] = ['acme', 'beta', 'acme', 'beta'];
   const clients = await Promise.all(orgs.map((org) => openClient(t, two.login(org))));
+  const holder = await openClient(t, two.login('acme'));
+  await holder.query('begin');
+  await holder.query('select 1');
   const log = new BackendLog();
+  // Client n may start its first execution once client n - 1 has finished its own.
+  const finished = orgs.map(() => {
+    let resolve = (): void => undefined;
+    const promise = new Promise<void>((r) => (resolve = r));
+    return { promise, resolve };
+  });
+  const turn = (n: number): Promise<void> =>
+    n === 0 ? Promise.resolve() : finished[n - 1]!.promise;
+  const done = (n: number): void => {
+    finished[n]!.resolve();
+    if (n === orgs.length - 1) void holder.query('commit');
+  };
   const results = await Promise.all(
     clients.map(async (client, n) => {
       const db = drizzlePg(client);
@@ -156,6 +171,11 @@ t.test('Drizzle on pg: .prepare(name) statements of both orgs over two backends'
         .orderBy(docs.body)
         .prepare('docs_like');
       const out: [Org, Row[]][] = [];
+      // First one execution per client, in turn, while `holder` keeps the other backend in a
+      // transaction: the one left passes from org to org (waited for up to 50 ms first).
+      await turn(n);
+      out.push([org, await statement.execute({ pattern: '%' })]);
+      done(n);
       for (let i = 0; i < 12; i++) {
         out.push([org, await statement.execute({ pattern: i % 2 === 0 ? '%' : '_%' })]);
       }

@@ -76,7 +76,7 @@ async function simulate(
   await Promise.all(
     clients.map(async (owner) => {
       for (let i = 0; i < perClient; i += 1) {
-        const session = await p.checkout(key, undefined, owner);
+        const session = await p.checkout(key, undefined, owner, true);
         if (session.owner !== undefined && session.owner !== owner) tally.ownerChanges += 1;
         session.owner = owner;
         tally.transactions[owner] = (tally.transactions[owner] ?? 0) + 1;
@@ -141,7 +141,7 @@ t.test('an owner holding no backend gets the next one given back, whoever held i
 });
 
 t.test(
-  'the oldest waiter is passed over for the backend of another owner while its own owner holds its share',
+  'the oldest waiter is passed over for the backend of another owner while its own owner holds half its share',
   async (t) => {
     const p = pool(2);
     const sa = await p.checkout(key, undefined, 'a');
@@ -172,4 +172,68 @@ t.test('a waiter passed over is served by the next backend once it has waited 50
   t.equal(await b, sa, "b's waiter, 60 ms old, gets a's backend (an owner change)");
   p.checkin(sb);
   t.equal(await a, sb, 'and a gets the next');
+});
+
+t.test(
+  'a patient checkout waits for its own owner’s backend rather than take another’s idle one',
+  async (t) => {
+    const p = pool(2);
+    const mine = await p.checkout(key, undefined, 'a');
+    const theirs = await p.checkout(key, undefined, 'b');
+    mine.owner = 'a';
+    theirs.owner = 'b';
+    p.checkin(theirs);
+    const waiting = p.checkout(key, undefined, 'a', true);
+    await new Promise((r) => setTimeout(r, 10));
+    t.equal(p.stats().waiting, 1, 'b’s idle backend is left alone while a’s own is busy');
+    p.checkin(mine);
+    t.equal(await waiting, mine, 'a gets its own backend back, no owner change');
+    p.checkin(mine);
+
+    const impatient = await p.checkout(key, undefined, 'a');
+    t.equal(impatient, mine, 'an idle backend of its own owner is taken at once');
+    const other = p.checkout(key, undefined, 'a');
+    t.equal(
+      await other,
+      theirs,
+      'a checkout that is not patient takes another owner’s idle backend',
+    );
+  },
+);
+
+t.test(
+  'a patient checkout takes another owner’s idle backend once it has waited 50 ms',
+  async (t) => {
+    const p = pool(2);
+    const mine = await p.checkout(key, undefined, 'a');
+    const theirs = await p.checkout(key, undefined, 'b');
+    mine.owner = 'a';
+    theirs.owner = 'b';
+    p.checkin(theirs);
+    const started = performance.now();
+    const got = await p.checkout(key, undefined, 'a', true);
+    const waited = performance.now() - started;
+    t.equal(got, theirs, 'b’s idle backend, its own still busy');
+    t.ok(waited >= 45 && waited < 1000, `after waiting about 50 ms (${waited.toFixed(0)} ms)`);
+    p.checkin(mine);
+  },
+);
+
+t.test('an owner far under its share gets the next backend given back, at once', async (t) => {
+  const p = pool(8);
+  const held: PooledSession[] = [];
+  for (let i = 0; i < 8; i += 1) {
+    const session = await p.checkout(key, undefined, i < 7 ? 'a' : 'b');
+    session.owner = i < 7 ? 'a' : 'b';
+    held.push(session);
+  }
+  // b: 20 waiting and 1 busy backend, of 30 in all (22 waiting, 8 busy): its share of 8 is 5.6,
+  // and it holds 1, under half of it. a has 2 waiting behind b's first.
+  const bFirst = p.checkout(key, undefined, 'b', true);
+  const aWaiters = [p.checkout(key, undefined, 'a', true), p.checkout(key, undefined, 'a', true)];
+  const bRest = Array.from({ length: 19 }, () => p.checkout(key, undefined, 'b', true));
+  p.checkin(held[0]!);
+  t.equal(await bFirst, held[0], 'a’s backend goes to b’s waiter, the oldest (an owner change)');
+  // The rest are refused when the pool closes at the end of the test.
+  for (const waiter of [...aWaiters, ...bRest]) waiter.catch(() => undefined);
 });
