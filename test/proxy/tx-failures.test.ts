@@ -10,7 +10,7 @@
 import { pipeline } from 'node:stream/promises';
 import { Readable } from 'node:stream';
 import copyStreams from 'pg-copy-streams';
-import t from 'tap';
+import t, { type Test } from 'tap';
 import { WireClient, cancelRequest } from '../support/wire.js';
 import { waitFor } from './clients-support.js';
 import { cut, failure, pause } from './org-support.js';
@@ -42,6 +42,32 @@ const gone = (y: TxOrgs, pid: number): Promise<boolean> =>
     async () =>
       (await y.db.query('select 1 from pg_stat_activity where pid = $1', [pid])).rowCount === 0,
   );
+
+/**
+ * Three new acme connections one after the other, each as what it saw: 'acme' (its own rows),
+ * 'no context', another view, or the error it got.
+ */
+async function acmeAfterRetirement(t: Test, y: TxOrgs): Promise<string[]> {
+  const outcomes: string[] = [];
+  for (let i = 0; i < 3; i++) {
+    try {
+      const client = await y.client(t, 'acme');
+      const v = await view(client);
+      outcomes.push(
+        v.tenant === null
+          ? 'no context'
+          : JSON.stringify(seenIn(v)) === JSON.stringify(y.expected('acme'))
+            ? 'acme'
+            : JSON.stringify(v),
+      );
+      await client.end();
+    } catch (error) {
+      const e = error as { code?: string; message: string };
+      outcomes.push(`${e.code ?? ''} ${e.message}`);
+    }
+  }
+  return outcomes;
+}
 
 const acmeCount = async (y: TxOrgs, body: string): Promise<number> =>
   (
@@ -99,23 +125,7 @@ t.test(
       )
     ).rows;
     await y.db.query('select pgvpd.retire_instance($1)', [instance!.id]);
-    const outcomes: string[] = [];
-    for (let i = 0; i < 3; i++) {
-      try {
-        const client = await y.client(t, 'acme');
-        const v = await view(client);
-        outcomes.push(
-          v.tenant === null
-            ? 'no context'
-            : JSON.stringify(seenIn(v)) === JSON.stringify(y.expected('acme'))
-              ? 'acme'
-              : JSON.stringify(v),
-        );
-      } catch (error) {
-        const e = error as { code?: string; message: string };
-        outcomes.push(`${e.code ?? ''} ${e.message}`);
-      }
-    }
+    const outcomes = await acmeAfterRetirement(t, y);
     t.comment(`new acme connections after the retirement: ${JSON.stringify(outcomes)}`);
     t.notOk(outcomes.includes('no context'), 'none was served without a context');
     t.equal(outcomes.at(-1), 'acme', 'the last one was served as acme');
@@ -138,24 +148,7 @@ t.test(
     await y.db.query('select pgvpd.retire_instance($1)', [instance!.id]);
     await acme.end();
     t.ok(await gone(y, pid), `the backend ${String(pid)} is ended, not given back to the pool`);
-    const outcomes: string[] = [];
-    for (let i = 0; i < 3; i++) {
-      try {
-        const client = await y.client(t, 'acme');
-        const v = await view(client);
-        outcomes.push(
-          v.tenant === null
-            ? 'no context'
-            : JSON.stringify(seenIn(v)) === JSON.stringify(y.expected('acme'))
-              ? 'acme'
-              : JSON.stringify(v),
-        );
-        await client.end();
-      } catch (error) {
-        const e = error as { code?: string; message: string };
-        outcomes.push(`${e.code ?? ''} ${e.message}`);
-      }
-    }
+    const outcomes = await acmeAfterRetirement(t, y);
     t.comment(`acme connections after the retirement: ${JSON.stringify(outcomes)}`);
     t.notOk(outcomes.includes('no context'), 'none was served without a context');
     t.equal(outcomes.at(-1), 'acme', 'the last one was served as acme');

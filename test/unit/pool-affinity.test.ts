@@ -51,6 +51,16 @@ function pool(size: number): SessionPool {
   return p;
 }
 
+/** A pool of two, both backends checked out: one holding a's context, one b's. */
+async function aAndB(): Promise<{ p: SessionPool; sa: PooledSession; sb: PooledSession }> {
+  const p = pool(2);
+  const sa = await p.checkout(key, undefined, 'a');
+  const sb = await p.checkout(key, undefined, 'b');
+  sa.owner = 'a';
+  sb.owner = 'b';
+  return { p, sa, sb };
+}
+
 interface Tally {
   transactions: Record<string, number>;
   ownerChanges: number;
@@ -143,11 +153,7 @@ t.test('an owner holding no backend gets the next one given back, whoever held i
 t.test(
   'the oldest waiter is passed over for the backend of another owner while its own owner holds half its share',
   async (t) => {
-    const p = pool(2);
-    const sa = await p.checkout(key, undefined, 'a');
-    const sb = await p.checkout(key, undefined, 'b');
-    sa.owner = 'a';
-    sb.owner = 'b';
+    const { p, sa, sb } = await aAndB();
     const order: string[] = [];
     const b = p.checkout(key, undefined, 'b').then((s) => (order.push('b'), s));
     const a = p.checkout(key, undefined, 'a').then((s) => (order.push('a'), s));
@@ -160,11 +166,7 @@ t.test(
 );
 
 t.test('a waiter passed over is served by the next backend once it has waited 50 ms', async (t) => {
-  const p = pool(2);
-  const sa = await p.checkout(key, undefined, 'a');
-  const sb = await p.checkout(key, undefined, 'b');
-  sa.owner = 'a';
-  sb.owner = 'b';
+  const { p, sa, sb } = await aAndB();
   const b = p.checkout(key, undefined, 'b');
   await new Promise((r) => setTimeout(r, 60));
   const a = p.checkout(key, undefined, 'a');
@@ -177,11 +179,7 @@ t.test('a waiter passed over is served by the next backend once it has waited 50
 t.test(
   'a patient checkout waits for its own owner’s backend rather than take another’s idle one',
   async (t) => {
-    const p = pool(2);
-    const mine = await p.checkout(key, undefined, 'a');
-    const theirs = await p.checkout(key, undefined, 'b');
-    mine.owner = 'a';
-    theirs.owner = 'b';
+    const { p, sa: mine, sb: theirs } = await aAndB();
     p.checkin(theirs);
     const waiting = p.checkout(key, undefined, 'a', true);
     await new Promise((r) => setTimeout(r, 10));
@@ -204,11 +202,7 @@ t.test(
 t.test(
   'a patient checkout takes another owner’s idle backend once it has waited 50 ms',
   async (t) => {
-    const p = pool(2);
-    const mine = await p.checkout(key, undefined, 'a');
-    const theirs = await p.checkout(key, undefined, 'b');
-    mine.owner = 'a';
-    theirs.owner = 'b';
+    const { p, sa: mine, sb: theirs } = await aAndB();
     p.checkin(theirs);
     const started = performance.now();
     const got = await p.checkout(key, undefined, 'a', true);
