@@ -465,8 +465,16 @@ export class SessionPool {
           this.grant(entry, waiter, session);
           continue;
         }
-        // The oldest waiter waits for a backend of its own owner; this one stays idle for now.
+        // The oldest waiter waits for a backend of its own owner; this one stays idle for its
+        // own. With room in the pool the waiter gets a new backend instead of waiting (and
+        // holding up the waiters behind it); only a full pool makes it wait, at most
+        // affinityWaitMs.
         entry.idle.push(session);
+        if (entry.idle.length + entry.busy.size + entry.opening < this.opts.size) {
+          const head = this.removeAt(entry, 0);
+          if (head) this.open(entry, head);
+          continue;
+        }
         this.armAffinity(entry);
         return;
       }

@@ -231,3 +231,38 @@ t.test('an owner far under its share gets the next backend given back, at once',
   // The rest are refused when the pool closes at the end of the test.
   for (const waiter of [...aWaiters, ...bRest]) waiter.catch(() => undefined);
 });
+
+t.test(
+  'with room in the pool a patient checkout gets a new backend, and holds up no one',
+  async (t) => {
+    let logins = 0;
+    const p = new SessionPool({
+      size: 4,
+      checkoutTimeoutMs: 60_000,
+      idleTimeoutMs: 0,
+      maxLifetimeMs: 0,
+      login: () => {
+        logins += 1;
+        return Promise.resolve(standIn());
+      },
+      logger: createLogger('silent'),
+    });
+    t.teardown(() => p.close());
+    // a holds two busy backends (its whole share: a patient checkout of a would wait), b one idle.
+    const mine = [await p.checkout(key, undefined, 'a'), await p.checkout(key, undefined, 'a')];
+    const theirs = await p.checkout(key, undefined, 'b');
+    for (const s of mine) s.owner = 'a';
+    theirs.owner = 'b';
+    p.checkin(theirs);
+    const started = performance.now();
+    const [fresh, other] = await Promise.all([
+      p.checkout(key, undefined, 'a', true),
+      p.checkout(key, undefined, 'c', true),
+    ]);
+    t.ok(performance.now() - started < 45, 'neither waited for the 50 ms bound');
+    t.equal(logins, 4, 'a got a fourth, new backend');
+    t.not(fresh, theirs, 'not b’s');
+    t.equal(other, theirs, 'c, which holds none, took b’s idle one');
+    for (const s of mine) p.checkin(s);
+  },
+);
