@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import t from 'tap';
 import { makeVerifier } from '../../proxy/auth/scram-verifier.js';
+import { waitFor } from './clients-support.js';
 import { failure, openClient } from './org-support.js';
 import { seenIn, txOrgs, view } from './tx-fixture.js';
 
@@ -196,6 +197,11 @@ t.test('a temp table of one user is not another user’s of the same org', async
     makeVerifier('bob-at-acme'),
     x.f.connectAs,
   ]);
+  // The proxy learns of bob by the catalog's NOTIFY and a reload: not at once.
+  t.ok(
+    await waitFor(() => x.f.proxy.runtime.org?.catalog.user(x.f.orgs.acme, 'bob') !== undefined),
+    'the proxy’s catalog has bob',
+  );
   const alice = await x.client(t, 'acme');
   const bob = await openClient(t, { ...x.login('acme'), user: 'bob', password: 'bob-at-acme' });
   const pid = (await view(alice)).pid;
