@@ -12,6 +12,7 @@ import type { PoolKey, PooledSession } from '../upstream/login.js';
 import type { UpstreamTarget } from '../upstream/connect.js';
 import { bookOf, ownerOf, type HeldContext, type Owner } from '../pool/backend-book.js';
 import { readyFor, type SwitchTarget } from '../pool/switch.js';
+import type { ResetAhead } from '../pool/statements.js';
 import type { OrgParts, Runtime } from '../runtime.js';
 import type { Session } from '../session/lifecycle.js';
 import type { CatalogOrg } from './catalog.js';
@@ -246,8 +247,8 @@ export class Checkout {
 const resetTimeoutMs = 5000;
 
 /**
- * The pool's restore step (SessionPool's `restore`): after the reset of a released session, its
- * last owner's context goes back on it, with the settings its last client wanted, so that the
+ * The pool's restore step (SessionPool's `restore`): with the reset of a released session (sent
+ * ahead of it in the same write, answered first), its last owner's context goes back on it, with the settings its last client wanted, so that the
  * owner's next checkout by the same kind of client (same startup parameters) costs no statement.
  * A context that was whole before the reset and is still current goes back with
  * pgvpd.set_context (its record is unchanged: no grant, no checks to redo); otherwise a switch.
@@ -257,8 +258,13 @@ export function restoreOwner(
   upstream: UpstreamTarget,
   contextMaxAgeMs: number,
   metrics?: Metrics,
-): (session: PooledSession, owner: Owner, held: HeldContext | undefined) => Promise<void> {
-  return async (session, owner, held) => {
+): (
+  session: PooledSession,
+  owner: Owner,
+  held: HeldContext | undefined,
+  ahead: ResetAhead,
+) => Promise<void> {
+  return async (session, owner, held, ahead) => {
     const target = session.key.target;
     await readyFor(
       session,
@@ -272,6 +278,7 @@ export function restoreOwner(
         metrics,
       },
       held,
+      ahead,
     );
   };
 }

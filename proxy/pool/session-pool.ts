@@ -15,7 +15,14 @@ import type { ProxyError } from '../errors.js';
 import type { Logger } from '../logger.js';
 import type { Metrics, PoolCloseReason } from '../metrics.js';
 import { poolErrors } from './pool-errors.js';
-import { resetSession, runExtended } from './statements.js';
+import {
+  ResetFailed,
+  resetAhead,
+  resetRefused,
+  resetSession,
+  runExtended,
+  type ResetAhead,
+} from './statements.js';
 import { bookOf, heldContext, markClean, type HeldContext, type Owner } from './backend-book.js';
 import { poolKeyId, type PoolKey, type PooledSession } from '../upstream/login.js';
 
@@ -38,12 +45,20 @@ export interface SessionPoolOptions {
   /** Checkouts, opened and closed sessions are counted here. */
   metrics?: Metrics;
   /**
-   * After a release's reset proved the session clean: gives it its last owner's context again,
-   * so that the owner's next checkout needs nothing but its settings (org/checkout.ts). `held`:
-   * the context as it was before the reset, when it was whole (it may be put back as it is). A
-   * rejection ends the session.
+   * A release's reset, then its last owner's context again, so that the owner's next checkout
+   * needs nothing but its settings (org/checkout.ts): the reset's message goes first in the same
+   * write as the restore's (`ahead`), its answer is read first, and only a clean reset lets the
+   * restore count. The session's book is already marked clean (the restore is planned for a
+   * reset backend). `held`: the context as it was before the reset, when it was whole (it may be
+   * put back as it is). A rejection ends the session; ResetFailed (pool/switch.ts) says the reset
+   * itself did not prove the session clean.
    */
-  restore?: (session: PooledSession, owner: Owner, held: HeldContext | undefined) => Promise<void>;
+  restore?: (
+    session: PooledSession,
+    owner: Owner,
+    held: HeldContext | undefined,
+    ahead: ResetAhead,
+  ) => Promise<void>;
 }
 
 export interface PoolKeyStats {
@@ -304,14 +319,29 @@ export class SessionPool {
       const book = bookOf(session);
       const owner = book.owner;
       const held = heldContext(book);
-      reason = await resetSession(session, this.resetTimeoutMs);
-      if (reason === undefined) {
-        markClean(session);
-        if (owner !== undefined && this.opts.restore && !this.isClosed())
-          reason = await this.opts.restore(session, owner, held).then(
+      const restore = this.opts.restore;
+      if (owner !== undefined && restore !== undefined) {
+        // The reset and the restore in one write, one wait: a round trip less on the backend
+        // and here for every released session.
+        reason = resetRefused(session);
+        if (reason === undefined) {
+          markClean(session);
+          reason = await restore(
+            session,
+            owner,
+            held,
+            resetAhead(session, this.resetTimeoutMs),
+          ).then(
             () => undefined,
-            (error: unknown) => `restoring its owner's context failed: ${(error as Error).message}`,
+            (error: unknown) =>
+              error instanceof ResetFailed
+                ? error.message
+                : `restoring its owner's context failed: ${(error as Error).message}`,
           );
+        }
+      } else {
+        reason = await resetSession(session, this.resetTimeoutMs);
+        if (reason === undefined) markClean(session);
       }
       this.resetting.delete(session);
       if (reason !== undefined)

@@ -1,7 +1,8 @@
 // Statements the proxy runs itself on a pooled session while no client is attached: the setup
 // before a client gets it (signed context, the client's startup parameters) and the reset after.
-// One unnamed extended-protocol round (§55.2.3) and the reset (two simple Query messages), each read up to
-// ReadyForQuery. Only one statement at a time per session; the caller serialises.
+// One unnamed extended-protocol round (§55.2.3) and the reset (one simple Query message), each read up
+// to ReadyForQuery. Only one statement at a time per session; the caller serialises. A release
+// sends its reset ahead of the restore of the owner's context (pool/switch.ts), in one write.
 import { serialize } from '../protocol/encode.js';
 import { proxyErrors } from '../errors.js';
 import { BackendCode } from '../protocol/codes.js';
@@ -9,6 +10,7 @@ import type { Message } from '../protocol/reader.js';
 import { poolErrors } from './pool-errors.js';
 import type { PooledSession } from '../upstream/login.js';
 import {
+  bufferedUpstreamMessage,
   commandTag,
   errorFields,
   parameterStatus,
@@ -48,10 +50,21 @@ async function next(session: PooledSession, phase: string): Promise<Message> {
   }
 }
 
+/** next() without waiting: the next message when it is buffered whole, else undefined. */
+function nextBuffered(session: PooledSession, phase: string): Message | undefined {
+  try {
+    return bufferedUpstreamMessage(session.reader, phase);
+  } catch (error) {
+    session.broken = true;
+    throw error;
+  }
+}
+
 async function untilReady(session: PooledSession): Promise<void> {
   let failure: ErrorFields | undefined;
   for (;;) {
-    const message = await next(session, 'a pooled statement');
+    const message =
+      nextBuffered(session, 'a pooled statement') ?? (await next(session, 'a pooled statement'));
     switch (message.code) {
       case BackendCode.ErrorResponse:
         failure ??= errorFields(message.body);
@@ -111,17 +124,45 @@ export const stateReset = {
   ],
 } as const;
 
-/** The two Query messages of a release's reset, in order: ROLLBACK, then the state reset. */
-const resetSteps: readonly { sql: string; tags: readonly string[] }[] = [
-  { sql: 'ROLLBACK', tags: ['ROLLBACK'] },
-  stateReset,
-];
-const resetMessages = Buffer.concat(resetSteps.map((step) => serialize.query(step.sql)));
+/**
+ * A release's reset as one Query message: `ROLLBACK` first ends whatever transaction the client
+ * left (open or aborted; a warning if none), and the state reset (stateReset) runs after it in an
+ * implicit transaction of its own (§55.2.2.1: a ROLLBACK in a multi-statement Query closes the
+ * block it ends, and the statements after it run in a new one). DISCARD ALL itself cannot share a
+ * query string, hence stateReset.
+ */
+const releaseReset = {
+  sql: `ROLLBACK; ${stateReset.sql}`,
+  tags: ['ROLLBACK', ...stateReset.tags],
+} as const;
+const resetMessage = serialize.query(releaseReset.sql);
+
+/** Why a released session cannot be reset as it is, before anything is sent; else undefined. */
+export function resetRefused(session: PooledSession): string | undefined {
+  if (session.broken || session.socket.destroyed) return 'connection closed';
+  if (session.reader.pending > 0) return 'unread output from the last client';
+  return undefined;
+}
+
+/** A release's reset sent ahead of other messages in one write (SessionPool.release). */
+export interface ResetAhead {
+  /** The reset's Query message, to go first in the caller's write. */
+  readonly message: Buffer;
+  /** Reads the reset's answer: undefined when it proved the session clean and idle, else why not. */
+  answered(): Promise<string | undefined>;
+}
+
+/** A reset sent ahead of other messages did not prove the session clean (the message says why). */
+export class ResetFailed extends Error {
+  override name = 'ResetFailed';
+}
+
+export function resetAhead(session: PooledSession, timeoutMs: number): ResetAhead {
+  return { message: resetMessage, answered: () => resetAnswered(session, timeoutMs) };
+}
 
 /**
- * Resets a session a client has left: `ROLLBACK` ends any transaction (a warning if none), then
- * the state reset (stateReset) drops everything else of the session's state. They go as two Query
- * messages, so that the reset runs after the client's transaction has ended whatever it was.
+ * Resets a session a client has left (releaseReset): one Query, read up to its ReadyForQuery.
  *
  * The answer must be exactly what these statements produce; anything else (results of a
  * statement the client left behind, COPY, a message completing bytes the client left half-sent)
@@ -132,9 +173,18 @@ export async function resetSession(
   session: PooledSession,
   timeoutMs: number,
 ): Promise<string | undefined> {
-  if (session.broken || session.socket.destroyed) return 'connection closed';
-  if (session.reader.pending > 0) return 'unread output from the last client';
-  session.socket.write(resetMessages);
+  const refused = resetRefused(session);
+  if (refused !== undefined) return refused;
+  session.socket.write(resetMessage);
+  const reason = await resetAnswered(session, timeoutMs);
+  if (reason === undefined && session.reader.pending > 0) return 'more output after the reset';
+  return reason;
+}
+
+async function resetAnswered(
+  session: PooledSession,
+  timeoutMs: number,
+): Promise<string | undefined> {
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<string>((resolve) => {
     timer = setTimeout(() => {
@@ -155,40 +205,37 @@ export async function resetSession(
 }
 
 async function checkReset(session: PooledSession): Promise<string | undefined> {
-  for (const [index, step] of resetSteps.entries()) {
-    const last = index === resetSteps.length - 1;
-    let completed = 0;
-    for (;;) {
-      const message = await next(session, 'the reset of a pooled session');
-      const code = message.code;
-      if (code === BackendCode.NoticeResponse) continue;
-      if (code === BackendCode.NotificationResponse) continue;
-      if (code === BackendCode.ParameterStatus) {
-        const [name, value] = parameterStatus(message.body);
-        session.parameters.set(name, value);
-        continue;
-      }
-      // The SELECT of pg_advisory_unlock_all: its row, before its tag.
-      if (code === BackendCode.RowDescription || code === BackendCode.DataRow) {
-        if (step.tags[completed] === 'SELECT 1') continue;
-      }
-      if (code === BackendCode.CommandComplete && completed < step.tags.length) {
-        const tag = commandTag(message.body);
-        const wanted = step.tags[completed];
-        if (tag !== wanted)
-          return `unexpected ${JSON.stringify(tag)} in answer to ${String(wanted)}`;
-        completed += 1;
-        continue;
-      }
-      if (code === BackendCode.ReadyForQuery && completed === step.tags.length) {
-        if (last && message.body[0] !== 0x49) return 'not idle after the reset';
-        break;
-      }
-      if (code === BackendCode.ErrorResponse)
-        return `${step.sql} failed: ${errorFields(message.body).message}`;
-      return `unexpected message type ${String.fromCharCode(code)} in answer to ${step.sql}`;
+  const step = releaseReset;
+  let completed = 0;
+  for (;;) {
+    const phase = 'the reset of a pooled session';
+    const message = nextBuffered(session, phase) ?? (await next(session, phase));
+    const code = message.code;
+    if (code === BackendCode.NoticeResponse) continue;
+    if (code === BackendCode.NotificationResponse) continue;
+    if (code === BackendCode.ParameterStatus) {
+      const [name, value] = parameterStatus(message.body);
+      session.parameters.set(name, value);
+      continue;
     }
+    // The SELECT of pg_advisory_unlock_all: its row, before its tag.
+    if (code === BackendCode.RowDescription || code === BackendCode.DataRow) {
+      if (step.tags[completed] === 'SELECT 1') continue;
+    }
+    if (code === BackendCode.CommandComplete && completed < step.tags.length) {
+      const tag = commandTag(message.body);
+      const wanted = step.tags[completed];
+      if (tag !== wanted) return `unexpected ${JSON.stringify(tag)} in answer to ${String(wanted)}`;
+      completed += 1;
+      continue;
+    }
+    if (code === BackendCode.ReadyForQuery && completed === step.tags.length) {
+      if (message.body[0] !== 0x49) return 'not idle after the reset';
+      break;
+    }
+    if (code === BackendCode.ErrorResponse)
+      return `the reset failed: ${errorFields(message.body).message}`;
+    return `unexpected message type ${String.fromCharCode(code)} in answer to the reset`;
   }
-  if (session.reader.pending > 0) return 'more output after the reset';
   return undefined;
 }

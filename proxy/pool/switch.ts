@@ -17,6 +17,7 @@ import { serialize } from '../protocol/encode.js';
 import { proxyErrors } from '../errors.js';
 import { BackendCode } from '../protocol/codes.js';
 import {
+  bufferedUpstreamMessage,
   commandTag,
   errorFields,
   parameterStatus,
@@ -37,7 +38,7 @@ import {
 } from './backend-book.js';
 import { grantParams, mintGrant, switchCall } from './grant.js';
 import { poolErrors } from './pool-errors.js';
-import { stateReset } from './statements.js';
+import { ResetFailed, stateReset, type ResetAhead } from './statements.js';
 import { readyingKind, type Metrics } from '../metrics.js';
 
 /**
@@ -92,15 +93,16 @@ export async function readyFor(
   wanted: Map<string, string>,
   target: SwitchTarget,
   held?: HeldContext,
+  ahead?: ResetAhead,
 ): Promise<ReadyResult> {
-  if (held === undefined) {
+  if (held === undefined && ahead === undefined) {
     const ready = readyAsItIs(session, owner, wanted, target);
     if (ready) return ready;
   }
   const book = bookOf(session);
   const key = wantedKey(wanted);
   const started = performance.now();
-  const result = await readyOnce(session, owner, wanted, target, held);
+  const result = await readyOnce(session, owner, wanted, target, held, ahead);
   book.readyKey = key;
   target.metrics?.poolReadied(readyingKind(result), (performance.now() - started) / 1000);
   return result;
@@ -159,6 +161,7 @@ async function readyOnce(
   wanted: Map<string, string>,
   target: SwitchTarget,
   held: HeldContext | undefined,
+  ahead: ResetAhead | undefined,
 ): Promise<ReadyResult> {
   const book = bookOf(session);
   book.lastWanted = wanted;
@@ -256,12 +259,17 @@ async function readyOnce(
     }
     readies += readOnly ? 3 : 1;
   }
-  if (readies === 0)
+  if (readies === 0 && ahead === undefined)
     return { statements: 0, ownerChanged: false, switched: false, restored: false };
   if (session.broken || session.socket.destroyed)
     throw poolErrors.sessionBroken(session.backendPid, 'connection closed');
+  if (ahead !== undefined) parts.unshift(ahead.message);
   session.socket.write(Buffer.concat(parts));
   try {
+    // A reset sent ahead is answered first; if it did not prove the session clean, what follows
+    // it does not matter: the session is ended.
+    const reason = await ahead?.answered();
+    if (reason !== undefined) throw new ResetFailed(reason);
     await answered(session, expect, target.timeoutMs);
   } catch (error) {
     session.broken = true;
@@ -329,7 +337,9 @@ async function readAll(session: PooledSession, expect: string[]): Promise<void> 
   let left = expect.filter((entry) => entry === 'Z').length;
   let at = 0;
   while (left > 0) {
-    const message = await upstreamMessage(session.reader, 'readying a pooled session');
+    const message =
+      bufferedUpstreamMessage(session.reader, 'readying a pooled session') ??
+      (await upstreamMessage(session.reader, 'readying a pooled session'));
     const code = message.code;
     if (code === BackendCode.NoticeResponse) continue;
     if (code === BackendCode.ParameterStatus) {

@@ -99,7 +99,23 @@ export async function upstreamMessage(reader: PacketReader, phase: string): Prom
   try {
     return await reader.message(maxUpstreamMessage);
   } catch (error) {
-    if (error instanceof PeerClosed) throw proxyErrors.upstreamClosed(phase);
-    throw proxyErrors.upstreamProtocol((error as Error).message);
+    throw upstreamFailure(error, phase);
   }
+}
+
+/**
+ * upstreamMessage() without waiting: the next message when it is buffered whole, else
+ * undefined. Loops over a burst of answers (a reset, a readying) read them this way first.
+ */
+export function bufferedUpstreamMessage(reader: PacketReader, phase: string): Message | undefined {
+  try {
+    return reader.bufferedMessage(maxUpstreamMessage);
+  } catch (error) {
+    throw upstreamFailure(error, phase);
+  }
+}
+
+function upstreamFailure(error: unknown, phase: string): Error {
+  if (error instanceof PeerClosed) return proxyErrors.upstreamClosed(phase);
+  return proxyErrors.upstreamProtocol((error as Error).message);
 }

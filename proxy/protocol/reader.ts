@@ -150,12 +150,31 @@ export class PacketReader {
 
   /** A typed message: one type byte, int32 length (itself included), then the body. */
   async message(limit = maxHandshakeMessage): Promise<Message> {
+    const ready = this.bufferedMessage(limit);
+    if (ready) return ready;
     await this.need(5);
     const length = this.buffered.readInt32BE(1);
     if (length < 4 || length > limit) {
       throw new ProtocolViolation(`invalid message length ${String(length)}`);
     }
     await this.need(length + 1);
+    const raw = this.take(length + 1);
+    return { code: raw.readUInt8(0), body: raw.subarray(5), raw };
+  }
+
+  /**
+   * message() without waiting: the next message when it is buffered whole, else undefined (then
+   * message() waits for it). Throws as message() does for a bad length or after the cap. A loop
+   * reading a burst of answers takes them this way without a promise per message.
+   */
+  bufferedMessage(limit = maxHandshakeMessage): Message | undefined {
+    if (this.violation) throw this.violation;
+    if (this.buffered.length < 5) return undefined;
+    const length = this.buffered.readInt32BE(1);
+    if (length < 4 || length > limit) {
+      throw new ProtocolViolation(`invalid message length ${String(length)}`);
+    }
+    if (this.buffered.length < length + 1) return undefined;
     const raw = this.take(length + 1);
     return { code: raw.readUInt8(0), body: raw.subarray(5), raw };
   }
