@@ -241,7 +241,11 @@ t.test('the one-message reset ends a transaction the client left open or aborted
   await f.pool.release(first);
   const second = await f.pool.checkout(f.key);
   t.equal(second.backendPid, pid, 'open: the backend is reused');
-  t.equal(await value(second, 'select (now() = statement_timestamp())::text'), 'true', 'no transaction');
+  t.equal(
+    await value(second, 'select (now() = statement_timestamp())::text'),
+    'true',
+    'no transaction',
+  );
   t.equal(await value(second, 'show search_path'), '"$user", public', 'its setting rolled back');
   await value(second, 'begin');
   t.equal(await sqlstate(value(second, 'select 1/0')), '22012');
