@@ -21,6 +21,27 @@ export interface LoanResult {
    * may go back through SessionPool.release() (whose reset still checks it). Otherwise discard.
    */
   reusable: boolean;
+  /**
+   * The last bytes the backend sent were a ReadyForQuery saying idle: most likely no transaction
+   * is open, and the release's reset may leave out its ROLLBACK. A guess from the tail of the
+   * last chunk (a row's data could end the same way): the reset checks it, and a wrong one ends
+   * the session (pool/statements.ts).
+   */
+  idle: boolean;
+}
+
+/** Whether `chunk` ends with ReadyForQuery, idle: 'Z', length 5, 'I'. */
+function endsIdle(chunk: Buffer): boolean {
+  const n = chunk.length;
+  return (
+    n >= 6 &&
+    chunk[n - 1] === 0x49 &&
+    chunk[n - 2] === 5 &&
+    chunk[n - 3] === 0 &&
+    chunk[n - 4] === 0 &&
+    chunk[n - 5] === 0 &&
+    chunk[n - 6] === 0x5a
+  );
 }
 
 export interface Loan {
@@ -39,7 +60,7 @@ export interface Loan {
 export function lend(session: PooledSession, client: Duplex, clientEarly?: Buffer): Loan {
   const upstream = session.socket;
   const framer = new ClientFramer();
-  const state = { done: false };
+  const state = { done: false, idle: true };
   let settle: (result: LoanResult) => void = () => undefined;
   const ended = new Promise<LoanResult>((resolve) => (settle = resolve));
 
@@ -50,6 +71,7 @@ export function lend(session: PooledSession, client: Duplex, clientEarly?: Buffe
     if (!state.done) client.resume();
   };
   const fromUpstream = (chunk: Buffer): void => {
+    state.idle = endsIdle(chunk);
     if (!client.write(chunk)) {
       upstream.pause();
       client.once('drain', resumeUpstream);
@@ -95,11 +117,15 @@ export function lend(session: PooledSession, client: Duplex, clientEarly?: Buffe
         reason !== 'client-violation' &&
         connected &&
         framer.atBoundary,
+      idle: state.idle,
     });
   }
 
   const late = session.reader.release();
-  if (late.length > 0) client.write(late);
+  if (late.length > 0) {
+    state.idle = endsIdle(late);
+    client.write(late);
+  }
   if (session.broken || upstream.destroyed || upstream.readableEnded) {
     finish('upstream-closed');
     return { ended, stop: () => undefined };
@@ -170,7 +196,7 @@ export function loanAttachment(options: LoanAttachmentOptions): Attachment {
     async release(end) {
       if (end === 'client-closed')
         await sendCancel(target, session.backendPid, session.secretKey).catch(() => undefined);
-      if (result?.reusable === true) await pool.release(session);
+      if (result?.reusable === true) await pool.release(session, result.idle);
       else pool.discard(session, end);
     },
     describe: () => ({

@@ -295,9 +295,10 @@ export class SessionPool {
    * Takes back a checked-out session: the pool's reader is re-attached, the session is reset
    * (ROLLBACK, DISCARD ALL) and kept only if that proves it clean and idle; otherwise, or if it is
    * closed or older than maxLifetimeMs, it is ended. The caller must have detached any client
-   * first (a Loan has ended). Never rejects.
+   * first (a Loan has ended). `idle`: the backend was last seen idle, so the reset needs no
+   * ROLLBACK (statements.ts; a wrong guess ends the session). Never rejects.
    */
-  async release(session: PooledSession): Promise<void> {
+  async release(session: PooledSession, idle = false): Promise<void> {
     const entry = this.entries.get(poolKeyId(session.key));
     if (this.closed) {
       this.end(session, 'pool closed');
@@ -330,7 +331,7 @@ export class SessionPool {
             session,
             owner,
             held,
-            resetAhead(session, this.resetTimeoutMs),
+            resetAhead(session, this.resetTimeoutMs, idle),
           ).then(
             () => undefined,
             (error: unknown) =>
@@ -340,7 +341,7 @@ export class SessionPool {
           );
         }
       } else {
-        reason = await resetSession(session, this.resetTimeoutMs);
+        reason = await resetSession(session, this.resetTimeoutMs, idle);
         if (reason === undefined) markClean(session);
       }
       this.resetting.delete(session);

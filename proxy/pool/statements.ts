@@ -126,16 +126,24 @@ export const stateReset = {
 
 /**
  * A release's reset as one Query message: `ROLLBACK` first ends whatever transaction the client
- * left (open or aborted; a warning if none), and the state reset (stateReset) runs after it in an
- * implicit transaction of its own (§55.2.2.1: a ROLLBACK in a multi-statement Query closes the
- * block it ends, and the statements after it run in a new one). DISCARD ALL itself cannot share a
- * query string, hence stateReset.
+ * left (open or aborted), and the state reset (stateReset) runs after it in an implicit
+ * transaction of its own (§55.2.2.1: a ROLLBACK in a multi-statement Query closes the block it
+ * ends, and the statements after it run in a new one). DISCARD ALL itself cannot share a query
+ * string, hence stateReset. When the backend was last seen idle the ROLLBACK is left out: on an
+ * idle backend it only says WARNING "there is no transaction in progress", which PostgreSQL also
+ * writes to its log, once per release. Left out wrongly (the guess in pool/lend.ts is made from
+ * the last bytes the backend sent), the reset runs inside the client's transaction and ends not
+ * idle, or fails: the session is ended, never reused.
  */
-const releaseReset = {
-  sql: `ROLLBACK; ${stateReset.sql}`,
-  tags: ['ROLLBACK', ...stateReset.tags],
+const releaseResets = {
+  rollback: { sql: `ROLLBACK; ${stateReset.sql}`, tags: ['ROLLBACK', ...stateReset.tags] },
+  idle: { sql: stateReset.sql, tags: [...stateReset.tags] },
 } as const;
-const resetMessage = serialize.query(releaseReset.sql);
+type ResetKind = keyof typeof releaseResets;
+const resetMessages: Record<ResetKind, Buffer> = {
+  rollback: serialize.query(releaseResets.rollback.sql),
+  idle: serialize.query(releaseResets.idle.sql),
+};
 
 /** Why a released session cannot be reset as it is, before anything is sent; else undefined. */
 export function resetRefused(session: PooledSession): string | undefined {
@@ -157,12 +165,14 @@ export class ResetFailed extends Error {
   override name = 'ResetFailed';
 }
 
-export function resetAhead(session: PooledSession, timeoutMs: number): ResetAhead {
-  return { message: resetMessage, answered: () => resetAnswered(session, timeoutMs) };
+/** `idle`: the backend was last seen idle (no transaction to end: no ROLLBACK). */
+export function resetAhead(session: PooledSession, timeoutMs: number, idle = false): ResetAhead {
+  const kind: ResetKind = idle ? 'idle' : 'rollback';
+  return { message: resetMessages[kind], answered: () => resetAnswered(session, timeoutMs, kind) };
 }
 
 /**
- * Resets a session a client has left (releaseReset): one Query, read up to its ReadyForQuery.
+ * Resets a session a client has left (releaseResets): one Query, read up to its ReadyForQuery.
  *
  * The answer must be exactly what these statements produce; anything else (results of a
  * statement the client left behind, COPY, a message completing bytes the client left half-sent)
@@ -172,11 +182,13 @@ export function resetAhead(session: PooledSession, timeoutMs: number): ResetAhea
 export async function resetSession(
   session: PooledSession,
   timeoutMs: number,
+  idle = false,
 ): Promise<string | undefined> {
   const refused = resetRefused(session);
   if (refused !== undefined) return refused;
-  session.socket.write(resetMessage);
-  const reason = await resetAnswered(session, timeoutMs);
+  const kind: ResetKind = idle ? 'idle' : 'rollback';
+  session.socket.write(resetMessages[kind]);
+  const reason = await resetAnswered(session, timeoutMs, kind);
   if (reason === undefined && session.reader.pending > 0) return 'more output after the reset';
   return reason;
 }
@@ -184,6 +196,7 @@ export async function resetSession(
 async function resetAnswered(
   session: PooledSession,
   timeoutMs: number,
+  kind: ResetKind,
 ): Promise<string | undefined> {
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<string>((resolve) => {
@@ -191,7 +204,7 @@ async function resetAnswered(
       resolve(`no answer within ${timeoutMs} ms`);
     }, timeoutMs);
   });
-  const check = checkReset(session);
+  const check = checkReset(session, releaseResets[kind].tags);
   // After a timeout the read stays pending until the caller destroys the socket.
   check.catch(() => undefined);
   try {
@@ -204,8 +217,10 @@ async function resetAnswered(
   }
 }
 
-async function checkReset(session: PooledSession): Promise<string | undefined> {
-  const step = releaseReset;
+async function checkReset(
+  session: PooledSession,
+  tags: readonly string[],
+): Promise<string | undefined> {
   let completed = 0;
   for (;;) {
     const phase = 'the reset of a pooled session';
@@ -220,16 +235,16 @@ async function checkReset(session: PooledSession): Promise<string | undefined> {
     }
     // The SELECT of pg_advisory_unlock_all: its row, before its tag.
     if (code === BackendCode.RowDescription || code === BackendCode.DataRow) {
-      if (step.tags[completed] === 'SELECT 1') continue;
+      if (tags[completed] === 'SELECT 1') continue;
     }
-    if (code === BackendCode.CommandComplete && completed < step.tags.length) {
+    if (code === BackendCode.CommandComplete && completed < tags.length) {
       const tag = commandTag(message.body);
-      const wanted = step.tags[completed];
+      const wanted = tags[completed];
       if (tag !== wanted) return `unexpected ${JSON.stringify(tag)} in answer to ${String(wanted)}`;
       completed += 1;
       continue;
     }
-    if (code === BackendCode.ReadyForQuery && completed === step.tags.length) {
+    if (code === BackendCode.ReadyForQuery && completed === tags.length) {
       if (message.body[0] !== 0x49) return 'not idle after the reset';
       break;
     }

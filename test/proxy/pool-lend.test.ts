@@ -79,7 +79,7 @@ async function miniProxy(t: TestLike): Promise<MiniProxy> {
     active.push(loan);
     const result = await loan.ended;
     client.end();
-    if (result.reusable) await pool.release(session);
+    if (result.reusable) await pool.release(session, result.idle);
     else pool.discard(session, result.reason);
     return { ...result, pid: session.backendPid };
   };
@@ -153,7 +153,12 @@ t.test(
     await first.query("set work_mem = '9MB'");
     await first.query('create temp table mine(id int)');
     await first.end();
-    t.match(await loan(proxy, 0), { reason: 'client-terminated', reusable: true, pid });
+    t.match(await loan(proxy, 0), {
+      reason: 'client-terminated',
+      reusable: true,
+      idle: true,
+      pid,
+    });
     t.match(proxy.pool.stats(), { idle: 1, closed: 0 }, 'back in the pool');
     const second = await pgClient(proxy);
     t.equal(await one(second, 'select pg_backend_pid()'), pid, 'the same backend');
@@ -180,6 +185,46 @@ t.test(
     const next = await pgClient(proxy);
     t.equal(await one(next, 'select pg_backend_pid()'), record.pid, 'the same backend');
     await next.end();
+  },
+);
+
+t.test(
+  'a client that leaves inside a transaction: not idle, and the reset rolls it back',
+  async (t) => {
+    const proxy = await miniProxy(t);
+    await proxy.db.query('create table left_open(id int)');
+    await proxy.db.query(`grant insert, select on left_open to ${testRoles.scram.user}`);
+    const first = await pgClient(proxy);
+    const pid = await one(first, 'select pg_backend_pid()');
+    await first.query('begin');
+    await first.query('insert into left_open values (1)');
+    await first.end();
+    t.match(await loan(proxy, 0), { reason: 'client-terminated', reusable: true, idle: false });
+    const second = await pgClient(proxy);
+    t.equal(await one(second, 'select pg_backend_pid()'), pid, 'the same backend, reset');
+    t.equal(await one(second, 'select count(*)::int from left_open'), 0, 'the insert rolled back');
+    await second.end();
+    await loan(proxy, 1);
+    // Raw, so that the client reads its ReadyForQuery before it leaves (pg settles a failed
+    // query at its ErrorResponse; a ReadyForQuery still on its way at the release would make the
+    // reset refuse the session, rightly, and the test would measure that instead).
+    const raw = await rawClient(proxy);
+    raw.socket.write(serialize.query('begin; select 1/0'));
+    let status = 0;
+    for (;;) {
+      const message = await raw.reader.message(1024 * 1024);
+      if (message.code === 0x5a) {
+        status = message.body[0] ?? 0;
+        break;
+      }
+    }
+    t.equal(String.fromCharCode(status), 'E', 'the transaction is aborted');
+    raw.socket.end(Buffer.from([0x58, 0, 0, 0, 4])); // Terminate
+    t.match(await loan(proxy, 2), { reusable: true, idle: false }, 'aborted: not idle either');
+    const third = await pgClient(proxy);
+    t.equal(await one(third, 'select pg_backend_pid()'), pid, 'and the backend is reused again');
+    await third.end();
+    await loan(proxy, 3);
   },
 );
 

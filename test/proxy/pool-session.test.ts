@@ -257,6 +257,28 @@ t.test('the one-message reset ends a transaction the client left open or aborted
   await f.pool.release(third);
 });
 
+t.test('a release told idle by mistake ends a session left in a transaction', async (t) => {
+  // The idle hint (the loan's guess from the backend's last bytes) leaves the ROLLBACK out of the
+  // reset; when it is wrong the reset runs inside the client's transaction and the session ends.
+  const f = await fixture(t, { size: 1 });
+  for (const [name, statements] of [
+    ['open', ['begin']],
+    ['aborted', ['begin', 'select 1/0']],
+  ] as const) {
+    const session = await f.pool.checkout(f.key);
+    const pid = session.backendPid;
+    for (const sql of statements) await value(session, sql).catch(() => undefined);
+    await f.pool.release(session, true);
+    const next = await f.pool.checkout(f.key);
+    t.not(next.backendPid, pid, `${name}: the next checkout gets another backend`);
+    t.ok(await until(async () => !(await backendAlive(f.db, pid))), `${name}: the old one ended`);
+    await f.pool.release(next, true);
+    const again = await f.pool.checkout(f.key);
+    t.equal(again.backendPid, next.backendPid, `${name}: an idle release told idle is reused`);
+    await f.pool.release(again);
+  }
+});
+
 t.test('runExtended runs statements and fails with their SQLSTATE', async (t) => {
   const f = await fixture(t);
   const session = await f.pool.checkout(f.key);
