@@ -277,9 +277,11 @@ async function readyOnce(
     book.owner = undefined;
     book.contextValid = false;
     const message = (error as Error).message;
-    // The database no longer honours the key: the next switch registers the proxy again.
-    if (instance !== undefined && /proxy instance \d+ is retired/.test(message))
-      target.keys.forget(session.key.database, target.server, instance);
+    // The database no longer honours the key: the next switch registers the proxy again. A
+    // refused restore names the instance of its token (migration 000016).
+    const named = instance ?? (restore ? held.token.split('.')[1] : undefined);
+    if (named !== undefined && /proxy instance \d+ is retired/.test(message))
+      target.keys.forget(session.key.database, target.server, named);
     // A refused switch or a failing resolver is the proxy's business, not the client's: the
     // client is told its context could not be set, the log says why (as issue_context did).
     if (needSwitch && message.startsWith('pgvpd:')) {

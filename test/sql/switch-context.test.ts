@@ -542,6 +542,59 @@ t.test('retiring an instance kills its live contexts, as retiring a key does', a
   }
 });
 
+t.test('set_context of a switch\'s token: put back after RESET ALL, refused saying why (000016)', async (t) => {
+  const client = await appSession();
+  const pid = await backendPid(client);
+  await use(client, mint(key, await claimsFor(client, 'a', 1)));
+  const token = (await record(pid))!.token;
+  t.match(token, new RegExp(`^s1\\.${key.instance}\\.1\\.[0-9a-f]{64}$`), 'the record holds the switch token');
+  await client.query('reset all');
+  t.same(await f.visible(client), none, 'RESET ALL empties the context');
+  await client.query('select pgvpd.set_context($1)', [token]);
+  t.same(await f.visible(client), { a: 2, b: 0, total: 2 }, 'set_context of the token puts it back');
+
+  await use(client, mint(key, await claimsFor(client, 'b', 2)));
+  t.same(
+    await failure(client.query('select pgvpd.set_context($1)', [token])),
+    refused('pgvpd: context token is no longer current for this backend'),
+    'a token a newer switch replaced',
+  );
+  t.same(await f.visible(client), { a: 0, b: 3, total: 3 }, 'and the context stays the newer one');
+  t.same(
+    await failure(client.query('select pgvpd.set_context($1)', [`s1.x.1.${'0'.repeat(64)}`])),
+    refused('pgvpd: malformed context token'),
+    'an s1 token that is not one',
+  );
+
+  // A token of a retired and one of a lapsed instance, tried on another backend (on the guard
+  // path retiring ends the backend holding it: nothing is left there to put back).
+  const doomed = await register('doomed-restore:9:6432');
+  const lapsed = await register('lapsed-restore:10:6432', 10);
+  const holders = [await appSession(), await appSession()];
+  const tokens: string[] = [];
+  for (const [i, instance] of [doomed, lapsed].entries()) {
+    const holder = holders[i]!;
+    await use(holder, mint(instance, await claimsFor(holder, 'a', 1)));
+    tokens.push((await record(await backendPid(holder)))!.token);
+  }
+  await db.query('select pgvpd.retire_instance($1)', [doomed.instance]);
+  await db.query(`update pgvpd_private.proxy_instances set lease_until = now() - interval '1 second' where id = $1`, [
+    lapsed.instance,
+  ]);
+  t.same(
+    await failure(client.query('select pgvpd.set_context($1)', [tokens[0]])),
+    refused(`pgvpd: context token refused: proxy instance ${doomed.instance} is retired or its lease expired`),
+    'a retired instance is named',
+  );
+  t.same(
+    await failure(client.query('select pgvpd.set_context($1)', [tokens[1]])),
+    refused(`pgvpd: context token refused: proxy instance ${lapsed.instance} is retired or its lease expired`),
+    'so is a lapsed one',
+  );
+  t.same(await f.visible(client), { a: 0, b: 3, total: 3 }, 'refusals change nothing');
+  for (const holder of holders) await holder.end().catch(() => undefined);
+});
+
 t.test('the org pool mode: set, reset, refused, in the catalog snapshot, notified', async (t) => {
   const org = (await db.query<{ id: string }>(`select pgvpd.org_create('Pool', 'pool-${randomBytes(3).toString('hex')}') as id`)).rows[0]!.id;
   const snapshotMode = async () => {
