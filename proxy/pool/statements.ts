@@ -3,6 +3,7 @@
 // One unnamed extended-protocol round (§55.2.3) and the reset (one simple Query message), each read up
 // to ReadyForQuery. Only one statement at a time per session; the caller serialises. A release
 // sends its reset ahead of the restore of the owner's context (pool/switch.ts), in one write.
+import { randomBytes } from 'node:crypto';
 import { serialize } from '../protocol/encode.js';
 import { proxyErrors } from '../errors.js';
 import { BackendCode } from '../protocol/codes.js';
@@ -132,18 +133,39 @@ export const stateReset = {
  * string, hence stateReset. When the backend was last seen idle the ROLLBACK is left out: on an
  * idle backend it only says WARNING "there is no transaction in progress", which PostgreSQL also
  * writes to its log, once per release. Left out wrongly (the guess in pool/lend.ts is made from
- * the last bytes the backend sent), the reset runs inside the client's transaction and ends not
- * idle, or fails: the session is ended, never reused.
+ * the last bytes the backend sent), the reset runs inside the client's transaction block and ends
+ * not idle, or fails, or meets answers still owed to the client: the session is ended, never
+ * reused. (An extended-protocol implicit transaction, Execute without Sync, would be committed by
+ * the reset; it cannot look idle: its last answer is never a ReadyForQuery, and data rows ending
+ * like one are followed by their CommandComplete, which fails the reset's check.)
+ *
+ * The reset ends with `SELECT '<nonce>'`, a value drawn for this release that no client ever
+ * sees: its row proves that the answer read is the reset's own. A client that queued statements
+ * and left before their answers came could otherwise have them taken for the reset's (the same
+ * command tags are easy to produce) while the real reset runs later, on a backend already lent to
+ * someone else; with the nonce such an answer fails the check and the backend is ended.
  */
-const releaseResets = {
+const resetBodies = {
   rollback: { sql: `ROLLBACK; ${stateReset.sql}`, tags: ['ROLLBACK', ...stateReset.tags] },
   idle: { sql: stateReset.sql, tags: [...stateReset.tags] },
 } as const;
-type ResetKind = keyof typeof releaseResets;
-const resetMessages: Record<ResetKind, Buffer> = {
-  rollback: serialize.query(releaseResets.rollback.sql),
-  idle: serialize.query(releaseResets.idle.sql),
-};
+type ResetKind = keyof typeof resetBodies;
+
+interface ReleaseReset {
+  message: Buffer;
+  tags: readonly string[];
+  nonce: string;
+}
+
+function releaseReset(kind: ResetKind): ReleaseReset {
+  const nonce = randomBytes(12).toString('hex');
+  const body = resetBodies[kind];
+  return {
+    message: serialize.query(`${body.sql}; SELECT '${nonce}'`),
+    tags: [...body.tags, 'SELECT 1'],
+    nonce,
+  };
+}
 
 /** Why a released session cannot be reset as it is, before anything is sent; else undefined. */
 export function resetRefused(session: PooledSession): string | undefined {
@@ -167,8 +189,8 @@ export class ResetFailed extends Error {
 
 /** `idle`: the backend was last seen idle (no transaction to end: no ROLLBACK). */
 export function resetAhead(session: PooledSession, timeoutMs: number, idle = false): ResetAhead {
-  const kind: ResetKind = idle ? 'idle' : 'rollback';
-  return { message: resetMessages[kind], answered: () => resetAnswered(session, timeoutMs, kind) };
+  const reset = releaseReset(idle ? 'idle' : 'rollback');
+  return { message: reset.message, answered: () => resetAnswered(session, timeoutMs, reset) };
 }
 
 /**
@@ -186,9 +208,9 @@ export async function resetSession(
 ): Promise<string | undefined> {
   const refused = resetRefused(session);
   if (refused !== undefined) return refused;
-  const kind: ResetKind = idle ? 'idle' : 'rollback';
-  session.socket.write(resetMessages[kind]);
-  const reason = await resetAnswered(session, timeoutMs, kind);
+  const reset = releaseReset(idle ? 'idle' : 'rollback');
+  session.socket.write(reset.message);
+  const reason = await resetAnswered(session, timeoutMs, reset);
   if (reason === undefined && session.reader.pending > 0) return 'more output after the reset';
   return reason;
 }
@@ -196,7 +218,7 @@ export async function resetSession(
 async function resetAnswered(
   session: PooledSession,
   timeoutMs: number,
-  kind: ResetKind,
+  reset: ReleaseReset,
 ): Promise<string | undefined> {
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<string>((resolve) => {
@@ -204,7 +226,7 @@ async function resetAnswered(
       resolve(`no answer within ${timeoutMs} ms`);
     }, timeoutMs);
   });
-  const check = checkReset(session, releaseResets[kind].tags);
+  const check = checkReset(session, reset);
   // After a timeout the read stays pending until the caller destroys the socket.
   check.catch(() => undefined);
   try {
@@ -219,9 +241,12 @@ async function resetAnswered(
 
 async function checkReset(
   session: PooledSession,
-  tags: readonly string[],
+  reset: ReleaseReset,
 ): Promise<string | undefined> {
+  const tags = reset.tags;
+  const last = tags.length - 1;
   let completed = 0;
+  let proven = false;
   for (;;) {
     const phase = 'the reset of a pooled session';
     const message = nextBuffered(session, phase) ?? (await next(session, phase));
@@ -233,9 +258,16 @@ async function checkReset(
       session.parameters.set(name, value);
       continue;
     }
-    // The SELECT of pg_advisory_unlock_all: its row, before its tag.
+    // A SELECT's row, before its tag: pg_advisory_unlock_all's, and the nonce's, which must be
+    // this reset's nonce.
     if (code === BackendCode.RowDescription || code === BackendCode.DataRow) {
-      if (tags[completed] === 'SELECT 1') continue;
+      if (tags[completed] !== 'SELECT 1') return unexpected(code);
+      if (code === BackendCode.DataRow && completed === last) {
+        if (proven || onlyValue(message.body) !== reset.nonce)
+          return "a row that is not the reset's own in answer to it";
+        proven = true;
+      }
+      continue;
     }
     if (code === BackendCode.CommandComplete && completed < tags.length) {
       const tag = commandTag(message.body);
@@ -245,12 +277,25 @@ async function checkReset(
       continue;
     }
     if (code === BackendCode.ReadyForQuery && completed === tags.length) {
+      if (!proven) return "no row of the reset's own in answer to it";
       if (message.body[0] !== 0x49) return 'not idle after the reset';
       break;
     }
     if (code === BackendCode.ErrorResponse)
       return `the reset failed: ${errorFields(message.body).message}`;
-    return `unexpected message type ${String.fromCharCode(code)} in answer to the reset`;
+    return unexpected(code);
   }
   return undefined;
+}
+
+function unexpected(code: number): string {
+  return `unexpected message type ${String.fromCharCode(code)} in answer to the reset`;
+}
+
+/** The one column of a one-column DataRow, as text; undefined for any other shape or NULL. */
+function onlyValue(body: Buffer): string | undefined {
+  if (body.length < 6 || body.readInt16BE(0) !== 1) return undefined;
+  const length = body.readInt32BE(2);
+  if (length < 0 || body.length !== 6 + length) return undefined;
+  return body.toString('latin1', 6);
 }

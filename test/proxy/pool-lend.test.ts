@@ -222,6 +222,46 @@ t.test(
   },
 );
 
+t.test(
+  "answers a client queued before leaving are not taken for the reset's: the backend is ended",
+  async (t) => {
+    // The client waits for idle (so the release leaves ROLLBACK out), then queues a statement
+    // answering with the reset's very command tags, a slow one and a BEGIN, and leaves at once. Read as the
+    // reset's answer, the forgery would send the backend back with the client's transaction still
+    // to come; the reset's own row (a nonce no client sees) is missing from it, so it is ended.
+    const proxy = await miniProxy(t);
+    const raw = await rawClient(proxy);
+    raw.socket.write(serialize.query('select 1'));
+    let last = await raw.reader.message(1024 * 1024);
+    while (last.code !== 0x5a) last = await raw.reader.message(1024 * 1024);
+    const forged =
+      "CLOSE ALL; SET application_name = 'x'; RESET application_name; DEALLOCATE ALL; " +
+      "UNLISTEN *; SELECT 1; DISCARD TEMP; DISCARD SEQUENCES; SELECT 'not the nonce'";
+    raw.socket.end(
+      Buffer.concat([
+        serialize.query(forged),
+        // Answered only after the release has read its "reset": nothing more to see by then.
+        serialize.query('SELECT pg_sleep(0.5)'),
+        serialize.query('BEGIN'),
+        Buffer.from([0x58, 0, 0, 0, 4]), // Terminate
+      ]),
+    );
+    const record = await loan(proxy, 0);
+    t.match(record, { reason: 'client-terminated', reusable: true, idle: true }, 'left "idle"');
+    let alive = await backendAlive(proxy, record.pid);
+    for (let tries = 0; alive && tries < 150; tries++) {
+      await sleep(20);
+      alive = await backendAlive(proxy, record.pid);
+    }
+    t.equal(alive, false, 'the backend is ended, not given back');
+    t.match(proxy.pool.stats(), { idle: 0, closed: 1 });
+    const next = await pgClient(proxy);
+    t.not(await one(next, 'select pg_backend_pid()'), record.pid, 'the next client gets another');
+    t.equal(await one(next, 'select now() = statement_timestamp()'), true, 'outside a transaction');
+    await next.end();
+  },
+);
+
 t.test('a client that vanishes mid-message does not give its session back', async (t) => {
   const proxy = await miniProxy(t);
   const raw = await rawClient(proxy);

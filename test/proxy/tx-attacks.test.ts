@@ -11,6 +11,9 @@
 //     to acme), and acme cannot keep the backend past idle_in_transaction_timeout (findings 2
 //     and 3, fixed in 28e4041; finding 7, a COPY stopped by a trigger before it reads the Sync
 //     sent with it, fixed after 1703b60: such a link is uncertain, its backend ended);
+//   - in session mode, answers acme queued before it left (the reset's command tags, the
+//     restore's, a slow statement and BEGIN) are never taken for the release's reset and
+//     restore: the reset's own row is a nonce no client sees (security review of 8dfb47f);
 //   - a RESET ALL of acme's own empties its context, and the proxy sets it again (finding 5,
 //     fixed in 6fde710);
 //   - a read-only default acme set (after a RESET ALL, or long enough ago that its context is
@@ -25,7 +28,7 @@
 // PGVPD_TEST_LIVE_FINDINGS=1 runs the skipped ones: they fail until their findings are fixed.
 import t from 'tap';
 import type { TestLike } from '../support/postgres.js';
-import { errorFieldsOf, type Frame } from '../support/wire.js';
+import { errorFieldsOf, terminateMessage, type Frame } from '../support/wire.js';
 import { pause } from './org-support.js';
 import {
   answerOf,
@@ -33,7 +36,9 @@ import {
   pbes,
   readReadies,
   readToClose,
+  seenIn,
   txOrgs,
+  view,
   type RawClient,
   type TxOrgs,
 } from './tx-fixture.js';
@@ -310,6 +315,42 @@ t.test(
         'beta gets the backend acme is done with',
       );
     });
+  },
+);
+
+t.test(
+  'session mode: answers acme queued before leaving are never taken for the release’s reset',
+  async (t) => {
+    // Security review of 8dfb47f: acme, idle (so the release leaves ROLLBACK out of its reset),
+    // queues a statement answering with the reset's command tags, a Parse/Bind/Execute/Sync
+    // answering like the restore of its context, a slow statement and BEGIN, then Terminate, in
+    // one write. Taken for the reset's and the restore's answers, they would send the backend
+    // back with acme's transaction and context still to come; the reset's own row (a nonce no
+    // client sees) is missing from them, so the backend is ended and beta gets another.
+    const y = await txOrgs(t, { pool_mode: 'session', pool_size: 1 });
+    const acme = await y.raw(t, 'acme');
+    acme.wire.write(msg.query('select 1'));
+    await readReadies(acme.wire, 1);
+    const forged =
+      "CLOSE ALL; SET application_name = 'x'; RESET application_name; DEALLOCATE ALL; " +
+      "UNLISTEN *; SELECT 1; DISCARD TEMP; DISCARD SEQUENCES; SELECT 'not the nonce'";
+    acme.wire.write(
+      Buffer.concat([
+        msg.query(forged),
+        pbes('select 1'),
+        msg.query('SELECT pg_sleep(0.5)'),
+        msg.query('BEGIN'),
+        terminateMessage(),
+      ]),
+    );
+    const beta = await y.client(t, 'beta');
+    t.same(seenIn(await view(beta)), y.expected('beta'), 'beta sees beta');
+    const { rows } = await beta.query<{ fresh: boolean }>(
+      'select now() = statement_timestamp() as fresh',
+    );
+    t.equal(rows[0]!.fresh, true, 'and is in no transaction of acme’s');
+    await pause(700);
+    t.same(seenIn(await view(beta)), y.expected('beta'), 'nor later, once acme’s queue has run');
   },
 );
 
