@@ -4,18 +4,13 @@
 // partial one for message() to wait for, keeps the order, and refuses a bad length as message()
 // does.
 import { PassThrough } from 'node:stream';
+import { setImmediate as tick } from 'node:timers/promises';
 import t from 'tap';
+import { typedMessage } from '../support/wire.js';
 import { PacketReader, ProtocolViolation } from '../../proxy/protocol/reader.js';
 
-function message(type: string, body: string): Buffer {
-  const payload = Buffer.from(body, 'utf8');
-  const header = Buffer.alloc(5);
-  header.write(type, 0, 'ascii');
-  header.writeInt32BE(4 + payload.length, 1);
-  return Buffer.concat([header, payload]);
-}
-
-const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+const message = (type: string, body: string): Buffer =>
+  typedMessage(type, Buffer.from(body, 'utf8'));
 
 const shown = (m: { code: number; body: Buffer } | undefined): string | undefined =>
   m === undefined ? undefined : `${String.fromCharCode(m.code)}:${m.body.toString()}`;

@@ -3,18 +3,13 @@
 // back from divert(); chunks and the peer's end go to the link while diverted; after undivert()
 // the reader buffers and reads messages again; switchTo() of the same socket adds no listener.
 import { PassThrough } from 'node:stream';
+import { setImmediate as tick } from 'node:timers/promises';
 import t from 'tap';
+import { typedMessage } from '../support/wire.js';
 import { PacketReader } from '../../proxy/protocol/reader.js';
 
-function message(type: string, body: string): Buffer {
-  const payload = Buffer.from(body, 'utf8');
-  const header = Buffer.alloc(5);
-  header.write(type, 0, 'ascii');
-  header.writeInt32BE(4 + payload.length, 1);
-  return Buffer.concat([header, payload]);
-}
-
-const tick = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+const message = (type: string, body: string): Buffer =>
+  typedMessage(type, Buffer.from(body, 'utf8'));
 
 t.test(
   'divert hands over what was buffered, then every chunk; undivert buffers again',
