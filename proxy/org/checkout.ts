@@ -248,10 +248,11 @@ const resetTimeoutMs = 5000;
 
 /**
  * The pool's restore step (SessionPool's `restore`): with the reset of a released session (sent
- * ahead of it in the same write, answered first), its last owner's context goes back on it, with the settings its last client wanted, so that the
- * owner's next checkout by the same kind of client (same startup parameters) costs no statement.
- * A context that was whole before the reset and is still current goes back with
- * pgvpd.set_context (its record is unchanged: no grant, no checks to redo); otherwise a switch.
+ * ahead of it in the same write, answered first), its last owner's context goes back on it, with
+ * the settings its last client wanted, so that the owner's next checkout by the same kind of
+ * client (same startup parameters) costs no statement. A context that was whole before the reset
+ * and is still current goes back with pgvpd.set_context (its record is unchanged: no grant, no
+ * checks to redo); otherwise a switch.
  */
 export function restoreOwner(
   org: Pick<OrgParts, 'instanceKeys'>,

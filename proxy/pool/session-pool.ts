@@ -50,8 +50,8 @@ export interface SessionPoolOptions {
    * write as the restore's (`ahead`), its answer is read first, and only a clean reset lets the
    * restore count. The session's book is already marked clean (the restore is planned for a
    * reset backend). `held`: the context as it was before the reset, when it was whole (it may be
-   * put back as it is). A rejection ends the session; ResetFailed (pool/switch.ts) says the reset
-   * itself did not prove the session clean.
+   * put back as it is). A rejection ends the session; ResetFailed (pool/statements.ts) says the
+   * reset itself did not prove the session clean.
    */
   restore?: (
     session: PooledSession,

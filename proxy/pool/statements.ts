@@ -1,8 +1,9 @@
 // Statements the proxy runs itself on a pooled session while no client is attached: the setup
 // before a client gets it (signed context, the client's startup parameters) and the reset after.
-// One unnamed extended-protocol round (§55.2.3) and the reset (one simple Query message), each read up
-// to ReadyForQuery. Only one statement at a time per session; the caller serialises. A release
-// sends its reset ahead of the restore of the owner's context (pool/switch.ts), in one write.
+// One unnamed extended-protocol round (§55.2.3) and the reset (one simple Query message), each
+// read up to ReadyForQuery. Only one statement at a time per session; the caller serialises. A
+// release sends its reset ahead of the restore of the owner's context (pool/switch.ts), in one
+// write.
 import { randomBytes } from 'node:crypto';
 import { serialize } from '../protocol/encode.js';
 import { proxyErrors } from '../errors.js';
@@ -194,7 +195,7 @@ export function resetAhead(session: PooledSession, timeoutMs: number, idle = fal
 }
 
 /**
- * Resets a session a client has left (releaseResets): one Query, read up to its ReadyForQuery.
+ * Resets a session a client has left (releaseReset): one Query, read up to its ReadyForQuery.
  *
  * The answer must be exactly what these statements produce; anything else (results of a
  * statement the client left behind, COPY, a message completing bytes the client left half-sent)
