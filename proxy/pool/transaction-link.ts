@@ -112,6 +112,12 @@ const inspected = new Set<number>(Object.values(B));
 
 const parseComplete = Buffer.from([B.ParseComplete, 0, 0, 0, 4]);
 
+/** In `terminators`: a Sync the proxy sent itself; its ReadyForQuery is not the client's. */
+const proxySync = 0;
+const syncMessage = Buffer.from([F.Sync, 0, 0, 0, 4]);
+/** A Parse body's text and parameter types: an empty SELECT, no parameters. */
+const emptySelect = Buffer.from('SELECT\0\0\0', 'latin1');
+
 interface ParseExpect {
   /** Sync group it was sent in: unanswered once that group's ReadyForQuery arrived. */
   group: number;
@@ -361,7 +367,9 @@ export class TransactionLink implements Attachment {
     const book = this.book;
     if (!book) return;
     switch (code) {
-      case F.Query:
+      case F.Query: {
+        // First: a DEALLOCATE may put a Parse and a Sync of the proxy's own ahead of the Query.
+        const deallocate = this.deallocating(raw, 5, book);
         this.pending += 1;
         this.sent += 1;
         this.terminators.push(F.Query);
@@ -370,8 +378,9 @@ export class TransactionLink implements Attachment {
         // Sent while the backend is in COPY FROM STDIN: ignored (Sync) or an error that ends it.
         if (this.copyIn) this.uncertain = true;
         book.unnamedOf = undefined;
-        this.out.push(this.deallocating(raw, 5, book) ?? raw);
+        this.out.push(deallocate ?? raw);
         return;
+      }
       case F.Sync:
         this.pending += 1;
         this.sent += 1;
@@ -571,13 +580,22 @@ export class TransactionLink implements Attachment {
     const statement = this.stmts.get(name);
     if (!statement) return undefined;
     if (!book.prepared.has(statement.server)) {
-      this.makeRoom(book);
-      this.parses.push({
-        group: this.sent - (raw[0] === F.Query ? 1 : 0),
-        skip: true,
-        server: statement.server,
-      });
-      this.out.push(writeParse(statement.server, statement.rest));
+      // Only to be deallocated at once: an empty SELECT, which fails only where the DEALLOCATE
+      // itself would (an aborted transaction). The client's own text could fail where the
+      // DEALLOCATE would not (a table dropped since), and an extended-protocol error makes the
+      // backend skip everything up to the next Sync, a simple Query included, which would then
+      // never be answered. Before a Query, a Sync of the proxy's own ends the Parse's group (its
+      // ParseComplete or error and its ReadyForQuery are the proxy's); not after extended
+      // messages of the client's still waiting for theirs, which that Sync would end early.
+      this.parses.push({ group: this.sent, skip: true, server: statement.server });
+      this.out.push(writeParse(statement.server, emptySelect));
+      if (raw[0] === F.Query && !this.unsynced) {
+        this.pending += 1;
+        this.sent += 1;
+        this.terminators.push(proxySync);
+        this.mixed.push(false);
+        this.out.push(syncMessage);
+      }
     }
     book.prepared.delete(statement.server);
     this.stmts.delete(name);
@@ -846,15 +864,18 @@ export class TransactionLink implements Attachment {
         if (expect?.as === 'skip') return undefined;
         return expect?.as === 'parse' ? parseComplete : raw;
       }
-      case B.ReadyForQuery:
-        this.terminators.shift();
+      case B.ReadyForQuery: {
+        const own = this.terminators.shift() === proxySync;
         this.mixed.shift();
         this.status = raw[5] ?? 0;
         this.pending = Math.max(0, this.pending - 1);
         this.answered += 1;
         this.unanswered(book);
+        // The proxy's own Sync (deallocating): the client's Query is still owed its answer.
+        if (own) return undefined;
         if ((this.pending === 0 || this.uncertain) && !this.shouldRelease()) this.armIdleTimer();
         return raw;
+      }
       case B.ParameterStatus: {
         const [name, value] = parameterStatus(raw.subarray(5));
         session.parameters.set(name, value);
@@ -887,6 +908,8 @@ export class TransactionLink implements Attachment {
           this.uncertain = true;
         }
         if (fields.severity === 'FATAL' || fields.severity === 'PANIC') session.broken = true;
+        // The failure of the proxy's own Parse (deallocating): the DEALLOCATE after it answers.
+        if (this.terminators[0] === proxySync && !session.broken) return undefined;
         return raw;
       }
       case B.CopyInResponse:

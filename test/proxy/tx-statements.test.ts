@@ -4,7 +4,9 @@
 // on one backend, is bound on another; Close answers CloseComplete and forgets the name; a client's
 // DEALLOCATE ALL and DISCARD ALL let it prepare the same names again (Prisma's pattern) without
 // breaking another client's statements on that backend; a name parsed twice is FATAL 42P05 and an
-// unknown one FATAL 26000; and with max_prepared_statements 2, three statements cycle.
+// unknown one FATAL 26000; with max_prepared_statements 2, three statements cycle; and SQL
+// DEALLOCATE of a statement the backend lacks is answered (its text no longer parsing, or in an
+// aborted transaction: 25P02), never left hanging.
 import type pg from 'pg';
 import t from 'tap';
 import { answerOf, msg, readReadies, readToClose, txOrgs, type RawClient } from './tx-fixture.js';
@@ -357,3 +359,68 @@ for (const otherOrg of ['acme', 'beta'] as const) {
     );
   });
 }
+
+t.test(
+  'DEALLOCATE of a statement whose text no longer parses, on a backend that lacks it',
+  async (t) => {
+    await two.db.query(
+      'create function public.tx_dealloc_fn() returns int language sql as $$select 1$$',
+    );
+    t.teardown(() => two.db.query('drop function if exists public.tx_dealloc_fn()'));
+    const acme = await two.raw(t, 'acme');
+    const alternate = new Alternator([await two.client(t, 'acme'), await two.client(t, 'acme')]);
+    await alternate.step();
+    t.equal(
+      (await exchange(acme, [msg.parse('gone', 'select public.tx_dealloc_fn()'), msg.sync()]))
+        .codes,
+      '1Z',
+      'prepared on one backend',
+    );
+    await two.db.query('drop function public.tx_dealloc_fn()');
+    await alternate.step();
+    const deallocated = await exchange(acme, [msg.query('DEALLOCATE gone')]);
+    t.same(
+      [deallocated.codes, deallocated.errors, deallocated.statuses],
+      ['CZ', [], 'I'],
+      'on the other backend it is answered as DEALLOCATE, with no error',
+    );
+    const again = await exchange(acme, [msg.parse('gone', 'select 7'), ...bindRun('gone')]);
+    await alternate.end();
+    t.same([again.codes, again.rows], ['12DCZ', [['7']]], 'the name is free again');
+  },
+);
+
+t.test('DEALLOCATE in an aborted transaction on a backend that lacks the statement', async (t) => {
+  const acme = await two.raw(t, 'acme');
+  const alternate = new Alternator([await two.client(t, 'acme'), await two.client(t, 'acme')]);
+  await alternate.step();
+  t.equal(
+    (await exchange(acme, [msg.parse('held', 'select 1'), msg.sync()])).codes,
+    '1Z',
+    'prepared on one backend',
+  );
+  await alternate.step();
+  const failed = await exchange(
+    acme,
+    [msg.query('BEGIN'), msg.query('SELECT 1/0'), msg.query('DEALLOCATE held')],
+    3,
+  );
+  t.same(
+    [failed.codes, failed.errors.map((e) => [e.code, e.message]), failed.statuses],
+    [
+      'CZEZEZ',
+      [
+        ['22012', 'division by zero'],
+        [
+          '25P02',
+          'current transaction is aborted, commands ignored until end of transaction block',
+        ],
+      ],
+      'TEE',
+    ],
+    'the DEALLOCATE gets what PostgreSQL answers in an aborted transaction, and no more',
+  );
+  const rolledBack = await exchange(acme, [msg.query('ROLLBACK')]);
+  await alternate.end();
+  t.same([rolledBack.codes, rolledBack.statuses], ['CZ', 'I'], 'ROLLBACK ends it');
+});
