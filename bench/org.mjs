@@ -77,9 +77,10 @@
 //   -C: per churned connection), PostgreSQL's CPU per transaction (the whole cluster: the
 //   postmaster's own and its reaped children's times plus its live children's, bench/lib/pg-cpu.mjs,
 //   read 1.1 s after pgbench ends) and the backends PostgreSQL started meanwhile
-//   (pg_stat_database.sessions). Runs whose switches are counted (two-org churn through org, all
-//   pgvpd transaction runs) wait 11 s before and after for pg_stat_user_functions to be complete
-//   (bench/lib/switch-stats.mjs).
+//   (pg_stat_database.sessions), and pgbench's own CPU per transaction (its SCRAM under -C: the
+//   share of the two cores it leaves to the servers; reaped children's times of this process).
+//   Runs whose switches are counted (two-org churn through org, all pgvpd transaction runs) wait
+//   11 s before and after for pg_stat_user_functions to be complete (bench/lib/switch-stats.mjs).
 //
 // Needs `npx tsc -p tsconfig.json` (dist/cli/main.js, dist/proxy/auth/scram-verifier.js). Before
 // timing it checks every target: the session's role, pgvpd.current_tenant_id() (the org's id
@@ -122,7 +123,14 @@ import {
 import { measureIdleClients, fdLimitPrefix } from './lib/org-idle.mjs';
 import { clusterCpuTicks, postmasterPid } from './lib/pg-cpu.mjs';
 import { measureSwitchCost } from './lib/switch-cost.mjs';
-import { CLK_TCK, cpuTimes, startPgbouncer, startServer, stopServers } from './lib/servers.mjs';
+import {
+  CLK_TCK,
+  cpuTimes,
+  reapedChildrenTicks,
+  startPgbouncer,
+  startServer,
+  stopServers,
+} from './lib/servers.mjs';
 import {
   STATS_SETTLE_MS,
   poolMetrics,
@@ -408,6 +416,7 @@ const FAILED_RUN = {
   systemUsPerTx: null,
   pgCpuUsPerTx: null,
   totalCpuUsPerTx: null,
+  clientCpuUsPerTx: null,
   backendsStarted: null,
   switchCalls: null,
   switchesPerSecond: null,
@@ -485,6 +494,7 @@ async function measureRun(run, targets, { db, pmPid, metricsToken, seconds, warm
   const poolBefore = counted ? await poolMetrics(server.adminPort, metricsToken) : null;
   const pgBefore = clusterCpuTicks(pmPid).ticks;
   const before = pid ? cpuTimes(pid) : null;
+  const clientBefore = reapedChildrenTicks();
   // Every process is waited for, also when one fails, so that none runs on into the next run.
   const settled = await Promise.allSettled(
     run.procs.map((proc) => {
@@ -497,6 +507,9 @@ async function measureRun(run, targets, { db, pmPid, metricsToken, seconds, warm
   if (failure) throw failure.reason;
   const outputs = settled.map((r) => r.value);
   const after = pid ? cpuTimes(pid) : null;
+  // pgbench's own CPU (its SCRAM with the client's PBKDF2 above all): the share of the machine
+  // the servers are left with under -C.
+  const clientCpuUs = ((reapedChildrenTicks() - clientBefore) * 1e6) / CLK_TCK;
   // pg_stat_database is flushed by backends at most once a second and when they exit; exiting
   // backends are reaped (their CPU in the postmaster's cutime) by then too.
   await sleep(1100);
@@ -525,6 +538,7 @@ async function measureRun(run, targets, { db, pmPid, metricsToken, seconds, warm
     pgCpuUsPerTx: pgCpuUs / transactions,
     // A reference without upstream (floor) has no PostgreSQL share; direct has no proxy share.
     totalCpuUsPerTx: ((cpuUs ?? 0) + pgCpuUs) / transactions,
+    clientCpuUsPerTx: clientCpuUs / transactions,
     backendsStarted: startedAfter - startedBefore,
     switchCalls: null,
     switchesPerSecond: null,
@@ -658,6 +672,7 @@ async function runPgbench(runs, targets, ctx) {
         x.avgConnectMs === null ? null : `avg connect ${x.avgConnectMs.toFixed(2)} ms`,
         x.cpuUsPerTx === null ? null : `proxy ${x.cpuUsPerTx.toFixed(1)} µs CPU/tx`,
         `PostgreSQL ${x.pgCpuUsPerTx.toFixed(1)} µs CPU/tx`,
+        `pgbench ${x.clientCpuUsPerTx.toFixed(1)} µs CPU/tx`,
         `${x.backendsStarted} backends started`,
         x.switchCalls === null
           ? null
@@ -793,6 +808,7 @@ const FIGURES = [
   'systemUsPerTx',
   'pgCpuUsPerTx',
   'totalCpuUsPerTx',
+  'clientCpuUsPerTx',
   'backendsStarted',
   'switchesPerSecond',
   'switchesPerTx',
@@ -906,6 +922,7 @@ function report(meta, bench, summary) {
       : `${s('cpuUsPerTx', kind, n, 1)} (${s('userUsPerTx', kind, n)} / ${s('systemUsPerTx', kind, n)})`,
     s('pgCpuUsPerTx', kind, n, 1),
     s('totalCpuUsPerTx', kind, n, 1),
+    s('clientCpuUsPerTx', kind, n, 1),
   ];
   const churnRows = (kind) =>
     Object.keys(bench[kind]).map((n) => [
@@ -922,6 +939,7 @@ function report(meta, bench, summary) {
     `proxy CPU µs/${per} (user / sys)`,
     `PostgreSQL CPU µs/${per}`,
     `proxy + PostgreSQL µs/${per}`,
+    `pgbench CPU µs/${per}`,
     'backends started',
   ];
 
@@ -966,7 +984,13 @@ function report(meta, bench, summary) {
         }),
       ),
     );
-    out.push('', `   org/pgbouncer ${ratioCell('churn2', 'org', 'pgbouncer')}`);
+    out.push(
+      '',
+      `   org/pgbouncer ${ratioCell('churn2', 'org', 'pgbouncer')}`,
+      `   pgbench's own CPU per connection (its SCRAM): one process of ${THREADS} threads ` +
+        `${s('clientCpuUsPerTx', 'churn', 'pgbouncer', 0)} µs (pgbouncer run), two processes ` +
+        `${s('clientCpuUsPerTx', 'churn2', 'pgbouncer', 0)} µs: what it leaves of the machine to the servers`,
+    );
   }
 
   if (Object.keys(bench.steady).length > 0) {
@@ -1031,6 +1055,7 @@ function report(meta, bench, summary) {
           'proxy CPU µs/tx (user / sys)',
           'PostgreSQL CPU µs/tx',
           'proxy + PostgreSQL µs/tx',
+          'pgbench CPU µs/tx',
           'backends started',
           'switch_context/s',
           'µs per call (self)',

@@ -21,6 +21,16 @@ export function cpuTimes(pid) {
   return { user: Number(fields[11]), system: Number(fields[12]) };
 }
 
+/**
+ * cutime + cstime of this process, in clock ticks: the CPU of its children that have ended and
+ * been waited for (e.g. the pgbench processes of a run, once they exited).
+ */
+export function reapedChildrenTicks() {
+  const stat = readFileSync('/proc/self/stat', 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(fields[13]) + Number(fields[14]);
+}
+
 /** utime + stime of a process, in clock ticks. */
 export function cpuTicks(pid) {
   const { user, system } = cpuTimes(pid);
