@@ -1,10 +1,31 @@
 // SCRAM-SHA-256 client (RFC 5802 / RFC 7677), for the upstream logins the proxy makes itself:
-// pooled logins with a configured password, and app mode when both legs are TLS (the client
-// would insist on channel binding to the proxy's certificate, which upstream cannot verify).
+// pooled logins with a configured password, app mode when both legs are TLS (the client would
+// insist on channel binding to the proxy's certificate, which upstream cannot verify), and SCRAM
+// pass-through: a login with the ClientKey a client's proof gave the proxy (auth/scram-server.ts)
+// and the role's verifier, so that the proxy logs in as the role without its password.
 import { createHash, createHmac, pbkdf2Sync, randomBytes, timingSafeEqual } from 'node:crypto';
+import type { ScramVerifier } from './scram-verifier.js';
 
 const hmac = (key: Buffer, data: string): Buffer => createHmac('sha256', key).update(data).digest();
 const sha256 = (data: Buffer): Buffer => createHash('sha256').update(data).digest();
+
+/**
+ * What a SCRAM pass-through login needs: the role's verifier and the ClientKey a client's proof
+ * against it revealed (H(ClientKey) is the verifier's StoredKey). Enough to answer the server's
+ * challenge and to check its signature; not the password.
+ */
+export interface ScramKeys {
+  clientKey: Buffer;
+  verifier: ScramVerifier;
+}
+
+/**
+ * The server's challenge does not match the verifier the keys came from (another salt or
+ * iteration count): the role's password changed since the client's proof.
+ */
+export class ScramKeysStale extends Error {
+  override name = 'ScramKeysStale';
+}
 
 /** SCRAM-SHA-256 client without channel binding ("n,,"), the username left to the startup packet. */
 export class ScramClient {
@@ -12,7 +33,8 @@ export class ScramClient {
   private readonly firstBare = `n=,r=${this.nonce}`;
   private serverSignature: Buffer | undefined;
 
-  constructor(private readonly password: string) {}
+  /** With the password, or with keys (SCRAM pass-through). */
+  constructor(private readonly secret: string | ScramKeys) {}
 
   firstMessage(): string {
     return `n,,${this.firstBare}`;
@@ -30,19 +52,32 @@ export class ScramClient {
     if (salt === undefined || !Number.isInteger(iterations) || iterations < 1) {
       throw new Error('SCRAM: malformed server-first-message');
     }
-    const salted = pbkdf2Sync(
-      this.password.normalize('NFKC'),
-      Buffer.from(salt, 'base64'),
-      iterations,
-      32,
-      'sha256',
-    );
-    const clientKey = hmac(salted, 'Client Key');
+    let clientKey: Buffer;
+    let serverKey: Buffer;
+    if (typeof this.secret === 'string') {
+      const salted = pbkdf2Sync(
+        this.secret.normalize('NFKC'),
+        Buffer.from(salt, 'base64'),
+        iterations,
+        32,
+        'sha256',
+      );
+      clientKey = hmac(salted, 'Client Key');
+      serverKey = hmac(salted, 'Server Key');
+    } else {
+      const { verifier } = this.secret;
+      if (salt !== verifier.salt.toString('base64') || iterations !== verifier.iterations)
+        throw new ScramKeysStale(
+          "SCRAM: the server's salt or iteration count is not the verifier's (the password changed)",
+        );
+      clientKey = this.secret.clientKey;
+      serverKey = verifier.serverKey;
+    }
     const withoutProof = `c=biws,r=${nonce}`;
     const authMessage = `${this.firstBare},${serverFirst},${withoutProof}`;
     const signature = hmac(sha256(clientKey), authMessage);
     const proof = Buffer.from(clientKey.map((byte, index) => byte ^ (signature[index] ?? 0)));
-    this.serverSignature = hmac(hmac(salted, 'Server Key'), authMessage);
+    this.serverSignature = hmac(serverKey, authMessage);
     return `${withoutProof},p=${proof.toString('base64')}`;
   }
 

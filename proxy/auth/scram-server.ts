@@ -51,7 +51,16 @@ export function authenticationFailed(username: string, reason: string): ProxyErr
 
 /** What the client-final-message led to. */
 export type ScramOutcome =
-  | { ok: true; /** server-final-message, for AuthenticationSASLFinal. */ serverFinal: string }
+  | {
+      ok: true;
+      /** server-final-message, for AuthenticationSASLFinal. */
+      serverFinal: string;
+      /**
+       * The ClientKey the proof revealed (H(ClientKey) = StoredKey): with the verifier, what a
+       * SCRAM pass-through login upstream needs (auth/scram-client.ts ScramKeys). Never logged.
+       */
+      clientKey: Buffer;
+    }
   | { ok: false; /** 28P01, to send as FATAL. */ error: ProxyError };
 
 /**
@@ -194,15 +203,15 @@ export class ScramServer {
     const authMessage = `${phase.first.bare},${phase.serverFirst},${final.withoutProof}`;
     // The proof is checked for a mock exchange too, and only then is `doomed` looked at, so that
     // an unknown user costs the same time as a wrong password (as in PostgreSQL).
-    const proofMatches = verifyClientProof(this.verifier.storedKey, authMessage, final.proof);
-    if (!proofMatches || this.doomed !== undefined) {
+    const clientKey = clientKeyOf(this.verifier.storedKey, authMessage, final.proof);
+    if (clientKey === undefined || this.doomed !== undefined) {
       return {
         ok: false,
         error: authenticationFailed(this.username, this.doomed ?? 'wrong password'),
       };
     }
     const signature = serverSignature(this.verifier.serverKey, authMessage);
-    return { ok: true, serverFinal: `v=${signature.toString('base64')}` };
+    return { ok: true, serverFinal: `v=${signature.toString('base64')}`, clientKey };
   }
 
   /** Runs a parser; a malformed message ends the exchange. */
@@ -302,13 +311,23 @@ export function parseClientFinal(message: string): ClientFinal {
  * the proof holds when H(ClientKey) = StoredKey, compared in constant time.
  */
 export function verifyClientProof(storedKey: Buffer, authMessage: string, proof: Buffer): boolean {
+  return clientKeyOf(storedKey, authMessage, proof) !== undefined;
+}
+
+/** The ClientKey of a proof that holds (verifyClientProof), undefined when it does not. */
+export function clientKeyOf(
+  storedKey: Buffer,
+  authMessage: string,
+  proof: Buffer,
+): Buffer | undefined {
   const signature = createHmac('sha256', storedKey).update(authMessage, 'utf8').digest();
   const clientKey = Buffer.alloc(keyLength);
   for (let i = 0; i < keyLength; i += 1) {
     clientKey[i] = (proof[i] ?? 0) ^ (signature[i] ?? 0);
   }
   const candidate = createHash('sha256').update(clientKey).digest();
-  return candidate.length === storedKey.length && timingSafeEqual(candidate, storedKey);
+  const holds = candidate.length === storedKey.length && timingSafeEqual(candidate, storedKey);
+  return holds ? clientKey : undefined;
 }
 
 /** ServerSignature = HMAC(ServerKey, AuthMessage), the server's proof for the client. */

@@ -26,6 +26,14 @@ export const poolErrors = {
       `upstream asked for ${method} authentication of role "${role}", and no password is configured for it`,
       'Add the role to connect_as_passfile or to PGVPD_CONNECT_AS_PASSWORDS.',
     ),
+  keysStale: (role: string) =>
+    new ProxyError(
+      'scram_keys_stale',
+      '28P01',
+      `password authentication failed for user "${role}"`,
+      undefined,
+      `SCRAM pass-through login of role "${role}": the server's salt or iteration count is not the verifier's the client was checked against (its password changed meanwhile)`,
+    ),
   loginTimeout: (host: string, port: number, timeoutMs: number) =>
     new ProxyError(
       'upstream_login_timeout',

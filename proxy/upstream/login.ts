@@ -9,7 +9,7 @@
 import { serialize } from '../protocol/encode.js';
 import { ProxyError, proxyErrors } from '../errors.js';
 import { md5Response } from '../auth/md5.js';
-import { ScramClient } from '../auth/scram-client.js';
+import { ScramClient, ScramKeysStale, type ScramKeys } from '../auth/scram-client.js';
 import { AuthCode, BackendCode } from '../protocol/codes.js';
 import type { Message, PacketReader } from '../protocol/reader.js';
 import { connectUpstream, type Upstream, type UpstreamTarget } from './connect.js';
@@ -76,6 +76,12 @@ export interface PooledSession {
 export interface LoginOptions {
   /** The connect_as role's password; undefined when the server trusts the role. */
   password: string | undefined;
+  /**
+   * SCRAM pass-through: the ClientKey a client's proof revealed and the verifier it was checked
+   * against (auth/scram-client.ts). Used, before any password, when the server asks for SCRAM;
+   * a server asking for MD5 or cleartext then needs the password.
+   */
+  scramKeys?: ScramKeys;
   /** application_name of the upstream session (default "pgvpd"). */
   applicationName?: string;
   /** Further startup parameters (e.g. client_encoding); user and database cannot be overridden. */
@@ -153,7 +159,13 @@ async function handshake(
       database: key.database,
     }),
   );
-  await authenticate(key, reader, (data) => socket.write(data), options.password);
+  await authenticate(
+    key,
+    reader,
+    (data) => socket.write(data),
+    options.password,
+    options.scramKeys,
+  );
 
   const { backend, parameters } = await untilReady(reader, 'pooled login', (message) =>
     poolErrors.loginRefused(key.role, key.database, errorFields(message.body)),
@@ -248,6 +260,7 @@ async function authenticate(
   reader: PacketReader,
   write: (data: Buffer) => void,
   password: string | undefined,
+  scramKeys: ScramKeys | undefined,
 ): Promise<void> {
   const need = (method: string): string => {
     if (password === undefined) throw poolErrors.noPassword(key.role, method);
@@ -274,7 +287,7 @@ async function authenticate(
         const mechanisms = saslMechanisms(data);
         if (!mechanisms.includes('SCRAM-SHA-256'))
           throw proxyErrors.unsupportedAuth(mechanisms.join(', '));
-        scram = new ScramClient(need('SCRAM-SHA-256'));
+        scram = new ScramClient(scramKeys ?? need('SCRAM-SHA-256'));
         write(serialize.sendSASLInitialResponseMessage('SCRAM-SHA-256', scram.firstMessage()));
         continue;
       }
@@ -283,7 +296,9 @@ async function authenticate(
         if (!client) throw proxyErrors.upstreamProtocol('SASLContinue without SASL');
         const serverFirst = data.toString('utf8');
         write(
-          serialize.sendSCRAMClientFinalMessage(scramStep(() => client.finalMessage(serverFirst))),
+          serialize.sendSCRAMClientFinalMessage(
+            scramStep(() => client.finalMessage(serverFirst), key.role),
+          ),
         );
         continue;
       }
@@ -319,10 +334,11 @@ async function authMessage(key: PoolKey, reader: PacketReader): Promise<Message>
   }
 }
 
-function scramStep<T>(step: () => T): T {
+function scramStep<T>(step: () => T, role?: string): T {
   try {
     return step();
   } catch (error) {
+    if (error instanceof ScramKeysStale && role !== undefined) throw poolErrors.keysStale(role);
     throw proxyErrors.upstreamProtocol((error as Error).message);
   }
 }
