@@ -8,6 +8,7 @@ import { parse as parseConnectionString } from 'pg-connection-string';
 import pg from 'pg';
 import { proxyErrors } from '../errors.js';
 import type { Metrics } from '../metrics.js';
+import { parseVerifier, type ScramVerifier } from '../auth/scram-verifier.js';
 
 export interface ContextRequest {
   /**
@@ -121,6 +122,34 @@ export class ControlPools {
       },
     );
     return query;
+  }
+
+  /**
+   * pgvpd.app_role_verifier: the SCRAM verifier of an application role the proxy may serve, to
+   * check a pooled app-mode client's proof against (and log in upstream with its ClientKey).
+   * `problem` says why an eligible role has none ('md5', 'no password'); both are undefined for
+   * any other name, known to the server or not (the client then gets the 28P01 of a wrong
+   * password), and for a stored verifier this proxy cannot parse. The role goes as a parameter of
+   * a prepared statement: nothing else of the client's startup reaches the control connection.
+   */
+  async appRoleVerifier(
+    database: string,
+    role: string,
+    server?: { host: string; port: number },
+  ): Promise<{ verifier: ScramVerifier | undefined; problem: 'md5' | 'no password' | undefined }> {
+    const { rows } = await this.pool(database, server).query<{
+      verifier: string | null;
+      problem: string | null;
+    }>({
+      name: 'pgvpd_app_role_verifier',
+      text: 'select verifier, problem from pgvpd.app_role_verifier($1::text)',
+      values: [role],
+    });
+    const row = rows[0];
+    const verifier = row?.verifier ? parseVerifier(row.verifier) : undefined;
+    const problem =
+      row?.problem === 'md5' || row?.problem === 'no password' ? row.problem : undefined;
+    return { verifier, problem: verifier ? undefined : problem };
   }
 
   /**

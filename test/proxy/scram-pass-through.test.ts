@@ -3,15 +3,17 @@
 // and logs in to PostgreSQL as that role with it, knowing no password. A wrong password gives no
 // key; a key that is not the role's is refused by PostgreSQL (28P01); keys from a verifier the
 // role no longer has (its password changed) or from another role fail before a proof is sent
-// (28P01, the log saying why); and the server must prove it knows the verifier.
-import { randomBytes } from 'node:crypto';
+// (28P01, the log saying why); and the server must prove it knows the verifier. The verifier comes
+// from the database through the control connection (pgvpd.app_role_verifier).
+import { createHash, randomBytes } from 'node:crypto';
 import t from 'tap';
 import { ScramClient } from '../../proxy/auth/scram-client.js';
 import { ScramServer, scramMechanism } from '../../proxy/auth/scram-server.js';
 import { parseVerifier, type ScramVerifier } from '../../proxy/auth/scram-verifier.js';
 import type { ProxyError } from '../../proxy/errors.js';
 import { loginUpstream, type PoolKey } from '../../proxy/upstream/login.js';
-import { scratchRole } from '../support/pgvpd.js';
+import { ControlPools } from '../../proxy/upstream/control.js';
+import { installPgvpd, loginRole, scratchRole } from '../support/pgvpd.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 
 const db = await createTestDatabase(t);
@@ -149,3 +151,39 @@ t.test(
     t.match(ended, { code: '08P01', message: /server signature does not match/ });
   },
 );
+
+t.test('through the control connection: the lookup, then a login with the keys', async (t) => {
+  await installPgvpd(db);
+  const proxyRole = await loginRole(t, db, 'proxy');
+  const control = new ControlPools(proxyRole.url, 1);
+  t.teardown(() => control.close());
+  const app = await loginRole(t, db, 'app');
+  const found = await control.appRoleVerifier(db.name, app.name);
+  t.same(
+    found,
+    { verifier: await verifierOf(db, app.name), problem: undefined },
+    'the role’s own verifier',
+  );
+  const outcome = clientLogin(app.name, found.verifier!, app.password);
+  if (!outcome.ok) throw outcome.error;
+  const session = await loginUpstream(keyFor(app.name), {
+    password: undefined,
+    scramKeys: { clientKey: outcome.clientKey, verifier: found.verifier! },
+  });
+  t.teardown(() => session.socket.destroy());
+  t.ok(session.backendPid > 0, 'logged in with the keys');
+
+  t.same(
+    await control.appRoleVerifier(db.name, `nobody_${randomBytes(3).toString('hex')}`),
+    { verifier: undefined, problem: undefined },
+    'an unknown role: nothing',
+  );
+  const md5 = await loginRole(t, db, 'app');
+  const hash = createHash('md5').update(`secret${md5.name}`).digest('hex');
+  await db.query(`alter role ${md5.name} password 'md5${hash}'`);
+  t.same(
+    await control.appRoleVerifier(db.name, md5.name),
+    { verifier: undefined, problem: 'md5' },
+    'an MD5 role: the problem named',
+  );
+});
