@@ -13,7 +13,7 @@ import { SessionPool } from '../../proxy/pool/session-pool.js';
 import { loginUpstream, type PoolKey } from '../../proxy/upstream/login.js';
 import { PacketReader } from '../../proxy/protocol/reader.js';
 import { authenticationOk, backendKeyData } from '../../proxy/protocol/encode.js';
-import { createTestDatabase, testRoles, type TestLike } from '../support/postgres.js';
+import { createTestDatabase, poolKeyFor, testRoles, type TestLike } from '../support/postgres.js';
 
 function backendMessage(type: string, body: Buffer): Buffer {
   const header = Buffer.alloc(5);
@@ -41,17 +41,7 @@ interface MiniProxy {
 
 async function miniProxy(t: TestLike): Promise<MiniProxy> {
   const db = await createTestDatabase(t);
-  const key: PoolKey = {
-    target: {
-      host: db.server.host,
-      port: db.server.port,
-      tls: false,
-      tlsVerify: true,
-      tlsCa: undefined,
-    },
-    database: db.name,
-    role: testRoles.scram.user,
-  };
+  const key: PoolKey = poolKeyFor(db, testRoles.scram.user);
   const pool = new SessionPool({
     size: 1,
     checkoutTimeoutMs: 5000,

@@ -7,25 +7,14 @@ import type { ProxyError } from '../../proxy/errors.js';
 import { loginUpstream, type PoolKey, type PooledSession } from '../../proxy/upstream/login.js';
 import {
   createTestDatabase,
+  poolKeyFor,
   serverInfo,
   testRoles,
   type TestDatabase,
 } from '../support/postgres.js';
 import { installPgvpd, sqlstate } from '../support/pgvpd.js';
 
-function keyFor(db: TestDatabase, role: string, database = db.name): PoolKey {
-  return {
-    target: {
-      host: db.server.host,
-      port: db.server.port,
-      tls: false,
-      tlsVerify: true,
-      tlsCa: undefined,
-    },
-    database,
-    role,
-  };
-}
+const keyFor = poolKeyFor;
 
 function closeSession(session: PooledSession): void {
   session.socket.destroy();

@@ -8,7 +8,12 @@ import type { ProxyError } from '../../proxy/errors.js';
 import { createLogger } from '../../proxy/logger.js';
 import { SessionPool, type SessionPoolOptions } from '../../proxy/pool/session-pool.js';
 import { loginUpstream, type PoolKey, type PooledSession } from '../../proxy/upstream/login.js';
-import { createTestDatabase, type TestDatabase, type TestLike } from '../support/postgres.js';
+import {
+  createTestDatabase,
+  poolKeyFor,
+  type TestDatabase,
+  type TestLike,
+} from '../support/postgres.js';
 import { sqlstate, type LoginRole } from '../support/pgvpd.js';
 import { parseBackend } from '../support/wire.js';
 
@@ -27,17 +32,7 @@ async function fixture(
   const db = await createTestDatabase(t);
   // A plain login role (the pgvpd schema is not needed to pool sessions).
   const role = await plainRole(t, db);
-  const key: PoolKey = {
-    target: {
-      host: db.server.host,
-      port: db.server.port,
-      tls: false,
-      tlsVerify: true,
-      tlsCa: undefined,
-    },
-    database: db.name,
-    role: role.name,
-  };
+  const key: PoolKey = poolKeyFor(db, role.name);
   const f: Fixture = { db, role, key, pool: undefined as unknown as SessionPool, logins: 0 };
   f.pool = new SessionPool({
     size: 2,

@@ -14,23 +14,11 @@ import type { ProxyError } from '../../proxy/errors.js';
 import { loginUpstream, type PoolKey } from '../../proxy/upstream/login.js';
 import { ControlPools } from '../../proxy/upstream/control.js';
 import { installPgvpd, loginRole, scratchRole } from '../support/pgvpd.js';
-import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { createTestDatabase, poolKeyFor, type TestDatabase } from '../support/postgres.js';
 
 const db = await createTestDatabase(t);
 
-function keyFor(role: string): PoolKey {
-  return {
-    target: {
-      host: db.server.host,
-      port: db.server.port,
-      tls: false,
-      tlsVerify: true,
-      tlsCa: undefined,
-    },
-    database: db.name,
-    role,
-  };
-}
+const keyFor = (role: string): PoolKey => poolKeyFor(db, role);
 
 async function verifierOf(database: TestDatabase, role: string): Promise<ScramVerifier> {
   const { rows } = await database.query<{ rolpassword: string }>(

@@ -15,6 +15,7 @@ import {
   stopLocalSync,
 } from './server.js';
 import { type TestCertificates, ensureTestCertificates } from './tls.js';
+import type { PoolKey } from '../../proxy/upstream/login.js';
 
 export { testRoles, type ServerKind, type TestRole } from './server.js';
 export type { TestCertificatePaths, TestCertificates } from './tls.js';
@@ -177,5 +178,20 @@ export async function createTestDatabase(
     urlFor: (user, password) => withDatabase(state.adminUrl, name, user, password),
     query: (sql, params) => pool.query(sql, params),
     server: infoOf(state),
+  };
+}
+
+/** The pool key of `role` on the test server, without TLS (`database`: the test's by default). */
+export function poolKeyFor(db: TestDatabase, role: string, database = db.name): PoolKey {
+  return {
+    target: {
+      host: db.server.host,
+      port: db.server.port,
+      tls: false,
+      tlsVerify: true,
+      tlsCa: undefined,
+    },
+    database,
+    role,
   };
 }
