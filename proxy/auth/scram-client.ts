@@ -66,7 +66,7 @@ export class ScramClient {
       serverKey = hmac(salted, 'Server Key');
     } else {
       const { verifier } = this.secret;
-      if (salt !== verifier.salt.toString('base64') || iterations !== verifier.iterations)
+      if (!Buffer.from(salt, 'base64').equals(verifier.salt) || iterations !== verifier.iterations)
         throw new ScramKeysStale(
           "SCRAM: the server's salt or iteration count is not the verifier's (the password changed)",
         );

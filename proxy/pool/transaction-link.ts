@@ -580,16 +580,20 @@ export class TransactionLink implements Attachment {
     const statement = this.stmts.get(name);
     if (!statement) return undefined;
     if (!book.prepared.has(statement.server)) {
-      // Only to be deallocated at once: an empty SELECT, which fails only where the DEALLOCATE
-      // itself would (an aborted transaction). The client's own text could fail where the
-      // DEALLOCATE would not (a table dropped since), and an extended-protocol error makes the
-      // backend skip everything up to the next Sync, a simple Query included, which would then
-      // never be answered. Before a Query, a Sync of the proxy's own ends the Parse's group (its
-      // ParseComplete or error and its ReadyForQuery are the proxy's); not after extended
-      // messages of the client's still waiting for theirs, which that Sync would end early.
+      const query = raw[0] === F.Query;
+      // Before a simple Query, which runs the DEALLOCATE at once: an empty SELECT, which fails
+      // only where the DEALLOCATE itself would (an aborted transaction). The client's own text
+      // could fail where the DEALLOCATE would not (a table dropped since), and an
+      // extended-protocol error makes the backend skip everything up to the next Sync, a simple
+      // Query included, which would then never be answered. A Sync of the proxy's own ends the
+      // Parse's group (its ParseComplete or error and its ReadyForQuery are the proxy's); not
+      // after extended messages of the client's still waiting for theirs, which that Sync would
+      // end early. Before an unnamed Parse of the DEALLOCATE, which runs only if the client binds
+      // and executes it (and its own Sync follows), the statement's own text: left behind
+      // unexecuted, it is still the statement the name stands for.
       this.parses.push({ group: this.sent, skip: true, server: statement.server });
-      this.out.push(writeParse(statement.server, emptySelect));
-      if (raw[0] === F.Query && !this.unsynced) {
+      this.out.push(writeParse(statement.server, query ? emptySelect : statement.rest));
+      if (query && !this.unsynced) {
         this.pending += 1;
         this.sent += 1;
         this.terminators.push(proxySync);
@@ -909,7 +913,8 @@ export class TransactionLink implements Attachment {
         }
         if (fields.severity === 'FATAL' || fields.severity === 'PANIC') session.broken = true;
         // The failure of the proxy's own Parse (deallocating): the DEALLOCATE after it answers.
-        if (this.terminators[0] === proxySync && !session.broken) return undefined;
+        if (this.terminators[0] === proxySync && !session.broken && !this.uncertain)
+          return undefined;
         return raw;
       }
       case B.CopyInResponse:

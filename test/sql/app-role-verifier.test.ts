@@ -6,7 +6,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import t from 'tap';
 import { parseVerifier } from '../../proxy/auth/scram-verifier.js';
-import { installPgvpd, loginRole, scratchRole, sqlstate } from '../support/pgvpd.js';
+import { connect, installPgvpd, loginRole, scratchRole, sqlstate } from '../support/pgvpd.js';
 import type { TestLike } from '../support/postgres.js';
 import { fixture } from './fixture.js';
 
@@ -140,7 +140,7 @@ t.test('an eligible role without a SCRAM verifier: the problem, no verifier', as
   t.same(await lookup(none.name), { verifier: null, problem: 'no password' });
 });
 
-t.test('only pgvpd_proxy may call it', async (t) => {
+t.test('only pgvpd_proxy (and pgvpd_admin, its owner) may call it', async (t) => {
   const app = await f.app.connect();
   t.teardown(() => app.end());
   t.equal(
@@ -148,14 +148,24 @@ t.test('only pgvpd_proxy may call it', async (t) => {
     '42501',
     'an application role: permission denied',
   );
+  const unrelated = await scratchRole(t, db, 'nosuperuser nobypassrls');
+  const other = await connect(unrelated.url);
+  t.teardown(() => other.end());
+  t.equal(
+    await sqlstate(other.query('select * from pgvpd.app_role_verifier($1)', [f.app.name])),
+    '42501',
+    'any other role: permission denied',
+  );
+  // pgvpd_admin owns it (as it owns the tables its answer depends on): its members, trusted with
+  // all of pgvpd's data, may call it too.
   const admin = await loginRole(t, db, 'admin');
   const adminClient = await admin.connect();
   t.teardown(() => adminClient.end());
-  t.equal(
-    await sqlstate(adminClient.query('select * from pgvpd.app_role_verifier($1)', [f.app.name])),
-    '42501',
-    'a member of pgvpd_admin: permission denied',
+  const { rows } = await adminClient.query<Lookup>(
+    'select verifier, problem from pgvpd.app_role_verifier($1)',
+    [f.app.name],
   );
+  t.same(rows, [{ verifier: await stored(f.app.name), problem: null }], 'pgvpd_admin may');
 });
 
 t.test("the caller's search_path changes nothing", async (t) => {
@@ -178,20 +188,82 @@ t.test("the caller's search_path changes nothing", async (t) => {
   t.same(await lookup(superuser.name), nothing, 'a superuser still gets nothing');
 });
 
-t.test('owned by a superuser, also after setup runs again', async (t) => {
-  const owner = async () =>
+t.test('only the catalog-reading part is a superuser’s, also after setup runs again', async (t) => {
+  const owners = async () =>
     (
-      await db.query<{ rolsuper: boolean }>(
-        `select r.rolsuper from pg_proc p join pg_roles r on r.oid = p.proowner
-          where p.oid = 'pgvpd.app_role_verifier(text)'::regprocedure`,
+      await db.query<{ fn: string; owner: string; rolsuper: boolean }>(
+        `select p.oid::regprocedure::text as fn, r.rolname as owner, r.rolsuper
+           from pg_proc p join pg_roles r on r.oid = p.proowner
+          where p.oid in ('pgvpd.app_role_verifier(text)'::regprocedure,
+                          'pgvpd_private.role_scram_verifier(text)'::regprocedure)
+          order by 1`,
       )
-    ).rows[0]?.rolsuper;
-  t.equal(await owner(), true, 'after the first setup');
+    ).rows.map((row) => [row.fn, row.owner === 'pgvpd_admin' ? 'pgvpd_admin' : row.rolsuper]);
+  const expected = [
+    ['pgvpd.app_role_verifier(text)', 'pgvpd_admin'],
+    ['pgvpd_private.role_scram_verifier(text)', true],
+  ];
+  t.same(await owners(), expected, 'after the first setup');
   await installPgvpd(db);
-  t.equal(await owner(), true, 'after setup.sql ran again (its ownership blocks included)');
+  t.same(await owners(), expected, 'after setup.sql ran again (its ownership blocks included)');
   t.same(
     await lookup(f.app.name),
     { verifier: await stored(f.app.name), problem: null },
-    'and it still reads pg_authid',
+    'and the lookup still reads pg_authid',
   );
+});
+
+t.test('the catalog-reading part: pgvpd_admin only', async (t) => {
+  t.equal(
+    await sqlstate(
+      f.proxy.query('select * from pgvpd_private.role_scram_verifier($1)', [f.app.name]),
+    ),
+    '42501',
+    'pgvpd_proxy may not call it directly',
+  );
+  const app = await f.app.connect();
+  t.teardown(() => app.end());
+  t.equal(
+    await sqlstate(app.query('select * from pgvpd_private.role_scram_verifier($1)', [f.app.name])),
+    '42501',
+    'nor an application role',
+  );
+});
+
+t.test('pgvpd_admin cannot make a lookup run its code as a superuser', async (t) => {
+  // pgvpd_admin owns pgvpd_private and its tables: it may put a view of its own in place of
+  // app_role, calling a function of its own. The lookup must never run it as a superuser.
+  const admin = await loginRole(t, db, 'admin');
+  const client = await admin.connect();
+  t.teardown(() => client.end());
+  const suffix = randomBytes(3).toString('hex');
+  await client.query('set role pgvpd_admin');
+  await client.query(`
+    create function pgvpd_private.zz_probe_${suffix}() returns boolean language plpgsql volatile as $$
+    begin
+      if (select rolsuper from pg_catalog.pg_roles where rolname = current_user) then
+        execute pg_catalog.format('alter role %I superuser', '${admin.name}');
+      end if;
+      return true;
+    end $$;
+    alter table pgvpd_private.app_role rename to app_role_${suffix};
+    create view pgvpd_private.app_role as
+      select role_name from pgvpd_private.app_role_${suffix} where pgvpd_private.zz_probe_${suffix}();
+  `);
+  t.teardown(async () => {
+    await db.query(`alter role ${admin.name} nosuperuser`);
+    await db.query(`drop view if exists pgvpd_private.app_role`);
+    await db.query(`alter table pgvpd_private.app_role_${suffix} rename to app_role`);
+    await db.query(`drop function pgvpd_private.zz_probe_${suffix}()`);
+  });
+  t.same(
+    await lookup(f.app.name),
+    { verifier: await stored(f.app.name), problem: null },
+    'the lookup answers, through the swapped view',
+  );
+  const { rows } = await db.query<{ rolsuper: boolean }>(
+    'select rolsuper from pg_roles where rolname = $1',
+    [admin.name],
+  );
+  t.same(rows, [{ rolsuper: false }], 'and the view’s function did not run as a superuser');
 });
