@@ -3,7 +3,7 @@
 // Through them the proxy asks the database for a signed context for a backend pid; the token
 // comes back and is only ever sent on as a bind parameter. Through them too the proxy registers
 // itself in a database, renews and ends that registration (the key of its switch grants:
-// instance-keys.ts).
+// instance-keys.ts), and looks up the SCRAM verifier of an application role (pooled app mode).
 import { parse as parseConnectionString } from 'pg-connection-string';
 import pg from 'pg';
 import { proxyErrors } from '../errors.js';
