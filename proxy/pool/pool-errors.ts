@@ -34,6 +34,13 @@ export const poolErrors = {
       undefined,
       `SCRAM pass-through login of role "${role}": the server's salt or iteration count is not the verifier's the client was checked against (its password changed meanwhile)`,
     ),
+  passThroughUnchecked: (role: string) =>
+    new ProxyError(
+      'scram_pass_through_unchecked',
+      '28000',
+      `upstream let role "${role}" in without checking a password; a SCRAM pass-through login needs it to`,
+      'Make pg_hba.conf ask for scram-sha-256 for this role from the proxy.',
+    ),
   loginTimeout: (host: string, port: number, timeoutMs: number) =>
     new ProxyError(
       'upstream_login_timeout',

@@ -276,6 +276,10 @@ async function authenticate(
         // A server that starts SCRAM must prove it knows the verifier before letting us in.
         if (scram && !serverVerified)
           throw proxyErrors.upstreamProtocol('SCRAM ended without the server signature');
+        // Keys stand for a client's proof: they may open only a login the server checked. A
+        // server that lets the role in unchecked (trust) would otherwise let a verifier, which
+        // is not a password, stand for one.
+        if (scramKeys !== undefined && !scram) throw poolErrors.passThroughUnchecked(key.role);
         return;
       case AuthCode.CleartextPassword:
         write(serialize.password(need('password')));

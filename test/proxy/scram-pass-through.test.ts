@@ -14,7 +14,12 @@ import type { ProxyError } from '../../proxy/errors.js';
 import { loginUpstream, type PoolKey } from '../../proxy/upstream/login.js';
 import { ControlPools } from '../../proxy/upstream/control.js';
 import { installPgvpd, loginRole, scratchRole } from '../support/pgvpd.js';
-import { createTestDatabase, poolKeyFor, type TestDatabase } from '../support/postgres.js';
+import {
+  createTestDatabase,
+  poolKeyFor,
+  testRoles,
+  type TestDatabase,
+} from '../support/postgres.js';
 
 const db = await createTestDatabase(t);
 
@@ -120,6 +125,24 @@ t.test('keys from a verifier the role no longer has fail before any proof is sen
     }),
   );
   t.match(theirs, { code: '28P01', kind: 'scram_keys_stale' }, 'nor do another role’s keys');
+});
+
+t.test('keys never open a login the server does not check (trust): 28000', async (t) => {
+  const role = await scratchRole(t, db, 'nosuperuser');
+  const verifier = await verifierOf(db, role.name);
+  const outcome = clientLogin(role.name, verifier, role.password);
+  if (!outcome.ok) throw outcome.error;
+  const unchecked = await failure(
+    loginUpstream(keyFor(testRoles.trust.user), {
+      password: undefined,
+      scramKeys: { clientKey: outcome.clientKey, verifier },
+    }),
+  );
+  t.match(unchecked, {
+    code: '28000',
+    kind: 'scram_pass_through_unchecked',
+    message: `upstream let role "${testRoles.trust.user}" in without checking a password; a SCRAM pass-through login needs it to`,
+  });
 });
 
 t.test(

@@ -98,6 +98,17 @@ t.test('names that may not be served get nothing, like an unknown one', async (t
     t.same(await lookup(member.name), nothing, `a member of ${own}`);
   }
   t.same(await lookup('pgvpd_proxy'), nothing, 'pgvpd_proxy itself');
+  const createrole = await appRole(t, 'nosuperuser nobypassrls createrole');
+  t.same(await lookup(createrole.name), nothing, 'CREATEROLE');
+  const replication = await appRole(t, 'nosuperuser nobypassrls replication');
+  t.same(await lookup(replication.name), nothing, 'REPLICATION');
+  const roleMakers = await groupRole(t, 'createrole');
+  const viaCreaterole = await appRole(t, `nosuperuser nobypassrls noinherit in role ${roleMakers}`);
+  t.same(await lookup(viaCreaterole.name), nothing, 'a member of a CREATEROLE role');
+  for (const predefined of ['pg_write_server_files', 'pg_execute_server_program']) {
+    const member = await appRole(t, `nosuperuser nobypassrls noinherit in role ${predefined}`);
+    t.same(await lookup(member.name), nothing, `a member of ${predefined}`);
+  }
 
   const nologin = await groupRole(t, 'nosuperuser nobypassrls');
   await db.query('select pgvpd.add_app_role($1)', [nologin]);
@@ -227,6 +238,57 @@ t.test('the catalog-reading part: pgvpd_admin only', async (t) => {
     await sqlstate(app.query('select * from pgvpd_private.role_scram_verifier($1)', [f.app.name])),
     '42501',
     'nor an application role',
+  );
+});
+
+t.test('pgvpd_admin calling the catalog part directly: tenant roles only', async (t) => {
+  const admin = await loginRole(t, db, 'admin');
+  const client = await admin.connect();
+  t.teardown(() => client.end());
+  const direct = async (role: string) =>
+    (
+      await client.query<Lookup>(
+        'select verifier, problem from pgvpd_private.role_scram_verifier($1)',
+        [role],
+      )
+    ).rows[0];
+  t.same(
+    await direct(f.app.name),
+    { verifier: await stored(f.app.name), problem: null },
+    'a registered application role (a pgvpd_tenant member)',
+  );
+  const unmarked = await scratchRole(t, db, 'nosuperuser nobypassrls');
+  t.same(await direct(unmarked.name), nothing, 'a role no database registered: nothing');
+});
+
+t.test('setup takes back what pgvpd_admin did to the catalog part', async (t) => {
+  const admin = await loginRole(t, db, 'admin');
+  const client = await admin.connect();
+  t.teardown(() => client.end());
+  const grantee = await scratchRole(t, db, 'nosuperuser nobypassrls');
+  // The schema's owner may drop the superuser's function and put its own in its place.
+  await client.query('set role pgvpd_admin');
+  await client.query(`
+    drop function pgvpd_private.role_scram_verifier(text);
+    create function pgvpd_private.role_scram_verifier(p_role text, out verifier text, out problem text)
+      language sql stable as $$ select 'forged'::text, null::text $$;
+    grant execute on function pgvpd_private.role_scram_verifier(text) to ${grantee.name};
+  `);
+  t.teardown(() => installPgvpd(db));
+  await installPgvpd(db);
+  const { rows } = await db.query<{ super: boolean; granted: boolean; body: boolean }>(
+    `select r.rolsuper as super,
+            has_function_privilege($1, p.oid, 'EXECUTE') as granted,
+            p.prosrc like '%pg_authid%' as body
+       from pg_proc p join pg_roles r on r.oid = p.proowner
+      where p.oid = 'pgvpd_private.role_scram_verifier(text)'::regprocedure`,
+    [grantee.name],
+  );
+  t.same(rows, [{ super: true, granted: false, body: true }], "the superuser's again, ungranted");
+  t.same(
+    await lookup(f.app.name),
+    { verifier: await stored(f.app.name), problem: null },
+    'and the lookup reads pg_authid',
   );
 });
 
