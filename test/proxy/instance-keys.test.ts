@@ -15,7 +15,12 @@ import { errorFields, upstreamMessage } from '../../proxy/protocol/decode.js';
 import { ControlPools } from '../../proxy/upstream/control.js';
 import { InstanceKeys, instanceName } from '../../proxy/upstream/instance-keys.js';
 import { loginUpstream, type PooledSession } from '../../proxy/upstream/login.js';
-import { createTestDatabase, type TestDatabase, type TestLike } from '../support/postgres.js';
+import {
+  createTestDatabase,
+  poolKeyFor,
+  type TestDatabase,
+  type TestLike,
+} from '../support/postgres.js';
 import { contextPath, installPgvpd, loginRole, type LoginRole } from '../support/pgvpd.js';
 import { orgFixture, type OrgFixture } from './org-fixture.js';
 
@@ -55,20 +60,10 @@ function keysOf(
 
 /** A pooled login of the fixture's connect_as role, as org mode's pool opens one. */
 async function pooledLogin(t: TestLike, f: OrgFixture): Promise<PooledSession> {
-  const session = await loginUpstream(
-    {
-      target: {
-        host: f.db.server.host,
-        port: f.db.server.port,
-        tls: false,
-        tlsVerify: true,
-        tlsCa: undefined,
-      },
-      database: f.db.name,
-      role: f.connectAs,
-    },
-    { password: f.connectAsPassword, backendStart: true },
-  );
+  const session = await loginUpstream(poolKeyFor(f.db, f.connectAs), {
+    password: f.connectAsPassword,
+    backendStart: true,
+  });
   t.teardown(() => {
     session.socket.destroy();
   });

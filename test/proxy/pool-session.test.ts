@@ -453,17 +453,7 @@ t.test('with size 2, five concurrent checkouts are served in FIFO order', async 
 t.test('a failed login fails its checkout and frees its place', async (t) => {
   const db = await createTestDatabase(t);
   let attempts = 0;
-  const key: PoolKey = {
-    target: {
-      host: db.server.host,
-      port: db.server.port,
-      tls: false,
-      tlsVerify: true,
-      tlsCa: undefined,
-    },
-    database: db.name,
-    role: 'pgvpd_scram_user',
-  };
+  const key: PoolKey = poolKeyFor(db, 'pgvpd_scram_user');
   const pool = new SessionPool({
     size: 1,
     checkoutTimeoutMs: 1000,
