@@ -15,6 +15,7 @@ export type Mode = 'app' | 'org';
 const logLevels = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 /** How long a pooled backend serves one client (pool_mode). */
 export const poolModes = ['session', 'transaction'] as const;
+export type PoolMode = (typeof poolModes)[number];
 
 /** The value type of each kind of setting. */
 interface KindValues {
@@ -29,7 +30,8 @@ interface KindValues {
   seconds: number;
   count: number;
   level: (typeof logLevels)[number];
-  pool_mode: (typeof poolModes)[number];
+  /** Unset: org mode pools per session, app mode gives each client a backend of its own. */
+  pool_mode: (typeof poolModes)[number] | undefined;
 }
 
 export type Kind = keyof KindValues;
@@ -220,32 +222,32 @@ export const settings = {
     modes: both,
     help: 'trace, debug, info, warn, error, fatal or silent',
   },
-  /** Upstream sessions per (server, database, connect_as role). */
+  /** Upstream sessions per (server, database, role): org's connect_as role, app's username role. */
   pool_size: {
     kind: 'count',
     default: 20,
-    modes: orgOnly,
-    help: 'pooled upstream sessions per server, database and connect_as role',
+    modes: both,
+    help: 'pooled upstream sessions per server, database and role (org mode: the connect_as role; app mode with pool_mode: the role of the username)',
   },
   /** Seconds a client waits for a pooled session before 53300. */
   pool_checkout_timeout: {
     kind: 'seconds',
     default: 5,
-    modes: orgOnly,
+    modes: both,
     help: 'seconds a client waits for a pooled session; then FATAL 53300 naming the role, database, size and wait',
   },
   /** Seconds an idle pooled session is kept. */
   pool_idle_timeout: {
     kind: 'seconds',
     default: 300,
-    modes: orgOnly,
+    modes: both,
     help: 'seconds an idle pooled session is kept',
   },
   /** Seconds after which a pooled session is closed instead of reused. */
   pool_max_lifetime: {
     kind: 'seconds',
     default: 3600,
-    modes: orgOnly,
+    modes: both,
     help: 'seconds after which a pooled session is closed on release instead of reused',
   },
   /**
@@ -255,8 +257,8 @@ export const settings = {
   max_unauthenticated_per_address: {
     kind: 'count',
     default: 32,
-    modes: orgOnly,
-    help: 'connections from one client address that may be logging in at once',
+    modes: both,
+    help: 'connections from one client address that may be logging in at once (app mode: with pool_mode only)',
   },
   /**
    * Off by default: the readying runs while the client's answer is due, so a known user's wrong
@@ -271,26 +273,29 @@ export const settings = {
   /**
    * How long a pooled backend stays with one client: `session` (from login to logout) or
    * `transaction` (from a client's first message to the ReadyForQuery that ends its transaction).
-   * Per org in the catalog (pgvpd.org_set_pool_mode); this is the default for orgs without one.
+   * Org mode: per org in the catalog (pgvpd.org_set_pool_mode); this is the default for orgs
+   * without one, and unset means session. App mode: unset (the default) gives every client a
+   * backend of its own, authenticated by PostgreSQL; session or transaction pools per (database,
+   * role), the proxy checking the role's own SCRAM verifier (docs/app-mode.md).
    */
   pool_mode: {
     kind: 'pool_mode',
-    default: 'session',
-    modes: orgOnly,
-    help: 'how long a pooled backend serves one client, for orgs that do not set it: session or transaction',
+    default: undefined,
+    modes: both,
+    help: 'how long a pooled backend serves one client: session or transaction. org mode: for orgs that do not set it, unset = session; app mode: unset = a dedicated backend per client (no pool)',
   },
   /** Named statements kept per pooled backend in transaction mode (least recently used closed). */
   max_prepared_statements: {
     kind: 'count',
     default: 200,
-    modes: orgOnly,
+    modes: both,
     help: 'prepared statements kept per pooled backend in transaction mode; the least recently used is closed beyond it',
   },
   /** Transaction mode: a client idle inside a transaction this long gets FATAL 25P03. */
   idle_in_transaction_timeout: {
     kind: 'seconds',
     default: 300,
-    modes: orgOnly,
+    modes: both,
     help: 'transaction mode: seconds a client may hold a pooled backend idle inside a transaction; then FATAL 25P03 and ROLLBACK',
   },
   /**
@@ -300,7 +305,7 @@ export const settings = {
   context_max_age: {
     kind: 'seconds',
     default: 60,
-    modes: orgOnly,
+    modes: both,
     help: "seconds a pooled backend keeps an owner's context (and its resolver values) before the next checkout switches it in again",
   },
   /**
@@ -310,15 +315,15 @@ export const settings = {
   instance_lease: {
     kind: 'seconds',
     default: 60,
-    modes: orgOnly,
+    modes: both,
     help: "seconds the proxy's registration (and its switch-grant key) lives in a database unless renewed, every third of it",
   },
   /** pgpass-format file with the passwords of connect_as roles (mode 0600). */
   connect_as_passfile: {
     kind: 'optional',
     default: undefined,
-    modes: orgOnly,
-    help: "pgpass-format file with the connect_as roles' passwords",
+    modes: both,
+    help: "pgpass-format file with the connect_as roles' passwords (app mode with pool_mode: application roles' passwords, used only when the server does not ask for SCRAM)",
   },
   /**
    * Passwords of connect_as roles as pgpass-format lines, consulted after connect_as_passfile's.
@@ -328,7 +333,7 @@ export const settings = {
   connect_as_passwords: {
     kind: 'optional',
     default: undefined,
-    modes: orgOnly,
+    modes: both,
     help: "the connect_as roles' passwords as pgpass-format lines, after connect_as_passfile's",
     envOnly: true,
   },
@@ -549,6 +554,7 @@ function coerce(key: ConfigKey, raw: unknown, where: string): unknown {
       }
       return text;
     case 'pool_mode':
+      if (text === '') return undefined;
       if (typeof text !== 'string' || !(poolModes as readonly string[]).includes(text)) {
         return bad(poolModes.join(' or '));
       }

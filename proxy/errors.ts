@@ -98,6 +98,23 @@ export const proxyErrors = {
       undefined,
       `could not establish the tenant context: ${reason}`,
     ),
+  appRoleNeedsScram: (role: string, problem: 'md5' | 'no password') =>
+    new ProxyError(
+      'app_role_needs_scram',
+      '28000',
+      problem === 'md5'
+        ? `role "${role}" has an MD5 password; pgvpd's pooled app mode checks SCRAM-SHA-256 passwords only`
+        : `role "${role}" has no password; pgvpd's pooled app mode checks SCRAM-SHA-256 passwords only`,
+      `Set the role's password again with password_encryption = 'scram-sha-256' (the default since PostgreSQL 14): ALTER ROLE ${role} PASSWORD '...';`,
+    ),
+  lookupFailed: (code: string | undefined, reason: string) =>
+    new ProxyError(
+      'verifier_lookup_failed',
+      code !== undefined && /^(08|57P|53)/.test(code) ? code : '08006',
+      'could not look up the role for this session',
+      undefined,
+      `pooled app mode: the verifier lookup failed: ${reason}`,
+    ),
   unknownDatabase: (database: string) =>
     new ProxyError('unknown_database', '3D000', `database "${database}" does not exist`),
   orgSuspended: (database: string) =>

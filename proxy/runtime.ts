@@ -7,24 +7,25 @@
 import { readFileSync } from 'node:fs';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import { compileNetworks } from './app/client-networks.js';
+import { RoleKeys } from './app/role-keys.js';
 import { compileRoute, type AppRoute } from './app/route.js';
 import { AuthThrottle, UnauthenticatedConnections } from './auth/throttle.js';
 import { newMockSecret } from './auth/scram-server.js';
-import { ConfigError, type ProxyConfig } from './config.js';
+import { ConfigError, type PoolMode, type ProxyConfig } from './config.js';
 import { CancelKeys } from './edge/cancel-keys.js';
 import { packageVersion } from './package-root.js';
-import { startupErrors } from './errors.js';
+import { ProxyError, startupErrors } from './errors.js';
 import type { Logger } from './logger.js';
 import { Metrics } from './metrics.js';
 import { Catalog } from './org/catalog.js';
 import { SessionPool } from './pool/session-pool.js';
 import { invalidateContexts } from './pool/backend-book.js';
-import { restoreOwner } from './org/checkout.js';
+import { restoreOwner } from './pool/checkout.js';
 import type { Session, SessionDescription } from './session/lifecycle.js';
 import type { UpstreamTarget } from './upstream/connect.js';
 import { ControlPools } from './upstream/control.js';
 import { InstanceKeys, instanceName } from './upstream/instance-keys.js';
-import { loginUpstream } from './upstream/login.js';
+import { loginUpstream, type PoolKey, type PooledSession } from './upstream/login.js';
 import {
   lookupPassword,
   parsePassfile,
@@ -37,17 +38,30 @@ export interface AppParts {
   route: (username: string) => AppRoute;
   /** Whether a client address is in bypass_networks. */
   bypassAllowed: (address: string | undefined) => boolean;
+  /** With pool_mode: the pool of tenant clients (bypass users keep a backend of their own). */
+  pooled: AppPool | undefined;
 }
 
-/** Org mode's parts. */
-export interface OrgParts {
-  catalog: Catalog;
+/** What pooling needs, in org mode and in app mode with pool_mode. */
+export interface PoolParts {
   pool: SessionPool;
   /** This proxy's registrations per (server, database), the keys of its switch grants. */
   instanceKeys: InstanceKeys;
   throttle: AuthThrottle;
   /** Connections per address not yet authenticated (max_unauthenticated_per_address). */
   unauthenticated: UnauthenticatedConnections;
+}
+
+/** App mode's pool: per (database, role), logins by SCRAM pass-through. */
+export interface AppPool extends PoolParts {
+  mode: PoolMode;
+  /** The newest pass-through keys per pool key. */
+  keys: RoleKeys;
+}
+
+/** Org mode's parts. */
+export interface OrgParts extends PoolParts {
+  catalog: Catalog;
   /**
    * The secret of unknown users' mock salts, read at each handshake: the catalog's, shared by
    * every proxy of the catalog (a per-process one only when the catalog has none).
@@ -71,6 +85,8 @@ export interface Runtime {
   readonly metrics: Metrics;
   readonly app: AppParts | undefined;
   readonly org: OrgParts | undefined;
+  /** The pool, in org mode and in app mode with pool_mode. */
+  readonly pooling: PoolParts | undefined;
   /** Every live session, described. */
   describeSessions(): SessionDescription[];
 }
@@ -140,6 +156,30 @@ async function orgParts(
   }
   // Only for a catalog whose SQL predates its shared mock secret.
   const ownMockSecret = newMockSecret();
+  const parts = poolParts(config, control, logger, metrics, upstream, (key) =>
+    loginUpstream(key, {
+      password: lookupPassword(passwords, {
+        host: key.target.host,
+        port: key.target.port,
+        database: key.database,
+        user: key.role,
+      }),
+      applicationName: 'pgvpd',
+      backendStart: true,
+    }),
+  );
+  return { ...parts, catalog, mockSecret: () => catalog.mockSecret() ?? ownMockSecret };
+}
+
+/** The pool and what goes with it: switch-grant keys, login throttle, unauthenticated cap. */
+function poolParts(
+  config: ProxyConfig,
+  control: ControlPools,
+  logger: Logger,
+  metrics: Metrics,
+  upstream: UpstreamTarget,
+  login: (key: PoolKey) => Promise<PooledSession>,
+): PoolParts {
   const instanceKeys = new InstanceKeys(
     control,
     config.instance_lease,
@@ -154,28 +194,54 @@ async function orgParts(
     maxLifetimeMs: config.pool_max_lifetime * 1000,
     logger,
     metrics,
-    login: (key) =>
-      loginUpstream(key, {
+    login,
+    // A released session gets its last owner's context back after its reset.
+    restore: restoreOwner({ instanceKeys }, upstream, config.context_max_age * 1000, metrics),
+  });
+  return {
+    pool,
+    instanceKeys,
+    throttle: new AuthThrottle(),
+    unauthenticated: new UnauthenticatedConnections(config.max_unauthenticated_per_address),
+  };
+}
+
+/**
+ * App mode with pool_mode: logins of the username's role with the newest pass-through keys a
+ * client brought (a configured password only where the server asks for MD5 or a cleartext
+ * password); keys the server shows stale are dropped.
+ */
+function appPool(
+  config: ProxyConfig,
+  mode: PoolMode,
+  control: ControlPools,
+  logger: Logger,
+  metrics: Metrics,
+  upstream: UpstreamTarget,
+): AppPool {
+  const passwords = connectAsPasswords(config);
+  const keys = new RoleKeys();
+  const login = async (key: PoolKey): Promise<PooledSession> => {
+    const scramKeys = keys.get(key);
+    try {
+      return await loginUpstream(key, {
         password: lookupPassword(passwords, {
           host: key.target.host,
           port: key.target.port,
           database: key.database,
           user: key.role,
         }),
+        scramKeys,
         applicationName: 'pgvpd',
         backendStart: true,
-      }),
-    // A released session gets its last owner's context back after its reset.
-    restore: restoreOwner({ instanceKeys }, upstream, config.context_max_age * 1000, metrics),
-  });
-  return {
-    catalog,
-    pool,
-    instanceKeys,
-    throttle: new AuthThrottle(),
-    unauthenticated: new UnauthenticatedConnections(config.max_unauthenticated_per_address),
-    mockSecret: () => catalog.mockSecret() ?? ownMockSecret,
+      });
+    } catch (error) {
+      if (scramKeys && error instanceof ProxyError && error.kind === 'scram_keys_stale')
+        keys.forget(key, scramKeys);
+      throw error;
+    }
   };
+  return { ...poolParts(config, control, logger, metrics, upstream, login), mode, keys };
 }
 
 export async function buildRuntime(config: ProxyConfig, logger: Logger): Promise<Runtime> {
@@ -195,10 +261,18 @@ export async function buildRuntime(config: ProxyConfig, logger: Logger): Promise
       : undefined;
   const app =
     config.mode === 'app'
-      ? { route: compileRoute(config), bypassAllowed: compileNetworks(config.bypass_networks) }
+      ? {
+          route: compileRoute(config),
+          bypassAllowed: compileNetworks(config.bypass_networks),
+          pooled:
+            config.pool_mode === undefined
+              ? undefined
+              : appPool(config, config.pool_mode, control, logger, metrics, upstream),
+        }
       : undefined;
+  const pooling: PoolParts | undefined = org ?? app?.pooled;
   const sessions = new Set<Session>();
-  metrics.observe({ sessions: () => sessions, pool: org && (() => org.pool.stats()) });
+  metrics.observe({ sessions: () => sessions, pool: pooling && (() => pooling.pool.stats()) });
   return {
     config,
     logger,
@@ -211,17 +285,18 @@ export async function buildRuntime(config: ProxyConfig, logger: Logger): Promise
     metrics,
     app,
     org,
+    pooling,
     describeSessions: () => [...sessions].map((session) => session.describe()),
   };
 }
 
 /** Releases what the runtime holds, once every session has closed. */
 export async function closeRuntime(runtime: Runtime): Promise<void> {
-  if (runtime.org) {
-    await runtime.org.pool.close();
+  if (runtime.pooling) {
+    await runtime.pooling.pool.close();
     // After the pool (no backend is left to lose its context), before the control connections.
-    await runtime.org.instanceKeys.close();
-    await runtime.org.catalog.close();
+    await runtime.pooling.instanceKeys.close();
   }
+  if (runtime.org) await runtime.org.catalog.close();
   await runtime.control.close();
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // A reference for bench/org.mjs, not a product setting: `pgvpd serve` (same arguments) with org
-// mode's per-checkout context step taken out. Checkout.prepare (proxy/org/checkout.ts) readies a
+// mode's per-checkout context step taken out. Checkout.prepare (proxy/pool/checkout.ts) readies a
 // checked-out pooled session with readyFor (proxy/pool/switch.ts): the client's startup parameters
 // and, unless the session already holds the user's context, pgvpd.switch_context, in one
 // statement. Here prepare applies only the client's parameters (one set_config statement when it
@@ -18,17 +18,16 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const dist = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'dist');
-const { Checkout } = await import(pathToFileURL(join(dist, 'proxy', 'org', 'checkout.js')).href);
+const { Checkout } = await import(pathToFileURL(join(dist, 'proxy', 'pool', 'checkout.js')).href);
 const { runCli } = await import(pathToFileURL(join(dist, 'cli', 'program.js')).href);
 
-// The same parameter filter as Checkout.prepare (proxy/org/checkout.ts), without the context.
+// The same parameter filter as Checkout.prepare (proxy/pool/checkout.ts), without the context.
 // Parameters undefined: a session readied before authentication, which gets the client's
 // parameters after it (Checkout.applyParameters, unchanged here).
 const notSettings = new Set(['user', 'database', 'options', 'replication']);
 Checkout.prototype.prepare = async function prepareWithoutContext(
   session,
-  _org,
-  _username,
+  _owner,
   parameters,
   abandoned = () => false,
 ) {

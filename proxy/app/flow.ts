@@ -5,6 +5,8 @@
 //     first ReadyForQuery) → pipe (session/pipe.ts)
 // Nothing the client sends after authentication reaches the backend before the signed context
 // is set; a bypass user (superuser_bypass, only from bypass_networks) gets no context.
+// With pool_mode, a tenant client goes on in app/pooled-flow.ts after the route (the proxy
+// authenticates it and it borrows a pooled backend); a bypass user still gets its own backend.
 import { serialize } from '../protocol/encode.js';
 import { proxyErrors } from '../errors.js';
 import { BackendCode } from '../protocol/codes.js';
@@ -15,6 +17,7 @@ import { pipe } from '../session/pipe.js';
 import { connectUpstream, type Upstream } from '../upstream/connect.js';
 import { issueContext } from '../upstream/control.js';
 import { untilReady } from '../upstream/ready.js';
+import { appPooledFlow } from './pooled-flow.js';
 import { relayAuthentication, relayedFailure } from './relay-auth.js';
 
 // The token goes in through pgvpd.set_context, as a bind parameter: one function on both context
@@ -27,6 +30,15 @@ export async function appFlow(session: Session): Promise<Attachment | undefined>
   const runtime = session.runtime;
   const app = runtime.app;
   if (!app) throw new Error('app flow without app mode parts');
+  // Pooled: counted from accept until authentication ends (the proxy authenticates, as in org
+  // mode); beyond the cap refused at once.
+  let authenticating: (() => void) | undefined;
+  if (app.pooled) {
+    authenticating = app.pooled.unauthenticated.enter(session.address);
+    if (!authenticating)
+      throw proxyErrors.tooManyUnauthenticated(session.address, app.pooled.unauthenticated.max);
+    session.hold(authenticating);
+  }
   const parameters = await session.edge.startup();
   if (parameters === undefined || session.isClosed()) return undefined;
 
@@ -47,6 +59,10 @@ export async function appFlow(session: Session): Promise<Attachment | undefined>
     database,
   });
   session.log.info({ event: 'connect', role: route.role, tenant, database }, 'client connected');
+  if (app.pooled && authenticating && route.kind === 'tenant')
+    return appPooledFlow(session, app.pooled, route, database, parameters, authenticating);
+  // A bypass user is authenticated by PostgreSQL: no longer counted as the proxy's to check.
+  authenticating?.();
 
   session.enter('auth');
   const upstream = await connectUpstream(runtime.upstream);

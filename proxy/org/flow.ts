@@ -1,24 +1,53 @@
 // Org mode, top to bottom: the database name names the org (`dbname=acme-analytics
 // user=alice`), the proxy authenticates the user itself, and the client borrows a pooled backend.
 //   startup → route (catalog: unknown → 3D000, suspended → 28000) → auth (proxy-side SCRAM,
-//   org/proxy-auth.ts; one 28P01 for unknown user and wrong password, sent before any clean-up so
-//   that both take the same time) → context (org/checkout.ts: a pooled session of the user's
+//   auth/proxy-auth.ts; one 28P01 for unknown user and wrong password, sent before any clean-up
+//   so that both take the same time) → context (pool/checkout.ts: a pooled session of the user's
 //   connect_as role gets the org user's context and the client's parameters) → by pool_mode
-//   (the org's, else the setting): session → a loan (pool/lend.ts; back to the pool, reset, when
-//   the client leaves); transaction → a transaction link (pool/transaction-link.ts; a backend per
-//   transaction)
+//   (the org's, else the setting, else session; pool/attach.ts): session → a loan (pool/lend.ts;
+//   back to the pool, reset, when the client leaves); transaction → a transaction link
+//   (pool/transaction-link.ts; a backend per transaction)
 // An address may have only max_unauthenticated_per_address connections between accept and the
 // end of authentication (FATAL 53300 at accept beyond it).
+import { authenticateClient } from '../auth/proxy-auth.js';
+import { ScramServer, orgMockSecret } from '../auth/scram-server.js';
 import { proxyErrors } from '../errors.js';
-import { bookOf } from '../pool/backend-book.js';
-import { loanAttachment } from '../pool/lend.js';
-import { TransactionLink } from '../pool/transaction-link.js';
-import * as send from '../protocol/encode.js';
+import { attachPooled } from '../pool/attach.js';
+import { ownerOf, type Owner } from '../pool/backend-book.js';
+import { Checkout } from '../pool/checkout.js';
+import type { OrgParts, Runtime } from '../runtime.js';
 import type { Attachment } from '../session/attachment.js';
 import type { Session } from '../session/lifecycle.js';
-import type { PooledSession } from '../upstream/login.js';
-import { Checkout } from './checkout.js';
-import { authenticateOrgUser } from './proxy-auth.js';
+import type { UpstreamTarget } from '../upstream/connect.js';
+import type { PoolKey, PooledSession } from '../upstream/login.js';
+import type { CatalogOrg } from './catalog.js';
+
+/** Whose context a client of `org` logged in as `username` gets: the org, the user. */
+export function orgOwner(org: CatalogOrg, username: string): Owner {
+  return ownerOf(org.id, null, username);
+}
+
+/** The pool key of an org's connect_as role: the org's server (or the default) and database. */
+function orgKey(runtime: Runtime, org: OrgParts, found: CatalogOrg, connectAs: string): PoolKey {
+  return {
+    target: targetOf(runtime, org, found),
+    database: found.target_database,
+    role: connectAs,
+  };
+}
+
+function targetOf(runtime: Runtime, org: OrgParts, found: CatalogOrg): UpstreamTarget {
+  const fallback = runtime.upstream;
+  const server = org.catalog.server(found.server);
+  if (!server || server.host === null || server.port === null) return fallback;
+  return {
+    host: server.host,
+    port: server.port,
+    tls: server.tls !== 'disable',
+    tlsVerify: server.tls === 'verify-full',
+    tlsCa: fallback.tlsCa,
+  };
+}
 
 export async function orgFlow(session: Session): Promise<Attachment | undefined> {
   const runtime = session.runtime;
@@ -48,7 +77,8 @@ export async function orgFlow(session: Session): Promise<Attachment | undefined>
 
   session.enter('auth');
   const user = org.catalog.user(found.id, username);
-  const key = user ? checkout.keyOf(found, user.connect_as) : undefined;
+  const key = user ? orgKey(runtime, org, found, user.connect_as) : undefined;
+  const owner = orgOwner(found, username);
   // With pool_ready_early, while the client derives its SCRAM key (milliseconds of its CPU), an
   // idle pooled session is readied for it; failed authentication hands it back to be reset like
   // any released session. Off by default: a client that answers at once (an attacker can
@@ -56,16 +86,17 @@ export async function orgFlow(session: Session): Promise<Attachment | undefined>
   let early: Promise<PooledSession> | undefined;
   let authOk: Buffer;
   try {
-    authOk = await authenticateOrgUser(
+    ({ answer: authOk } = await authenticateClient(
       session,
-      org,
-      { org: found, username, user },
+      org.throttle,
+      ScramServer.forUser(username, user?.verifier, orgMockSecret(org.mockSecret(), found.id)),
+      `${found.id}\0${username}`,
       () => {
         if (runtime.config.pool_ready_early && key && !org.throttle.recentlyFailed(session.address))
-          early = checkout.readyEarly(key, found, username);
+          early = checkout.readyEarly(key, owner);
       },
       checkout.signal(),
-    );
+    ));
   } catch (error) {
     // The refusal goes out before any clean-up, so that a wrong password (whose session
     // readied early is handed back here) is answered as fast as an unknown user.
@@ -80,69 +111,16 @@ export async function orgFlow(session: Session): Promise<Attachment | undefined>
   // The verifier matched, so the user and its key exist.
   if (!key || !user) throw new Error('authenticated a user the catalog does not have');
   session.identity.role = user.connect_as;
-  const pooled = await checkout.take(key, found, username, parameters, early);
+  const pooled = await checkout.take(key, owner, parameters, early);
   if (!pooled) return undefined;
-  // The end of the handshake in one write: authentication's last messages, the session's
-  // ParameterStatus, a proxy-issued BackendKeyData and ReadyForQuery.
-  const statuses = [...pooled.parameters].map(([name, value]) => send.parameterStatus(name, value));
-  const poolMode = found.pool_mode ?? runtime.config.pool_mode;
-  if (poolMode === 'transaction') {
-    // The backend that ran the handshake's switch goes back to the pool with the client's
-    // context on it; the client's first transaction most likely gets it again at no cost.
-    let link: TransactionLink | undefined;
-    return session.attach(
-      {
-        processId: 0,
-        secretKey: 0,
-        forward: () => link?.cancel() ?? Promise.resolve(),
-      },
-      [authOk, ...statuses],
-      send.readyForQueryIdle(),
-      () => {
-        const clientEarly = session.edge.reader.release();
-        const reported = new Map(pooled.parameters);
-        const switchTarget = checkout.switchTarget(pooled);
-        org.pool.checkin(pooled);
-        checkout.handOver();
-        link = new TransactionLink({
-          pool: org.pool,
-          key,
-          owner: Checkout.ownerFor(found, username),
-          client: session.edge.socket,
-          clientEarly,
-          startup: parameters,
-          reported,
-          switchTarget,
-          control: runtime.control,
-          onDefaultUpstream: checkout.onDefaultUpstream(pooled),
-          maxPrepared: runtime.config.max_prepared_statements,
-          idleInTransactionMs: runtime.config.idle_in_transaction_timeout * 1000,
-          log: session.log,
-          onTransaction: () => {
-            runtime.metrics.poolTransaction();
-          },
-        });
-        return link;
-      },
-    );
-  }
-  return session.attach(
-    { processId: pooled.backendPid, secretKey: pooled.secretKey, upstream: pooled.key.target },
-    [authOk, ...statuses],
-    send.readyForQueryIdle(),
-    () => {
-      // From here on the client's session state is on it, until the release resets it.
-      bookOf(pooled).used = true;
-      const loan = loanAttachment({
-        pool: org.pool,
-        session: pooled,
-        client: session.edge.socket,
-        clientEarly: session.edge.reader.release(),
-        control: runtime.control,
-        onDefaultUpstream: checkout.onDefaultUpstream(pooled),
-      });
-      checkout.handOver();
-      return loan;
-    },
-  );
+  return attachPooled(session, {
+    parts: org,
+    key,
+    owner,
+    pooled,
+    checkout,
+    mode: found.pool_mode ?? runtime.config.pool_mode ?? 'session',
+    authOk,
+    startup: parameters,
+  });
 }

@@ -46,7 +46,7 @@ export interface SessionPoolOptions {
   metrics?: Metrics;
   /**
    * A release's reset, then its last owner's context again, so that the owner's next checkout
-   * needs nothing but its settings (org/checkout.ts): the reset's message goes first in the same
+   * needs nothing but its settings (pool/checkout.ts): the reset's message goes first in the same
    * write as the restore's (`ahead`), its answer is read first, and only a clean reset lets the
    * restore count. The session's book is already marked clean (the restore is planned for a
    * reset backend). `held`: the context as it was before the reset, when it was whole (it may be
@@ -263,7 +263,7 @@ export class SessionPool {
   /**
    * An idle session of the key at once, or undefined: never waits, never opens a session and
    * never goes ahead of a queued checkout. For work started before the client has authenticated
-   * (org/checkout.ts), which must not make the pool grow or make anyone wait, nor hold a session
+   * (pool/checkout.ts), which must not make the pool grow or make anyone wait, nor hold a session
    * an authenticated client waits for: the checkout is tentative until confirm(). If a checkout
    * would wait meanwhile, `reclaim` is called (the holder loses the session at that moment), and
    * once its promise settles the pool resets the session as release() does and hands it on; a

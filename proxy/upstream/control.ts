@@ -136,20 +136,46 @@ export class ControlPools {
     database: string,
     role: string,
     server?: { host: string; port: number },
-  ): Promise<{ verifier: ScramVerifier | undefined; problem: 'md5' | 'no password' | undefined }> {
-    const { rows } = await this.pool(database, server).query<{
-      verifier: string | null;
-      problem: string | null;
-    }>({
-      name: 'pgvpd_app_role_verifier',
-      text: 'select verifier, problem from pgvpd.app_role_verifier($1::text)',
-      values: [role],
-    });
+  ): Promise<{
+    verifier: ScramVerifier | undefined;
+    problem: 'md5' | 'no password' | undefined;
+    /** The database's mock secret (pgvpd.proxy_mock_secret): the same for every proxy. */
+    mockSecret: Buffer;
+  }> {
+    let rows: { verifier: string | null; problem: string | null; mock: Buffer | null }[];
+    try {
+      ({ rows } = await this.pool(database, server).query<{
+        verifier: string | null;
+        problem: string | null;
+        mock: Buffer | null;
+      }>({
+        name: 'pgvpd_app_role_verifier',
+        text: 'select v.verifier, v.problem, pgvpd.proxy_mock_secret() as mock from pgvpd.app_role_verifier($1::text) v',
+        values: [role],
+      }));
+    } catch (error) {
+      // A database that does not exist keeps no pool here: the name is the client's, sent before
+      // it authenticated, and must not make the proxy hold anything.
+      if ((error as { code?: unknown }).code === '3D000') await this.drop(database, server);
+      throw error;
+    }
     const row = rows[0];
     const verifier = row?.verifier ? parseVerifier(row.verifier) : undefined;
     const problem =
       row?.problem === 'md5' || row?.problem === 'no password' ? row.problem : undefined;
-    return { verifier, problem: verifier ? undefined : problem };
+    const mockSecret = row?.mock;
+    if (!Buffer.isBuffer(mockSecret) || mockSecret.length !== 32)
+      throw new Error('pgvpd.proxy_mock_secret() gave no 32-byte secret');
+    return { verifier, problem: verifier ? undefined : problem, mockSecret };
+  }
+
+  /** Ends and forgets the pool of one database (one that does not exist). */
+  private async drop(database: string, server?: { host: string; port: number }): Promise<void> {
+    const id = JSON.stringify([server?.host ?? null, server?.port ?? null, database]);
+    const pool = this.pools.get(id);
+    if (!pool) return;
+    this.pools.delete(id);
+    await pool.end().catch(() => undefined);
   }
 
   /**

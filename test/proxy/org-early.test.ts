@@ -1,4 +1,4 @@
-// Org mode readies a pooled session while the client derives its SCRAM key (org/checkout.ts):
+// Org mode readies a pooled session while the client derives its SCRAM key (pool/checkout.ts):
 // only an idle session, only for a known user from an address without a recent failure, and a
 // failed authentication hands the session back to be reset, not thrown away. pool_size 1, so
 // that "the same backend" and "no new backend" are plain to see. A pooled backend keeps its last

@@ -13,7 +13,7 @@ import { parseVerifier, type ScramVerifier } from '../../proxy/auth/scram-verifi
 import type { ProxyError } from '../../proxy/errors.js';
 import { loginUpstream, type PoolKey } from '../../proxy/upstream/login.js';
 import { ControlPools } from '../../proxy/upstream/control.js';
-import { installPgvpd, loginRole, scratchRole } from '../support/pgvpd.js';
+import { installPgvpd, loginRole, scratchRole, sqlstate } from '../support/pgvpd.js';
 import {
   createTestDatabase,
   poolKeyFor,
@@ -170,10 +170,15 @@ t.test('through the control connection: the lookup, then a login with the keys',
   t.teardown(() => control.close());
   const app = await loginRole(t, db, 'app');
   const found = await control.appRoleVerifier(db.name, app.name);
+  const { rows: secret } = await db.query<{ mock: Buffer }>(
+    'select mock_secret as mock from pgvpd_private.proxy_secret',
+  );
+  const mockSecret = secret[0]!.mock;
+  t.equal(mockSecret.length, 32, 'the database has a 32-byte mock secret');
   t.same(
     found,
-    { verifier: await verifierOf(db, app.name), problem: undefined },
-    'the role’s own verifier',
+    { verifier: await verifierOf(db, app.name), problem: undefined, mockSecret },
+    'the role’s own verifier, and the database’s mock secret',
   );
   const outcome = clientLogin(app.name, found.verifier!, app.password);
   if (!outcome.ok) throw outcome.error;
@@ -186,15 +191,26 @@ t.test('through the control connection: the lookup, then a login with the keys',
 
   t.same(
     await control.appRoleVerifier(db.name, `nobody_${randomBytes(3).toString('hex')}`),
-    { verifier: undefined, problem: undefined },
-    'an unknown role: nothing',
+    { verifier: undefined, problem: undefined, mockSecret },
+    'an unknown role: nothing but the mock secret',
   );
   const md5 = await loginRole(t, db, 'app');
   const hash = createHash('md5').update(`secret${md5.name}`).digest('hex');
   await db.query(`alter role ${md5.name} password 'md5${hash}'`);
   t.same(
     await control.appRoleVerifier(db.name, md5.name),
-    { verifier: undefined, problem: 'md5' },
+    { verifier: undefined, problem: 'md5', mockSecret },
     'an MD5 role: the problem named',
+  );
+
+  // A database that does not exist: PostgreSQL's 3D000, and the control pool of that name is not
+  // kept (the name is a client's, sent before it authenticated).
+  const missing = `nodb_${randomBytes(3).toString('hex')}`;
+  t.equal(await sqlstate(control.appRoleVerifier(missing, app.name)), '3D000');
+  t.notOk(
+    [...(control as unknown as { pools: Map<string, unknown> }).pools.keys()].some((id) =>
+      id.includes(missing),
+    ),
+    'no control pool is kept for it',
   );
 });

@@ -73,7 +73,7 @@ t.test('with no sources every setting has its documented default', (t) => {
     pool_max_lifetime: 3600,
     max_unauthenticated_per_address: 32,
     pool_ready_early: false,
-    pool_mode: 'session',
+    pool_mode: undefined,
     max_prepared_statements: 200,
     idle_in_transaction_timeout: 300,
     context_max_age: 60,
@@ -562,7 +562,8 @@ t.test(
       max_unauthenticated_per_address: number;
       pool_ready_early: boolean;
       // Issue 14: transaction pooling.
-      pool_mode: 'session' | 'transaction';
+      // Issue 15: unset is each mode's own default (org: session; app: no pool).
+      pool_mode: 'session' | 'transaction' | undefined;
       max_prepared_statements: number;
       idle_in_transaction_timeout: number;
       context_max_age: number;
@@ -612,6 +613,18 @@ t.test('each setting applies to the modes whose code reads it', (t) => {
     'control_url',
     'control_pool_size',
     'log_level',
+    'pool_size',
+    'pool_checkout_timeout',
+    'pool_idle_timeout',
+    'pool_max_lifetime',
+    'max_unauthenticated_per_address',
+    'pool_mode',
+    'max_prepared_statements',
+    'idle_in_transaction_timeout',
+    'context_max_age',
+    'instance_lease',
+    'connect_as_passfile',
+    'connect_as_passwords',
     'admin_port',
     'admin_host',
     'public_port',
@@ -637,21 +650,7 @@ t.test('each setting applies to the modes whose code reads it', (t) => {
     'bypass_networks',
     'allow_password_without_tls',
   ]);
-  t.same(of('org'), [
-    'pool_size',
-    'pool_checkout_timeout',
-    'pool_idle_timeout',
-    'pool_max_lifetime',
-    'max_unauthenticated_per_address',
-    'pool_ready_early',
-    'pool_mode',
-    'max_prepared_statements',
-    'idle_in_transaction_timeout',
-    'context_max_age',
-    'instance_lease',
-    'connect_as_passfile',
-    'connect_as_passwords',
-  ]);
+  t.same(of('org'), ['pool_ready_early']);
   t.equal(
     of('app').length + of('org').length + of('app,org').length,
     configKeys.length,
@@ -662,8 +661,8 @@ t.test('each setting applies to the modes whose code reads it', (t) => {
 
 t.test('the help of a setting for one mode names that mode', (t) => {
   t.equal(
-    descriptions.pool_size,
-    'org mode: pooled upstream sessions per server, database and connect_as role',
+    descriptions.pool_ready_early,
+    "org mode: ready an idle pooled session while a known user derives its SCRAM key: faster logins, but a known user's refusal then comes later than an unknown user's",
   );
   t.equal(
     descriptions.superuser_bypass,
@@ -676,7 +675,7 @@ t.test('the help of a setting for one mode names that mode', (t) => {
 t.test('a setting given for a mode it does not apply to is refused from every layer', (t) => {
   const orgFile = configFile('mode = org', 'superuser_bypass = postgres');
   const bypassFile = configFile('superuser_bypass = postgres', 'bypass_networks = 10.0.0.0/8');
-  const poolFile = configFile('pool_size = 5');
+  const poolFile = configFile('pool_ready_early = true');
   const cases: { name: string; sources: ConfigSources; message: string }[] = [
     {
       name: 'an app-mode setting in the config file of an org-mode proxy',
@@ -698,19 +697,19 @@ t.test('a setting given for a mode it does not apply to is refused from every la
     {
       name: 'an org-mode setting in the config file of an app-mode proxy',
       sources: { file: poolFile },
-      message: `pool_size applies to org mode only; this proxy runs in app mode (set in config file ${poolFile})`,
+      message: `pool_ready_early applies to org mode only; this proxy runs in app mode (set in config file ${poolFile})`,
     },
     {
       name: 'an org-mode setting in the environment of an app-mode proxy',
-      sources: { env: { PGVPD_CONNECT_AS_PASSWORDS: '*:*:*:org_role:secret' } },
+      sources: { env: { PGVPD_POOL_READY_EARLY: 'on' } },
       message:
-        'connect_as_passwords applies to org mode only; this proxy runs in app mode (set in environment PGVPD_CONNECT_AS_PASSWORDS)',
+        'pool_ready_early applies to org mode only; this proxy runs in app mode (set in environment PGVPD_POOL_READY_EARLY)',
     },
     {
       name: 'an org-mode setting as a flag of an app-mode proxy',
-      sources: { flags: { max_unauthenticated_per_address: 8 } },
+      sources: { flags: { pool_ready_early: true } },
       message:
-        'max_unauthenticated_per_address applies to org mode only; this proxy runs in app mode (set in flag --max-unauthenticated-per-address)',
+        'pool_ready_early applies to org mode only; this proxy runs in app mode (set in flag --pool-ready-early)',
     },
     {
       name: 'a setting whose layer came before the one that chose the mode',
@@ -721,9 +720,9 @@ t.test('a setting given for a mode it does not apply to is refused from every la
       name: 'a setting given in two layers, both named',
       sources: {
         file: poolFile,
-        env: { PGVPD_POOL_SIZE: '6' },
+        env: { PGVPD_POOL_READY_EARLY: 'false' },
       },
-      message: `pool_size applies to org mode only; this proxy runs in app mode (set in config file ${poolFile}, environment PGVPD_POOL_SIZE)`,
+      message: `pool_ready_early applies to org mode only; this proxy runs in app mode (set in config file ${poolFile}, environment PGVPD_POOL_READY_EARLY)`,
     },
     {
       name: 'a setting given with its default value',

@@ -14,7 +14,8 @@ export function statusRoutes(app: FastifyInstance, ctx: AdminContext): void {
     const sessions = runtime.describeSessions();
     for (const session of sessions) byPhase[session.phase] = (byPhase[session.phase] ?? 0) + 1;
     const org = runtime.org;
-    const poolMode = runtime.config.pool_mode;
+    const pooling = runtime.pooling;
+    const poolMode = runtime.config.pool_mode ?? 'session';
     const catalog = org?.catalog.status();
     return {
       version: packageVersion,
@@ -22,8 +23,9 @@ export function statusRoutes(app: FastifyInstance, ctx: AdminContext): void {
       uptime_s: Math.floor((Date.now() - runtime.startedAt) / 1000),
       draining: readiness.isDraining,
       sessions: { total: sessions.length, by_phase: byPhase },
-      pool_mode: org ? poolMode : null,
-      pool: org?.pool.stats() ?? null,
+      // App mode without pool_mode: null (every client has a backend of its own).
+      pool_mode: pooling ? (runtime.app?.pooled?.mode ?? poolMode) : null,
+      pool: pooling?.pool.stats() ?? null,
       catalog:
         org === undefined || catalog === undefined
           ? null
@@ -36,7 +38,7 @@ export function statusRoutes(app: FastifyInstance, ctx: AdminContext): void {
               pool_modes: org.catalog.poolModes(poolMode),
             },
       instances:
-        org?.instanceKeys.describe().map((entry) => ({
+        pooling?.instanceKeys.describe().map((entry) => ({
           server: entry.server,
           database: entry.database,
           instance: entry.instance,

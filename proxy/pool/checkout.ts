@@ -1,8 +1,9 @@
-// Org mode's checkout: which pooled backend a client gets, and what is set on it before the
-// client may use it. A session of the user's connect_as role on the org's server and database
-// is checked out (one that holds this org user's context already, if idle) and readied in one
-// statement (pool/switch.ts: the owner's context through a switch grant, the client's startup
-// parameters; nothing for a backend that has both). While the client derives its SCRAM key, an
+// A pooled client's checkout (org mode, and app mode with pool_mode): which pooled backend it
+// gets, and what is set on it before the client may use it. A session of the pool key (org mode:
+// the user's connect_as role on the org's server and database; app mode: the username's role on
+// the client's database) is checked out (one that holds this owner's context already, if idle)
+// and readied in one statement (pool/switch.ts: the owner's context through a switch grant, the
+// client's startup parameters; nothing for a backend that has both). While the client derives its SCRAM key, an
 // idle session may be readied early with the context only (tentative, see readyEarly); the
 // client's parameters wait for authentication.
 // Whatever the checkout holds when the session closes before its loan goes back: a session of
@@ -10,12 +11,11 @@
 // reset, a waiting checkout is aborted.
 import type { PoolKey, PooledSession } from '../upstream/login.js';
 import type { UpstreamTarget } from '../upstream/connect.js';
-import { bookOf, ownerOf, type HeldContext, type Owner } from '../pool/backend-book.js';
-import { readyFor, type SwitchTarget } from '../pool/switch.js';
-import type { ResetAhead } from '../pool/statements.js';
-import type { OrgParts, Runtime } from '../runtime.js';
+import { bookOf, type HeldContext, type Owner } from './backend-book.js';
+import { readyFor, type SwitchTarget } from './switch.js';
+import type { ResetAhead } from './statements.js';
+import type { PoolParts, Runtime } from '../runtime.js';
 import type { Session } from '../session/lifecycle.js';
-import type { CatalogOrg } from './catalog.js';
 import type { Metrics } from '../metrics.js';
 
 export class Checkout {
@@ -31,7 +31,7 @@ export class Checkout {
   constructor(
     private readonly client: Session,
     private readonly runtime: Runtime,
-    private readonly org: OrgParts,
+    private readonly org: PoolParts,
   ) {
     client.hold(() => {
       this.abort?.abort();
@@ -51,10 +51,6 @@ export class Checkout {
     return this.abort.signal;
   }
 
-  keyOf(org: CatalogOrg, connectAs: string): PoolKey {
-    return { target: this.targetOf(org), database: org.target_database, role: connectAs };
-  }
-
   /** Whether a session's server is the proxy's configured upstream (the `default` server). */
   onDefaultUpstream(session: PooledSession): boolean {
     return session.key.target === this.runtime.upstream;
@@ -68,7 +64,7 @@ export class Checkout {
    * claim() makes it the client's after authentication, giveBack() returns it, and the pool
    * takes it back for a checkout that would otherwise wait.
    */
-  readyEarly(key: PoolKey, org: CatalogOrg, username: string): Promise<PooledSession> | undefined {
+  readyEarly(key: PoolKey, owner: Owner): Promise<PooledSession> | undefined {
     const session = this.org.pool.checkoutIdle(
       key,
       () => {
@@ -79,13 +75,13 @@ export class Checkout {
         this.tentative = undefined;
         return tentative.ready;
       },
-      Checkout.ownerFor(org, username).key,
+      owner.key,
     );
     if (!session) return undefined;
     // Started once `this.tentative` is set below: until then the session would look abandoned.
     const ready = Promise.resolve()
       .then(() =>
-        this.prepare(session, org, username, undefined, () => this.tentative?.session !== session),
+        this.prepare(session, owner, undefined, () => this.tentative?.session !== session),
       )
       .then(() => session);
     ready.catch(() => undefined);
@@ -116,29 +112,24 @@ export class Checkout {
    */
   async take(
     key: PoolKey,
-    org: CatalogOrg,
-    username: string,
+    owner: Owner,
     parameters: Map<string, string>,
-    early: Promise<PooledSession> | undefined,
+    early?: Promise<PooledSession>,
   ): Promise<PooledSession | undefined> {
     const claimed = early ? await this.claim(early) : undefined;
     if (claimed) {
       // Readied early with the context only: the client's parameters, now it has authenticated.
-      await this.applyParameters(claimed, org, username, parameters);
+      await this.applyParameters(claimed, owner, parameters);
       return claimed;
     }
     // An idle backend holding this owner's context needs no switch (pool/session-pool.ts pick).
-    const session = await this.org.pool.checkout(
-      key,
-      this.signal(),
-      Checkout.ownerFor(org, username).key,
-    );
+    const session = await this.org.pool.checkout(key, this.signal(), owner.key);
     if (this.client.isClosed()) {
       await this.org.pool.release(session);
       return undefined;
     }
     this.session = session;
-    await this.prepare(session, org, username, parameters);
+    await this.prepare(session, owner, parameters);
     return session;
   }
 
@@ -166,24 +157,6 @@ export class Checkout {
     return tentative.session;
   }
 
-  private targetOf(org: CatalogOrg): UpstreamTarget {
-    const fallback = this.runtime.upstream;
-    const server = this.org.catalog.server(org.server);
-    if (!server || server.host === null || server.port === null) return fallback;
-    return {
-      host: server.host,
-      port: server.port,
-      tls: server.tls !== 'disable',
-      tlsVerify: server.tls === 'verify-full',
-      tlsCa: fallback.tlsCa,
-    };
-  }
-
-  /** Whose context a client of `org` logged in as `username` gets: the org, the user. */
-  static ownerFor(org: CatalogOrg, username: string): Owner {
-    return ownerOf(org.id, null, username);
-  }
-
   /** Where a session's switch grants come from, and how long readying it may take. */
   switchTarget(session: PooledSession): SwitchTarget {
     const target = session.key.target;
@@ -207,15 +180,14 @@ export class Checkout {
    */
   private async prepare(
     session: PooledSession,
-    org: CatalogOrg,
-    username: string,
+    owner: Owner,
     parameters: Map<string, string> | undefined,
     abandoned: () => boolean = () => false,
   ): Promise<void> {
     if (abandoned()) return;
     await readyFor(
       session,
-      Checkout.ownerFor(org, username),
+      owner,
       parameters ?? new Map<string, string>(),
       this.switchTarget(session),
     );
@@ -230,16 +202,10 @@ export class Checkout {
    */
   private async applyParameters(
     session: PooledSession,
-    org: CatalogOrg,
-    username: string,
+    owner: Owner,
     parameters: Map<string, string>,
   ): Promise<void> {
-    await readyFor(
-      session,
-      Checkout.ownerFor(org, username),
-      parameters,
-      this.switchTarget(session),
-    );
+    await readyFor(session, owner, parameters, this.switchTarget(session));
   }
 }
 
@@ -255,7 +221,7 @@ const resetTimeoutMs = 5000;
  * checks to redo); otherwise a switch.
  */
 export function restoreOwner(
-  org: Pick<OrgParts, 'instanceKeys'>,
+  org: Pick<PoolParts, 'instanceKeys'>,
   upstream: UpstreamTarget,
   contextMaxAgeMs: number,
   metrics?: Metrics,

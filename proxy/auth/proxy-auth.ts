@@ -1,43 +1,41 @@
-// Org mode's authentication, by the proxy: SCRAM-SHA-256 against the org user's stored verifier
-// (auth/scram-server.ts). An unknown user gets a mock exchange (salt from the catalog's shared
-// mock secret, the org and the name), so an unknown user and a wrong password both end in the
-// same 28P01. Repeated failures hold back the answer, right or wrong, per (address, user), per
-// user and per address (auth/throttle.ts).
-import type { HeldAnswer } from '../auth/throttle.js';
-import {
-  ScramServer,
-  decodeSASLInitialResponse,
-  decodeSASLResponse,
-  orgMockSecret,
-  scramMechanism,
-} from '../auth/scram-server.js';
+// Authentication by the proxy (org mode, and app mode with pool_mode): SCRAM-SHA-256 against a
+// stored verifier (auth/scram-server.ts): an org user's from the catalog, an application role's
+// own from the database (pgvpd.app_role_verifier). A name the proxy will not serve gets a mock
+// exchange (ScramServer.forUser / forUnknownUser, salt from a shared mock secret and the name),
+// so it and a wrong password both end in the same 28P01. Repeated failures hold back the answer,
+// right or wrong, per (address, user), per user and per address (auth/throttle.ts).
+import type { AuthThrottle, HeldAnswer } from './throttle.js';
+import { decodeSASLInitialResponse, decodeSASLResponse, scramMechanism } from './scram-server.js';
+import type { ScramServer } from './scram-server.js';
 import { ClientLeft } from '../edge/client-edge.js';
 import { proxyErrors } from '../errors.js';
 import * as send from '../protocol/encode.js';
 import { ProtocolViolation } from '../protocol/reader.js';
-import type { OrgParts } from '../runtime.js';
 import type { Session } from '../session/lifecycle.js';
-import type { CatalogOrg, CatalogUser } from './catalog.js';
+
+/** A client the proxy authenticated. */
+export interface Authenticated {
+  /** AuthenticationSASLFinal + AuthenticationOk, to send with the rest of the handshake. */
+  answer: Buffer;
+  /** The ClientKey the proof revealed (SCRAM pass-through); never logged. */
+  clientKey: Buffer;
+}
 
 /**
- * Runs the exchange. `onClientFirst` runs once the client's first message is in and the
- * server-first-message sent, while the client derives its key. The verdict is answered when the
- * login throttle lets it go, right or wrong alike; a refusal is thrown (28P01). Returns
- * AuthenticationSASLFinal + AuthenticationOk, for the caller to send with the rest of the
- * handshake. `signal` aborts a held answer when the session closes.
+ * Runs the exchange `scram` (a real or a mock one). `onClientFirst` runs once the client's first
+ * message is in and the server-first-message sent, while the client derives its key. The verdict
+ * is answered when the login throttle lets it go (`throttleKey`: who is logging in, e.g. org and
+ * user), right or wrong alike; a refusal is thrown (28P01). `signal` aborts a held answer when
+ * the session closes.
  */
-export async function authenticateOrgUser(
+export async function authenticateClient(
   session: Session,
-  org: OrgParts,
-  target: { org: CatalogOrg; username: string; user: CatalogUser | undefined },
+  throttle: AuthThrottle,
+  scram: ScramServer,
+  throttleKey: string,
   onClientFirst: () => void,
   signal: AbortSignal,
-): Promise<Buffer> {
-  const scram = ScramServer.forUser(
-    target.username,
-    target.user?.verifier,
-    orgMockSecret(org.mockSecret(), target.org.id),
-  );
+): Promise<Authenticated> {
   const edge = session.edge;
   edge.write(send.authenticationSASL([scramMechanism]));
   try {
@@ -49,11 +47,7 @@ export async function authenticateOrgUser(
     onClientFirst();
     const outcome = scram.receiveClientFinal(decodeSASLResponse((await edge.password()).body));
     // Right or wrong, the answer is held back as long as a failure here would be.
-    const held = org.throttle.settle(
-      session.address,
-      `${target.org.id}\0${target.username}`,
-      outcome.ok,
-    );
+    const held = throttle.settle(session.address, throttleKey, outcome.ok);
     if (!outcome.ok) {
       if (held.ready) session.runtime.metrics.authThrottledAnswer();
       session.log.info(
@@ -82,10 +76,13 @@ export async function authenticateOrgUser(
       );
       await hold(session, held, signal);
     }
-    return Buffer.concat([
-      send.authenticationSASLFinal(outcome.serverFinal),
-      send.authenticationOk(),
-    ]);
+    return {
+      answer: Buffer.concat([
+        send.authenticationSASLFinal(outcome.serverFinal),
+        send.authenticationOk(),
+      ]),
+      clientKey: outcome.clientKey,
+    };
   } catch (error) {
     if (error instanceof ProtocolViolation) throw proxyErrors.protocolViolation(error.message);
     throw error;
