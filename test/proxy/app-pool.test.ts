@@ -6,10 +6,12 @@
 // with a FATAL naming the fix, and never serves a superuser, a BYPASSRLS role or a member of one.
 import pg from 'pg';
 import t from 'tap';
+import { ownerReset } from '../../proxy/pool/switch.js';
 import { backendPid } from '../support/pgvpd.js';
 import type { TestLike } from '../support/postgres.js';
 import { proxyFixture, visible, type ProxyFixture } from './fixture.js';
 import { failure } from './org-support.js';
+import { StatementLog, type TxOrgs } from './tx-fixture.js';
 
 const modes = ['session', 'transaction'] as const;
 
@@ -54,6 +56,46 @@ for (const mode of modes) {
     t.equal(stats?.keys.length, 1, 'one pool key: (database, role)');
   });
 }
+
+t.test('transaction mode: a run of one tenant adds no statement on the backend', async (t) => {
+  // log_statement for the app role, set before any client connected (a backend reads it at
+  // login, and the pool logs in at the first checkout).
+  const f = await pooledFixture(t, 'transaction');
+  const log = await StatementLog.start({
+    f: { connectAs: f.app.name },
+    db: f.db,
+  } as unknown as TxOrgs);
+  const acme = await f.connect(f.userFor('acme'));
+  const globex = await f.connect(f.userFor('globex'));
+  const marked = (tenant: string) =>
+    `select '${tenant}' as who, pg_backend_pid() as pid, pgvpd.current_tenant_id() as tenant`;
+  await globex.query(marked('globex'));
+  log?.mark();
+  const pids = new Set<number>();
+  const wrong: string[] = [];
+  for (let i = 0; i < 30; i += 1) {
+    const { rows } = await acme.query<{ pid: number; tenant: string }>(marked('acme'));
+    pids.add(rows[0]!.pid);
+    if (rows[0]!.tenant !== 'acme') wrong.push(JSON.stringify(rows[0]));
+  }
+  t.same(wrong, [], 'acme saw acme 30 times');
+  t.equal(pids.size, 1, 'on one backend');
+  if (!log) {
+    t.comment('the server’s log is not readable here: statements not counted');
+    return;
+  }
+  const kinds = log.statements([...pids][0]!).map((statement) => {
+    if (statement.startsWith("select 'acme'")) return 'acme';
+    if (statement === ownerReset) return 'reset';
+    if (statement.includes('pgvpd.switch_context(')) return 'switch';
+    return statement;
+  });
+  t.same(
+    kinds,
+    ['reset', 'switch', ...Array<string>(30).fill('acme')],
+    'one reset and one switch for the change from globex, then only acme’s 30 statements',
+  );
+});
 
 t.test('authentication by the proxy against the role verifier', async (t) => {
   const f = await pooledFixture(t, 'session', { pool_size: 4 });
