@@ -1,8 +1,9 @@
 // GET /api/v1/status (operator): what the runtime record says now: version, mode, uptime,
-// whether the proxy is draining, sessions by phase, the pool mode, pool totals and per key, the
-// catalog (with its orgs by the pool mode they are served in), and this proxy's instance
-// registrations (the keys its switch grants are signed with; never a secret). Names of orgs,
-// users and databases appear only as pool keys and registrations' databases, for operators.
+// whether the proxy is draining, sessions by phase, the pool mode, pool totals and per key (org
+// mode, and app mode with pool_mode; null for app mode without), the catalog (org mode, with its
+// orgs by the pool mode they are served in), and this proxy's instance registrations (the keys
+// its switch grants are signed with; never a secret). Names of orgs, users, roles and databases
+// appear only as pool keys and registrations' databases, for operators.
 import type { FastifyInstance } from 'fastify';
 import { packageVersion } from '../../package-root.js';
 import type { AdminContext } from '../context.js';
