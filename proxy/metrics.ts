@@ -119,6 +119,8 @@ export interface MetricsOptions {
   mode: Mode;
   /** pgvpd's version, for pgvpd_build_info. */
   version: string;
+  /** App mode with pool_mode: the pool's and the login throttle's metrics too. */
+  pooled?: boolean;
 }
 
 // Seconds: a handshake takes milliseconds, a session minutes to days.
@@ -275,12 +277,14 @@ export class Metrics {
     });
     this.drainingGauge.set(0);
 
-    // Org mode only: its login throttle, catalog and pool do not exist in app mode.
+    // Org mode only: the catalog does not exist in app mode. The login throttle and the pool
+    // exist in org mode and in app mode with pool_mode.
     const orgRegisters = mode === 'org' ? registers : [];
+    const poolRegisters = mode === 'org' || options.pooled === true ? registers : [];
     this.authThrottled = new Counter({
       name: 'pgvpd_auth_throttled_total',
       help: 'Failed logins whose answer the login throttle held back',
-      registers: orgRegisters,
+      registers: poolRegisters,
     });
     this.catalogReloads = new Counter({
       name: 'pgvpd_catalog_reloads_total',
@@ -302,12 +306,12 @@ export class Metrics {
     this.catalogUsers = new Gauge({
       name: 'pgvpd_catalog_users',
       help: 'Org users in the catalog snapshot in service',
-      registers: orgRegisters,
+      registers: poolRegisters,
     });
     new Gauge({
       name: 'pgvpd_active_orgs',
       help: 'Distinct orgs with at least one open session past routing',
-      registers: orgRegisters,
+      registers: poolRegisters,
       collect() {
         const orgs = new Set<string>();
         for (const s of sources().sessions?.() ?? []) {
@@ -321,7 +325,7 @@ export class Metrics {
       name: 'pgvpd_pool_sessions',
       help: 'Pooled upstream sessions, by state',
       labelNames: ['state'],
-      registers: orgRegisters,
+      registers: poolRegisters,
       collect() {
         const stats = sources().pool?.();
         this.set({ state: 'idle' }, stats?.idle ?? 0);
@@ -332,7 +336,7 @@ export class Metrics {
     new Gauge({
       name: 'pgvpd_pool_waiting_clients',
       help: 'Clients queued for a pooled session',
-      registers: orgRegisters,
+      registers: poolRegisters,
       collect() {
         this.set(sources().pool?.().waiting ?? 0);
       },
@@ -340,7 +344,7 @@ export class Metrics {
     new Gauge({
       name: 'pgvpd_pool_keys',
       help: 'Pools, one per (server, database, role)',
-      registers: orgRegisters,
+      registers: poolRegisters,
       collect() {
         this.set(sources().pool?.().keys.length ?? 0);
       },
@@ -349,47 +353,47 @@ export class Metrics {
       name: 'pgvpd_pool_checkout_duration_seconds',
       help: 'Wait for a pooled session, from asking to getting one (or failing)',
       buckets: waitBuckets,
-      registers: orgRegisters,
+      registers: poolRegisters,
     });
     this.poolTimeouts = new Counter({
       name: 'pgvpd_pool_checkout_timeouts_total',
       help: 'Checkouts that timed out (53300 to the client)',
-      registers: orgRegisters,
+      registers: poolRegisters,
     });
     this.poolOpened = new Counter({
       name: 'pgvpd_pool_sessions_opened_total',
       help: 'Pooled upstream sessions opened',
-      registers: orgRegisters,
+      registers: poolRegisters,
     });
     this.poolClosed = new Counter({
       name: 'pgvpd_pool_sessions_closed_total',
       help: 'Pooled upstream sessions closed, by reason',
       labelNames: ['reason'],
-      registers: orgRegisters,
+      registers: poolRegisters,
     });
     this.poolTransactions = new Counter({
       name: 'pgvpd_pool_transactions_total',
       help: 'Transactions served by transaction pooling, each on a backend linked for it',
-      registers: orgRegisters,
+      registers: poolRegisters,
     });
     this.poolOwnerSwitches = new Counter({
       name: 'pgvpd_pool_owner_switches_total',
       help: "Contexts switched in on a pooled backend: without a reset (switch), or on an owner change, after the old owner's session state was reset (reset)",
       labelNames: ['kind'],
-      registers: orgRegisters,
+      registers: poolRegisters,
     });
     this.poolReadying = new Histogram({
       name: 'pgvpd_pool_readying_seconds',
       help: 'Readying a pooled backend for its client (context and settings), by what it took',
       labelNames: ['kind'],
       buckets: readyingBuckets,
-      registers: orgRegisters,
+      registers: poolRegisters,
     });
     this.instanceRegistrations = new Counter({
       name: 'pgvpd_instance_registrations_total',
       help: 'Registrations of this proxy as an instance in a database (its switch-grant key), by result',
       labelNames: ['result'],
-      registers: orgRegisters,
+      registers: poolRegisters,
     });
     // Every series of a fixed set from the start, so that rates and ratios have both sides.
     this.poolTransactions.inc(0);

@@ -252,7 +252,11 @@ export async function buildRuntime(config: ProxyConfig, logger: Logger): Promise
   }
   const tls = clientTls(config);
   const upstream = upstreamOf(config);
-  const metrics = new Metrics({ mode: config.mode, version: packageVersion });
+  const metrics = new Metrics({
+    mode: config.mode,
+    version: packageVersion,
+    pooled: config.mode === 'app' && config.pool_mode !== undefined,
+  });
   // Opens nothing until first used.
   const control = new ControlPools(config.control_url, config.control_pool_size, metrics);
   const org =
