@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import { compileNetworks } from './app/client-networks.js';
 import { RoleKeys } from './app/role-keys.js';
+import type { ScramKeys } from './auth/scram-client.js';
 import { compileRoute, type AppRoute } from './app/route.js';
 import { AuthThrottle, UnauthenticatedConnections } from './auth/throttle.js';
 import { newMockSecret } from './auth/scram-server.js';
@@ -179,6 +180,7 @@ function poolParts(
   metrics: Metrics,
   upstream: UpstreamTarget,
   login: (key: PoolKey) => Promise<PooledSession>,
+  outdated?: (session: PooledSession) => string | undefined,
 ): PoolParts {
   const instanceKeys = new InstanceKeys(
     control,
@@ -195,6 +197,7 @@ function poolParts(
     logger,
     metrics,
     login,
+    outdated,
     // A released session gets its last owner's context back after its reset.
     restore: restoreOwner({ instanceKeys }, upstream, config.context_max_age * 1000, metrics),
   });
@@ -221,10 +224,12 @@ function appPool(
 ): AppPool {
   const passwords = connectAsPasswords(config);
   const keys = new RoleKeys();
+  // The keys each session logged in with: it serves only while they are the role's newest.
+  const loggedInWith = new WeakMap<PooledSession, ScramKeys>();
   const login = async (key: PoolKey): Promise<PooledSession> => {
     const scramKeys = keys.get(key);
     try {
-      return await loginUpstream(key, {
+      const session = await loginUpstream(key, {
         password: lookupPassword(passwords, {
           host: key.target.host,
           port: key.target.port,
@@ -235,13 +240,17 @@ function appPool(
         applicationName: 'pgvpd',
         backendStart: true,
       });
+      if (scramKeys) loggedInWith.set(session, scramKeys);
+      return session;
     } catch (error) {
       if (scramKeys && error instanceof ProxyError && error.kind === 'scram_keys_stale')
         keys.forget(key, scramKeys);
       throw error;
     }
   };
-  return { ...poolParts(config, control, logger, metrics, upstream, login), mode, keys };
+  const outdated = (session: PooledSession): string | undefined =>
+    keys.outdated(session.key, loggedInWith.get(session));
+  return { ...poolParts(config, control, logger, metrics, upstream, login, outdated), mode, keys };
 }
 
 export async function buildRuntime(config: ProxyConfig, logger: Logger): Promise<Runtime> {

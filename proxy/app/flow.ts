@@ -60,7 +60,15 @@ export async function appFlow(session: Session): Promise<Attachment | undefined>
   });
   session.log.info({ event: 'connect', role: route.role, tenant, database }, 'client connected');
   if (app.pooled && authenticating && route.kind === 'tenant')
-    return appPooledFlow(session, app.pooled, route, database, parameters, authenticating);
+    return appPooledFlow(
+      session,
+      app.pooled,
+      route,
+      username,
+      database,
+      parameters,
+      authenticating,
+    );
   // A bypass user is authenticated by PostgreSQL: no longer counted as the proxy's to check.
   authenticating?.();
 

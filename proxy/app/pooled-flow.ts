@@ -35,6 +35,7 @@ export async function appPooledFlow(
   session: Session,
   pooled: AppPool,
   route: TenantRoute,
+  username: string,
   database: string,
   parameters: Map<string, string>,
   authenticating: () => void,
@@ -57,6 +58,9 @@ export async function appPooledFlow(
     );
   }
   if (session.isClosed()) return undefined;
+  // A role that may no longer be served keeps nothing here: its keys go, and with them its
+  // pooled sessions (the pool's `outdated`).
+  if (!found.verifier) pooled.keys.drop(key);
   if (found.problem) throw proxyErrors.appRoleNeedsScram(role, found.problem);
   // The mock salt of a name depends on the database's secret and the database: the same on
   // every proxy, different between databases (roles are per cluster, app roles per database).
@@ -64,11 +68,13 @@ export async function appPooledFlow(
   const scram = found.verifier
     ? ScramServer.forVerifier(role, found.verifier)
     : ScramServer.forUnknownUser(role, mockSecret);
+  // The throttle's per-user count is per username (role, tenant and values): all of an
+  // application's tenants share one role, whose failures must not hold back every tenant's login.
   const { answer, clientKey } = await authenticateClient(
     session,
     pooled.throttle,
     scram,
-    `app\0${database}\0${role}`,
+    `app\0${database}\0${username}`,
     () => undefined,
     checkout.signal(),
   );

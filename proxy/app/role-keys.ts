@@ -24,4 +24,24 @@ export class RoleKeys {
     const id = poolKeyId(key);
     if (this.keys.get(id) === keys) this.keys.delete(id);
   }
+
+  /** The role may no longer be served (the lookup gave no verifier): nothing is kept for it. */
+  drop(key: PoolKey): void {
+    this.keys.delete(poolKeyId(key));
+  }
+
+  /**
+   * Why a pooled session of `key`, logged in with `used`, may no longer serve: the keys held now
+   * come from another verifier (the role's password changed, or the name now belongs to another
+   * role), or none are held (the role may no longer be served). Undefined when it may.
+   */
+  outdated(key: PoolKey, used: ScramKeys | undefined): string | undefined {
+    if (used === undefined) return undefined;
+    const held = this.keys.get(poolKeyId(key));
+    if (held === undefined) return 'its role may no longer be served';
+    if (held === used) return undefined;
+    return held.verifier.storedKey.equals(used.verifier.storedKey)
+      ? undefined
+      : "its role's verifier changed";
+  }
 }

@@ -41,6 +41,12 @@ export interface SessionPoolOptions {
   reapIntervalMs?: number;
   /** Opens a new session of the key (upstream/login.ts, with the key's password). */
   login: (key: PoolKey) => Promise<PooledSession>;
+  /**
+   * Why a session may no longer be handed out although it works, or undefined (app mode: it was
+   * logged in under a verifier its role no longer has). Asked wherever a session is taken from
+   * or given back to the idle list.
+   */
+  outdated?: (session: PooledSession) => string | undefined;
   logger: Logger;
   /** Checkouts, opened and closed sessions are counted here. */
   metrics?: Metrics;
@@ -737,6 +743,8 @@ export class SessionPool {
       return 'connection closed';
     if (this.opts.maxLifetimeMs > 0 && now - session.createdAt >= this.opts.maxLifetimeMs)
       return 'max lifetime reached';
+    const outdated = this.opts.outdated?.(session);
+    if (outdated !== undefined) return outdated;
     // An idle backend says nothing unless it is going away (57P01 and the like) or something
     // changed under it; either way it is not the session that was reset.
     if (session.reader.pending > 0) return 'unsolicited message while idle';

@@ -49,8 +49,21 @@ import { readyingKind, type Metrics } from '../metrics.js';
  */
 export const ownerReset = stateReset.sql;
 
-/** Startup parameters that are not settings, or that the proxy decides itself. */
-const notSettings = new Set(['user', 'database', 'options', 'replication']);
+/**
+ * Startup parameters that are not settings, or that the proxy decides itself. `role` and
+ * `session_authorization` too: RESET ALL leaves them in place (GUC_NO_RESET_ALL), so one set on
+ * a pooled backend for one client would outlive the light reset of an owner change and make the
+ * next owner run as that role; a client that wants another role says SET ROLE, which the owner
+ * reset (DISCARD ALL's SET SESSION AUTHORIZATION DEFAULT) undoes.
+ */
+const notSettings = new Set([
+  'user',
+  'database',
+  'options',
+  'replication',
+  'role',
+  'session_authorization',
+]);
 
 /** Whether the client may have a setting applied for it (`pgvpd.*` never). */
 export function isClientSetting(name: string): boolean {

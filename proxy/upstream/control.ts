@@ -40,8 +40,15 @@ const issueStatements = {
   },
 } as const;
 
+/** A control pool's identity: the server (null: control_url's) and the database. */
+function poolId(database: string, server?: { host: string; port: number }): string {
+  return JSON.stringify([server?.host ?? null, server?.port ?? null, database]);
+}
+
 export class ControlPools {
   private readonly pools = new Map<string, pg.Pool>();
+  /** Pools that have answered a lookup once: a later failure does not make them go. */
+  private readonly answered = new Set<string>();
   private readonly base: pg.PoolConfig;
 
   constructor(
@@ -61,7 +68,7 @@ export class ControlPools {
    * dedicated org may live on another server, where a role of the same name and password exists.
    */
   private pool(database: string, server?: { host: string; port: number }): pg.Pool {
-    const id = JSON.stringify([server?.host ?? null, server?.port ?? null, database]);
+    const id = poolId(database, server);
     let pool = this.pools.get(id);
     if (!pool) {
       pool = new pg.Pool({
@@ -154,11 +161,13 @@ export class ControlPools {
         values: [role],
       }));
     } catch (error) {
-      // A database that does not exist keeps no pool here: the name is the client's, sent before
-      // it authenticated, and must not make the proxy hold anything.
-      if ((error as { code?: unknown }).code === '3D000') await this.drop(database, server);
+      // The name is the client's, sent before it authenticated: a pool that has never answered
+      // (the database does not exist, has no pgvpd, refuses the control role, or the server is
+      // full or down) is not kept, so that made-up names make the proxy hold nothing.
+      if (!this.answered.has(poolId(database, server))) await this.drop(database, server);
       throw error;
     }
+    this.answered.add(poolId(database, server));
     const row = rows[0];
     const verifier = row?.verifier ? parseVerifier(row.verifier) : undefined;
     const problem =
@@ -171,7 +180,7 @@ export class ControlPools {
 
   /** Ends and forgets the pool of one database (one that does not exist). */
   private async drop(database: string, server?: { host: string; port: number }): Promise<void> {
-    const id = JSON.stringify([server?.host ?? null, server?.port ?? null, database]);
+    const id = poolId(database, server);
     const pool = this.pools.get(id);
     if (!pool) return;
     this.pools.delete(id);
