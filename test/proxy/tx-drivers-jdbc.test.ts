@@ -1,4 +1,4 @@
-// pgJDBC (Debian's libpostgresql-jdbc-java, /usr/share/java/postgresql.jar) through an org-mode
+// pgJDBC (Debian's libpostgresql-jdbc-java, /usr/share/java/postgresql.jar) through a pooled
 // proxy in transaction mode. Four clients, two of each org, over one pooled backend, each on a
 // connection with prepareThreshold=1 (named statements from the first execution, then only
 // bound), executeBatch in a transaction rolled back, and fetchSize=1 with autocommit off on a
@@ -7,6 +7,8 @@
 // answer must be exactly its org's view and carry back its own number; a backend must have
 // served both orgs. The client program is test/support/java/TxJdbc.java, run with Java's
 // single-file source launcher (Debian's JRE has the jdk.compiler module it needs).
+// The proxy is in org mode, or in app mode with PGVPD_TX_DRIVERS_PROXY=app (tx-support.ts;
+// app-tx-drivers-jdbc.test.ts runs this file so).
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';

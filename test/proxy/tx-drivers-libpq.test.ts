@@ -1,14 +1,16 @@
-// libpq's tools through an org-mode proxy in transaction mode, with one pooled backend for all
+// libpq's tools through a pooled proxy in transaction mode, with one pooled backend for all
 // clients: psql processes of both orgs at once (single statements and an explicit transaction),
 // and two pgbench processes at once, one per org, in the simple, extended and prepared query
 // modes, each transaction of which checks its org's view and fails on anything else. A backend
 // must have served both orgs (see tx-support.ts for the session-mode run of the same plumbing).
+// The proxy is in org mode, or in app mode with PGVPD_TX_DRIVERS_PROXY=app (tx-support.ts;
+// app-tx-drivers-libpq.test.ts runs this file so).
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { runTool, type ToolResult } from './clients-support.js';
-import { BackendLog, assertSharing, logins, txFixture, viewSql, type Org } from './tx-support.js';
+import { BackendLog, assertSharing, txFixture, viewSql, type Org } from './tx-support.js';
 
 const psqlBin = '/usr/bin/psql';
 const pgbenchBin = '/usr/bin/pgbench';
@@ -34,7 +36,7 @@ function psql(org: Org, commands: string[]): Promise<ToolResult> {
       ...commands.flatMap((c) => ['-c', c]),
       x.conninfo(org),
     ],
-    { PGPASSWORD: logins[org].password },
+    { PGPASSWORD: x.login(org).password },
   );
 }
 
@@ -128,7 +130,7 @@ t.test('pgbench: two orgs at once in simple, extended and prepared mode', async 
   };
   const scripts = { acme: script('acme'), beta: script('beta') };
   const pgbench = (org: Org, args: string[]) =>
-    runTool(pgbenchBin, [...args, x.conninfo(org)], { PGPASSWORD: logins[org].password }, 60_000);
+    runTool(pgbenchBin, [...args, x.conninfo(org)], { PGPASSWORD: x.login(org).password }, 60_000);
 
   for (const mode of ['simple', 'extended', 'prepared']) {
     await x.f.db.query('truncate public.tx_seen');

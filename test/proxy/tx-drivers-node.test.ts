@@ -1,10 +1,12 @@
-// Node.js drivers through an org-mode proxy in transaction mode, with fewer pooled backends than
+// Node.js drivers through a pooled proxy in transaction mode, with fewer pooled backends than
 // clients: node-postgres (simple and extended protocol, `name:` statements bound on a backend
 // that has not seen them, a transaction that keeps its backend), pg-cursor (batches of one
 // inside a transaction and, without Sync, outside one) and postgres.js (prepare on and off, five
 // pipelined queries on one connection while the other org queues). Clients of both orgs run at
 // once; every answer must be exactly its own org's rows and context, and a backend must have
 // served both orgs (see tx-support.ts for the session-mode run of the same plumbing).
+// The proxy is in org mode, or in app mode with PGVPD_TX_DRIVERS_PROXY=app (tx-support.ts;
+// app-tx-drivers-node.test.ts runs this file so).
 import { createRequire } from 'node:module';
 import pg from 'pg';
 import postgres from 'postgres';
@@ -15,7 +17,6 @@ import { openClient } from './org-support.js';
 import {
   BackendLog,
   assertSharing,
-  logins,
   orgNames,
   pgView,
   transactionMode,
@@ -54,7 +55,7 @@ const seenOf = (view: View) => ({ tenant: view.tenant, rows: view.rows });
 // The same question in the extended protocol: docs of both orgs asked for by parameter, where
 // row-level security must still leave only the client's own.
 const viewByParam = `select pg_backend_pid() as pid, pgvpd.current_tenant_id() as tenant,
-  array(select body from public.docs where org_id = any($1::uuid[]) order by body) as rows`;
+  array(select body from public.docs where org_id = any($1) order by body) as rows`;
 
 t.test('pg: four clients of two orgs over one backend each see only their org', async (t) => {
   const clients = await clientsOfBoth(t, one);
@@ -251,9 +252,9 @@ function sqlFor(
   const sql = postgres({
     host: '127.0.0.1',
     port: x.f.proxy.port,
-    database: logins[org].database,
-    username: logins[org].user,
-    password: logins[org].password,
+    database: x.login(org).database,
+    username: x.login(org).user,
+    password: x.login(org).password,
     onnotice: () => undefined,
     ...options,
   });

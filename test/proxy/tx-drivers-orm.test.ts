@@ -1,9 +1,11 @@
-// ORMs through an org-mode proxy in transaction mode, with fewer pooled backends than clients:
+// ORMs through a pooled proxy in transaction mode, with fewer pooled backends than clients:
 // Drizzle on postgres.js (prepare on and off) and on node-postgres with `.prepare('name')`
 // statements over two backends, and Kysely on a node-postgres pool, each with a transaction that
 // sees its own insert and rolls back. Clients of both orgs run at once; every result must be
 // exactly the own org's rows and context, and a backend must have served both orgs (see
 // tx-support.ts for the session-mode run of the same plumbing).
+// The proxy is in org mode, or in app mode with PGVPD_TX_DRIVERS_PROXY=app (tx-support.ts;
+// app-tx-drivers-orm.test.ts runs this file so).
 import { TransactionRollbackError, and, like, sql as dsql } from 'drizzle-orm';
 import { drizzle as drizzlePg } from 'drizzle-orm/node-postgres';
 import { pgTable, serial, text, uuid } from 'drizzle-orm/pg-core';
@@ -14,20 +16,14 @@ import postgres from 'postgres';
 import t from 'tap';
 import type { TestLike } from '../support/postgres.js';
 import { openClient } from './org-support.js';
-import {
-  BackendLog,
-  assertSharing,
-  logins,
-  txFixture,
-  type Org,
-  type TxFixture,
-} from './tx-support.js';
+import { BackendLog, assertSharing, txFixture, type Org, type TxFixture } from './tx-support.js';
 
 const one = await txFixture(t, 1);
 const two = await txFixture(t, 2);
 
 const docs = pgTable('docs', {
   id: serial('id').primaryKey(),
+  // uuid in org mode; app mode's org_id is text, which Drizzle's uuid column writes alike.
   orgId: uuid('org_id').notNull(),
   body: text('body'),
 });
@@ -70,9 +66,9 @@ function postgresJs(t: TestLike, x: TxFixture, org: Org, prepare: boolean) {
   const sql = postgres({
     host: '127.0.0.1',
     port: x.f.proxy.port,
-    database: logins[org].database,
-    username: logins[org].user,
-    password: logins[org].password,
+    database: x.login(org).database,
+    username: x.login(org).user,
+    password: x.login(org).password,
     max: 2,
     prepare,
     onnotice: () => undefined,

@@ -1,8 +1,10 @@
-// Prisma 7 with @prisma/adapter-pg (node-postgres underneath, no query engine binary) through an
-// org-mode proxy in transaction mode: two clients of each org over one pooled backend, findMany
+// Prisma 7 with @prisma/adapter-pg (node-postgres underneath, no query engine binary) through a
+// pooled proxy in transaction mode: two clients of each org over one pooled backend, findMany
 // and raw queries, a batch transaction and an interactive transaction rolled back while the other
 // org queues. Every result must be exactly its org's rows and context, and a backend must have
 // served both orgs.
+// The proxy is in org mode, or in app mode with PGVPD_TX_DRIVERS_PROXY=app (tx-support.ts;
+// app-tx-drivers-prisma.test.ts runs this file so).
 //
 // The client is generated at test time (prisma-client-js, CommonJS, with its runtime and the
 // query compiler's WebAssembly in the output) into node_modules/.cache, where its require of
@@ -17,7 +19,14 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
 import type { TestLike } from '../support/postgres.js';
-import { BackendLog, assertSharing, txFixture, type Org, type TxFixture } from './tx-support.js';
+import {
+  BackendLog,
+  assertSharing,
+  orgIdType,
+  txFixture,
+  type Org,
+  type TxFixture,
+} from './tx-support.js';
 
 const require = createRequire(import.meta.url);
 const repo = fileURLToPath(new URL('../../', import.meta.url));
@@ -48,7 +57,7 @@ datasource db {
 
 model docs {
   id     Int     @id @default(autoincrement())
-  org_id String  @db.Uuid
+  org_id String  @db.${orgIdType === 'uuid' ? 'Uuid' : 'Text'}
   body   String?
 }
 `;

@@ -1,4 +1,4 @@
-// psycopg 3 (Debian's python3-psycopg, run by /usr/bin/python3) through an org-mode proxy in
+// psycopg 3 (Debian's python3-psycopg, run by /usr/bin/python3) through a pooled proxy in
 // transaction mode, with one pooled backend for four client processes, two of each org:
 // prepare_threshold=0 (every statement named and then only bound, wherever the connection lands),
 // prepared_max=2 (psycopg deallocates what it evicts), prepare_threshold=None, pipelines of
@@ -6,6 +6,8 @@
 // answer must be exactly its org's view and carry back its own number; a backend must have served
 // both orgs.
 // The client program is test/support/python/tx_psycopg.py.
+// The proxy is in org mode, or in app mode with PGVPD_TX_DRIVERS_PROXY=app (tx-support.ts;
+// app-tx-drivers-python.test.ts runs this file so).
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import t from 'tap';
@@ -14,7 +16,6 @@ import {
   BackendLog,
   assertSharing,
   jsonLines,
-  logins,
   txFixture,
   withoutPid,
   type Org,
@@ -67,7 +68,7 @@ t.test(
         runTool(
           python,
           [program, x.conninfo(org), x.f.orgs[org]],
-          { PGPASSWORD: logins[org].password },
+          { PGPASSWORD: x.login(org).password },
           50_000,
         ),
       ),

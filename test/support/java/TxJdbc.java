@@ -13,6 +13,7 @@ import java.sql.ResultSet;
 import java.sql.ResultSetMetaData;
 import java.sql.SQLException;
 import java.sql.Statement;
+import java.sql.Types;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Properties;
@@ -65,11 +66,13 @@ public class TxJdbc {
         for (int i = 0; i < 8; i++) view(name, "threshold1", ps, i);
       }
       // executeBatch of three inserts in one transaction: visible inside, gone after rollback.
+      // The org id goes untyped (Types.OTHER), so the server reads it as org_id's type, uuid in
+      // org mode and text in app mode.
       c1.setAutoCommit(false);
       try (PreparedStatement insert =
-          c1.prepareStatement("insert into public.docs (org_id, body) values (?::uuid, ?)")) {
+          c1.prepareStatement("insert into public.docs (org_id, body) values (?, ?)")) {
         for (String body : new String[] {"jb1", "jb2", "jb3"}) {
-          insert.setString(1, orgId);
+          insert.setObject(1, orgId, Types.OTHER);
           insert.setString(2, body);
           insert.addBatch();
         }
