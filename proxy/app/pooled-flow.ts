@@ -3,10 +3,12 @@
 // of the role, as org mode's clients do.
 //   lookup (pgvpd.app_role_verifier over the control connection: the role's own SCRAM verifier,
 //     only for an application role the proxy may serve; the role name is the one parameter,
-//     nothing else of the client's startup reaches it)
-//   → auth (auth/proxy-auth.ts: SCRAM against that verifier; a mock exchange for any other name,
-//     salted from the database's shared mock secret, so unknown role and wrong password end in
-//     the same 28P01; an eligible role without a SCRAM password gets a FATAL naming the fix)
+//     nothing else of the client's startup reaches it), started as AuthenticationSASL goes out
+//   → auth (auth/proxy-auth.ts, once the client's first message and the lookup are in: SCRAM
+//     against that verifier; a mock exchange for any other name, salted from the database's
+//     shared mock secret, so unknown role and wrong password end in the same 28P01; an eligible
+//     role without a SCRAM password gets a FATAL naming the fix; a database that does not exist
+//     gets 3D000)
 //   → keys (the ClientKey the proof revealed: the pool's next logins of the role use it, SCRAM
 //     pass-through, app/role-keys.ts)
 //   → checkout (pool/checkout.ts: a backend of (database, role) gets this username's tenant and
@@ -15,6 +17,7 @@
 // Bypass users never come here: they keep a dedicated backend (app/flow.ts).
 import { authenticateClient } from '../auth/proxy-auth.js';
 import { ScramServer, orgMockSecret } from '../auth/scram-server.js';
+import type { ScramVerifier } from '../auth/scram-verifier.js';
 import { proxyErrors } from '../errors.js';
 import { attachPooled } from '../pool/attach.js';
 import { ownerOf } from '../pool/backend-book.js';
@@ -45,42 +48,25 @@ export async function appPooledFlow(
   session.enter('auth');
   const role = route.role;
   const key: PoolKey = { target: runtime.upstream, database, role };
-  let found: Awaited<ReturnType<typeof runtime.control.appRoleVerifier>>;
-  try {
-    found = await runtime.control.appRoleVerifier(database, role);
-  } catch (error) {
-    const code = (error as { code?: unknown }).code;
-    // As PgBouncer and PostgreSQL say it; the name is the client's own.
-    if (code === '3D000') throw proxyErrors.unknownDatabase(database);
-    throw proxyErrors.lookupFailed(
-      typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) ? code : undefined,
-      (error as Error).message,
-    );
-  }
-  if (session.isClosed()) return undefined;
-  // A role that may no longer be served keeps nothing here: its keys go, and with them its
-  // pooled sessions (the pool's `outdated`).
-  if (!found.verifier) pooled.keys.drop(key);
-  if (found.problem) throw proxyErrors.appRoleNeedsScram(role, found.problem);
-  // The mock salt of a name depends on the database's secret and the database: the same on
-  // every proxy, different between databases (roles are per cluster, app roles per database).
-  const mockSecret = orgMockSecret(found.mockSecret, `app\0${database}`);
-  const scram = found.verifier
-    ? ScramServer.forVerifier(role, found.verifier)
-    : ScramServer.forUnknownUser(role, mockSecret);
+  // The lookup runs while the client answers the mechanism list (AuthenticationSASL needs no
+  // verifier): its round trip and the client's overlap. What it finds is used, or its failure
+  // told, once the client's first message is in.
+  const lookup = lookUp(session, pooled, key);
+  lookup.catch(() => undefined);
   // The throttle's per-user count is per username (role, tenant and values): all of an
   // application's tenants share one role, whose failures must not hold back every tenant's login.
   const { answer, clientKey } = await authenticateClient(
     session,
     pooled.throttle,
-    scram,
+    lookup.then((found) => found.scram),
     `app\0${database}\0${username}`,
     () => undefined,
     checkout.signal(),
   );
   // A proof that held comes only from a real verifier.
-  if (!found.verifier) throw new Error('a mock exchange accepted a proof');
-  pooled.keys.remember(key, { clientKey, verifier: found.verifier });
+  const { verifier } = await lookup;
+  if (!verifier) throw new Error('a mock exchange accepted a proof');
+  pooled.keys.remember(key, { clientKey, verifier });
   authenticating();
   session.log.info({ event: 'auth', result: 'ok', role }, 'authenticated by the proxy');
 
@@ -98,4 +84,41 @@ export async function appPooledFlow(
     authOk: answer,
     startup: parameters,
   });
+}
+
+/**
+ * The role's verifier (pgvpd.app_role_verifier) and the exchange to run: a real one, or a mock
+ * one for any name the lookup does not answer for, salted from the database's shared secret.
+ */
+async function lookUp(
+  session: Session,
+  pooled: AppPool,
+  key: PoolKey,
+): Promise<{ scram: ScramServer; verifier: ScramVerifier | undefined }> {
+  const { database, role } = key;
+  let found: Awaited<ReturnType<typeof session.runtime.control.appRoleVerifier>>;
+  try {
+    found = await session.runtime.control.appRoleVerifier(database, role);
+  } catch (error) {
+    const code = (error as { code?: unknown }).code;
+    // As PostgreSQL and PgBouncer say it; the name is the client's own.
+    if (code === '3D000') throw proxyErrors.unknownDatabase(database);
+    throw proxyErrors.lookupFailed(
+      typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) ? code : undefined,
+      (error as Error).message,
+    );
+  }
+  // A role that may no longer be served keeps nothing here: its keys go, and with them its
+  // pooled sessions (the pool's `outdated`).
+  if (!found.verifier) pooled.keys.drop(key);
+  if (found.problem) throw proxyErrors.appRoleNeedsScram(role, found.problem);
+  // The mock salt of a name depends on the database's secret and the database: the same on
+  // every proxy, different between databases (roles are per cluster, app roles per database).
+  const mockSecret = orgMockSecret(found.mockSecret, `app\0${database}`);
+  return {
+    scram: found.verifier
+      ? ScramServer.forVerifier(role, found.verifier)
+      : ScramServer.forUnknownUser(role, mockSecret),
+    verifier: found.verifier,
+  };
 }

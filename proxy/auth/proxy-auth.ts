@@ -22,7 +22,9 @@ export interface Authenticated {
 }
 
 /**
- * Runs the exchange `scram` (a real or a mock one). `onClientFirst` runs once the client's first
+ * Runs the exchange `scram` (a real or a mock one; a promise of it may still be on its way while
+ * the client answers the mechanism list: its failure is thrown once the client's first message
+ * is in). `onClientFirst` runs once the client's first
  * message is in and the server-first-message sent, while the client derives its key. The verdict
  * is answered when the login throttle lets it go (`throttleKey`: who is logging in, e.g. org and
  * user), right or wrong alike; a refusal is thrown (28P01). `signal` aborts a held answer when
@@ -31,7 +33,7 @@ export interface Authenticated {
 export async function authenticateClient(
   session: Session,
   throttle: AuthThrottle,
-  scram: ScramServer,
+  exchange: ScramServer | Promise<ScramServer>,
   throttleKey: string,
   onClientFirst: () => void,
   signal: AbortSignal,
@@ -40,6 +42,7 @@ export async function authenticateClient(
   edge.write(send.authenticationSASL([scramMechanism]));
   try {
     const initial = decodeSASLInitialResponse((await edge.password()).body);
+    const scram = await exchange;
     const serverFirst = scram.receiveClientFirst(initial.mechanism, initial.data);
     // The server-first-message goes before anything is readied for a known user, so that it
     // does not come later for a known user than for an unknown one.
