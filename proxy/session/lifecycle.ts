@@ -119,6 +119,10 @@ export class Session {
       'session ended',
     );
     this.close();
+    // The client's end goes out first: the release (a pooled backend's reset and restore) is
+    // synchronous work that would otherwise run before the event loop writes the client's FIN,
+    // and the client would wait for it (0.6 ms of every pooled close on this machine).
+    await new Promise((resolve) => setImmediate(resolve));
     await attachment.release(end).catch((error: unknown) => {
       this.log.error({ event: 'error', err: error }, 'releasing the backend failed');
     });
