@@ -52,13 +52,17 @@ export async function appPooledFlow(
   // verifier): its round trip and the client's overlap. What it finds is used, or its failure
   // told, once the client's first message is in.
   const lookup = lookUp(session, pooled, key);
+  const exchange = lookup.then((found) => found.scram);
+  // Both are awaited only once the client's first message is in: a lookup that fails before
+  // that (an unknown database, an MD5 role) must not be an unhandled rejection meanwhile.
   lookup.catch(() => undefined);
+  exchange.catch(() => undefined);
   // The throttle's per-user count is per username (role, tenant and values): all of an
   // application's tenants share one role, whose failures must not hold back every tenant's login.
   const { answer, clientKey } = await authenticateClient(
     session,
     pooled.throttle,
-    lookup.then((found) => found.scram),
+    exchange,
     `app\0${database}\0${username}`,
     () => undefined,
     checkout.signal(),

@@ -157,3 +157,31 @@ for (const mode of ['session', 'transaction'] as const) {
     },
   );
 }
+
+t.test('a lookup that fails before the client answers AuthenticationSASL', async (t) => {
+  // The lookup runs while the client answers the mechanism list; one that fails first (here an
+  // unknown database, at once) is told in answer to the client's first message, and was an
+  // unhandled rejection meanwhile (found by a CI run, where the client was the slower).
+  const f = await proxyFixture(t, { pool_mode: 'session', pool_size: 1 });
+  const wire = await WireClient.connect(f.proxy.port);
+  t.teardown(() => {
+    wire.destroy();
+  });
+  wire.write(startupMessage({ user: f.userFor('acme'), database: 'no_such_database_zz' }));
+  const sasl = await wire.readFrame(10_000);
+  t.equal(authCodeOf(sasl), 10, 'AuthenticationSASL first');
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  const scram = new ScramClient(f.app.password);
+  const message = Buffer.from(scram.firstMessage(), 'utf8');
+  wire.write(
+    typedMessage('p', Buffer.concat([cstring('SCRAM-SHA-256'), int32(message.length), message])),
+  );
+  const refused = wireErrorOf(await wire.readFrame(10_000));
+  t.same(
+    { code: refused.code, message: refused.message },
+    { code: '3D000', message: 'database "no_such_database_zz" does not exist' },
+    'then FATAL 3D000',
+  );
+  const next = await f.connect(f.userFor('acme'));
+  t.same(await visible(next), { acme: 2, globex: 0, total: 2 }, 'the proxy serves on');
+});
