@@ -36,6 +36,7 @@ import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
+import { createBenchDatabase } from './lib/pgbench.mjs';
 import { cpuNs, startServer, stopServers } from './lib/servers.mjs';
 import {
   PGBENCH,
@@ -68,23 +69,7 @@ const TPS_TARGET = 0.98;
 const P99_TARGET_MS = 50;
 
 async function setupDatabase(adminUrl) {
-  const admin = await connect(adminUrl);
-  await admin.query(`create database ${DATABASE}`);
-  await admin.end();
-  const dbUrl = withDatabase(adminUrl, DATABASE);
-  log(`installing sql/setup.sql into ${DATABASE}`);
-  await run('psql', [
-    '-X',
-    '-q',
-    '-v',
-    'ON_ERROR_STOP=1',
-    '-d',
-    dbUrl,
-    '-f',
-    join(ROOT, 'sql/setup.sql'),
-  ]);
-  log('pgbench -i -s 10');
-  await run(PGBENCH, ['-i', '-q', '-s', '10', dbUrl]);
+  const dbUrl = await createBenchDatabase(adminUrl, DATABASE, 10);
   const appPassword = randomBytes(12).toString('hex');
   const proxyPassword = randomBytes(12).toString('hex');
   const db = await connect(dbUrl);

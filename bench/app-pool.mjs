@@ -55,7 +55,6 @@
 //   PGVPD_BENCH_SECONDS=2 PGVPD_BENCH_ROUNDS=1 PGVPD_BENCH_CONNECTS=20 npm run bench:app
 // Results: a table on stdout and JSON in a temp file whose path is printed at the end.
 
-import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -74,9 +73,10 @@ import {
   run,
   sleep,
   startCluster,
-  withDatabase,
 } from './lib/cluster.mjs';
 import { clusterCpuTicks, postmasterPid } from './lib/pg-cpu.mjs';
+import { backendsStarted, createBenchDatabase, lastLines, parsePgbench } from './lib/pgbench.mjs';
+import { commitOf, fmt, medianOf, table, verdict } from './lib/report.mjs';
 import {
   CLK_TCK,
   cpuNs,
@@ -160,23 +160,7 @@ const CONNECT_OVER_DIRECT_MS = 1;
 // Setup
 
 async function setupDatabase(adminUrl) {
-  const admin = await connect(adminUrl);
-  await admin.query(`create database ${DATABASE}`);
-  await admin.end();
-  const dbUrl = withDatabase(adminUrl, DATABASE);
-  log(`installing sql/setup.sql into ${DATABASE}`);
-  await run('psql', [
-    '-X',
-    '-q',
-    '-v',
-    'ON_ERROR_STOP=1',
-    '-d',
-    dbUrl,
-    '-f',
-    join(ROOT, 'sql/setup.sql'),
-  ]);
-  log(`pgbench -i -s ${SCALE}`);
-  await run(PGBENCH, ['-i', '-q', '-s', String(SCALE), dbUrl]);
+  const dbUrl = await createBenchDatabase(adminUrl, DATABASE, SCALE);
 
   const passwords = {
     app: randomBytes(12).toString('hex'),
@@ -264,39 +248,9 @@ async function checkTarget(t) {
 // ---------------------------------------------------------------------------------------------
 // pgbench runs
 
-async function backendsStarted(db) {
-  const r = await db.query(
-    `select sessions::bigint as n from pg_stat_database where datname = $1`,
-    [DATABASE],
-  );
-  return Number(r.rows[0].n);
-}
-
-/** The last lines of a text, joined with " / ": what a one-line failure message can show. */
-const lastLines = (text, n = 6) => text.trim().split('\n').slice(-n).join(' / ');
-
-function parsePgbench({ stdout, stderr }) {
-  const tps = stdout.match(
-    /^tps = ([\d.]+) \((?:without initial connection time|including reconnection times)\)/m,
-  );
-  const tx = stdout.match(/^number of transactions actually processed: (\d+)/m);
-  const failed = stdout.match(/^number of failed transactions: (\d+)/m);
-  const conn = stdout.match(/^average connection time = ([\d.]+) ms/m);
-  if (tx && Number(tx[1]) === 0)
-    throw new Error(`pgbench processed no transaction: ${lastLines(stdout + stderr)}`);
-  if (!tps || !tx) throw new Error(`cannot parse pgbench output: ${lastLines(stdout + stderr)}`);
-  if (failed && Number(failed[1]) !== 0)
-    throw new Error(`pgbench reported failures: ${lastLines(stdout + stderr)}`);
-  return {
-    tps: Number(tps[1]),
-    transactions: Number(tx[1]),
-    avgConnectMs: conn ? Number(conn[1]) : null,
-  };
-}
-
 /** One pgbench run through `t`: TPS, and the CPU of the proxy, PostgreSQL and pgbench over it. */
 async function measureRun(r, t, { db, pmPid, seconds }) {
-  const startedBefore = await backendsStarted(db);
+  const startedBefore = await backendsStarted(db, DATABASE);
   const pgBefore = clusterCpuTicks(pmPid).ticks;
   const before = t.pid ? cpuTimes(t.pid) : null;
   const clientBefore = reapedChildrenTicks();
@@ -331,7 +285,7 @@ async function measureRun(r, t, { db, pmPid, seconds }) {
   // flushed by then.
   await sleep(1100);
   const pgAfter = clusterCpuTicks(pmPid).ticks;
-  const startedAfter = await backendsStarted(db);
+  const startedAfter = await backendsStarted(db, DATABASE);
   const p = parsePgbench(output);
   const us = (key) => (t.pid ? ((after[key] - before[key]) * 1e6) / CLK_TCK : null);
   const cpuUs = t.pid ? us('user') + us('system') : null;
@@ -592,39 +546,10 @@ async function controlLookupCost(port, proxyPassword) {
 // ---------------------------------------------------------------------------------------------
 // Summary and report
 
-/** The commit of a checkout, with "+dirty" when its tracked files differ from it. */
-function commitOf(tree) {
-  const git = (...args) => spawnSync('git', ['-C', tree, ...args], { encoding: 'utf8' });
-  const head = git('rev-parse', '--short', 'HEAD').stdout.trim() || '?';
-  return git('status', '--porcelain', '--untracked-files=no').stdout.trim()
-    ? `${head}+dirty`
-    : head;
-}
-
-const fmt = (n, digits = 0) =>
-  n === null || n === undefined || Number.isNaN(n)
-    ? '–'
-    : n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
 const signed = (n, digits = 2) =>
   n === null || n === undefined || Number.isNaN(n)
     ? '–'
     : `${n >= 0 ? '+' : '−'}${fmt(Math.abs(n), digits)}`;
-const verdict = (ok) => (ok === null ? 'not measured' : ok ? 'pass' : 'FAIL');
-
-function table(head, rows) {
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
-  const line = (cells) =>
-    cells
-      .map((c, i) => String(c).padEnd(widths[i]))
-      .join('  ')
-      .trimEnd();
-  return [line(head), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)];
-}
-
-const medianOf = (xs) => {
-  const v = xs.filter((x) => x !== null && x !== undefined && !Number.isNaN(x));
-  return v.length ? median(v) : null;
-};
 
 const FIGURES = [
   'tps',

@@ -43,8 +43,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir, cpus } from 'node:os';
-import { join, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import {
   PGBENCH,
   PG_BIN,
@@ -59,8 +58,8 @@ import {
   tempDir,
   withDatabase,
 } from './lib/cluster.mjs';
+import { installSetup } from './lib/pgbench.mjs';
 
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const SECONDS = positiveInt(process.env.PGVPD_BENCH_SECONDS, 15);
 const ROUNDS = positiveInt(process.env.PGVPD_BENCH_ROUNDS, 3);
 const CLIENTS = 8;
@@ -92,17 +91,7 @@ async function setupDatabase(adminUrl, external) {
     });
   }
   const dbUrl = withDatabase(adminUrl, database);
-  log(`installing sql/setup.sql into ${database}`);
-  await run('psql', [
-    '-X',
-    '-q',
-    '-v',
-    'ON_ERROR_STOP=1',
-    '-d',
-    dbUrl,
-    '-f',
-    join(ROOT, 'sql/setup.sql'),
-  ]);
+  await installSetup(dbUrl, database);
 
   const password = benchPassword;
   const db = await connect(dbUrl);

@@ -98,7 +98,6 @@
 // waits for Ctrl-C; PGVPD_BENCH_NODE_ARGS adds node options to the proxies and the floor (e.g. --cpu-prof).
 // Results: a table on stdout and JSON in a temp file whose path is printed at the end.
 
-import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -118,10 +117,11 @@ import {
   sleep,
   startCluster,
   tempDir,
-  withDatabase,
 } from './lib/cluster.mjs';
 import { measureIdleClients, fdLimitPrefix } from './lib/org-idle.mjs';
 import { clusterCpuTicks, postmasterPid } from './lib/pg-cpu.mjs';
+import { backendsStarted, createBenchDatabase, parsePgbench } from './lib/pgbench.mjs';
+import { commitOf, fmt, medianOf, table, verdict } from './lib/report.mjs';
 import { measureSwitchCost } from './lib/switch-cost.mjs';
 import {
   CLK_TCK,
@@ -245,23 +245,7 @@ const IDLE_RSS_MB = 300;
 // Setup
 
 async function setupDatabase(adminUrl) {
-  const admin = await connect(adminUrl);
-  await admin.query(`create database ${DATABASE}`);
-  await admin.end();
-  const dbUrl = withDatabase(adminUrl, DATABASE);
-  log(`installing sql/setup.sql into ${DATABASE}`);
-  await run('psql', [
-    '-X',
-    '-q',
-    '-v',
-    'ON_ERROR_STOP=1',
-    '-d',
-    dbUrl,
-    '-f',
-    join(ROOT, 'sql/setup.sql'),
-  ]);
-  log(`pgbench -i -s ${SCALE}`);
-  await run(PGBENCH, ['-i', '-q', '-s', String(SCALE), dbUrl]);
+  const dbUrl = await createBenchDatabase(adminUrl, DATABASE, SCALE);
 
   const { makeVerifier } = await import(
     pathToFileURL(join(ROOT, 'dist/proxy/auth/scram-verifier.js')).href
@@ -396,14 +380,6 @@ async function checkTarget(t) {
   }
 }
 
-async function backendsStarted(db) {
-  const r = await db.query(
-    `select sessions::bigint as n from pg_stat_database where datname = $1`,
-    [DATABASE],
-  );
-  return Number(r.rows[0].n);
-}
-
 // The sample of a run that failed: no figures (medians leave it out, its ratios are NaN).
 const FAILED_RUN = {
   failed: true,
@@ -450,31 +426,6 @@ function pgbenchArgs(t, proc, { churn, seconds }) {
   ];
 }
 
-/** The last lines of a text, joined with " / ": what a one-line failure message can show. */
-const lastLines = (text, n = 6) => text.trim().split('\n').slice(-n).join(' / ');
-
-function parsePgbench({ stdout, stderr }) {
-  const tps = stdout.match(
-    /^tps = ([\d.]+) \((?:without initial connection time|including reconnection times)\)/m,
-  );
-  const tx = stdout.match(/^number of transactions actually processed: (\d+)/m);
-  const failed = stdout.match(/^number of failed transactions: (\d+)/m);
-  const conn = stdout.match(/^average connection time = ([\d.]+) ms/m);
-  const initial = stdout.match(/^initial connection time = ([\d.]+) ms/m);
-  // No transaction at all (e.g. the clients' logins took the whole run): pgbench prints no tps.
-  if (tx && Number(tx[1]) === 0)
-    throw new Error(`pgbench processed no transaction: ${lastLines(stdout + stderr)}`);
-  if (!tps || !tx) throw new Error(`cannot parse pgbench output: ${lastLines(stdout + stderr)}`);
-  if (failed && Number(failed[1]) !== 0)
-    throw new Error(`pgbench reported failures: ${lastLines(stdout + stderr)}`);
-  return {
-    tps: Number(tps[1]),
-    transactions: Number(tx[1]),
-    avgConnectMs: conn ? Number(conn[1]) : null,
-    initialConnectMs: initial ? Number(initial[1]) : null,
-  };
-}
-
 // When the last pgbench run ended: a run whose switches are counted first waits STATS_SETTLE_MS
 // from then, so that no earlier run's function statistics are flushed into its window.
 let lastRunEnd = 0;
@@ -489,7 +440,7 @@ async function measureRun(run, targets, { db, pmPid, metricsToken, seconds, warm
   const pid = server.pid;
   const counted = run.switches && !warmup;
   if (counted) await sleep(Math.max(0, lastRunEnd + STATS_SETTLE_MS - Date.now()));
-  const startedBefore = await backendsStarted(db);
+  const startedBefore = await backendsStarted(db, DATABASE);
   const fnBefore = counted ? await switchContextStats(db) : null;
   const poolBefore = counted ? await poolMetrics(server.adminPort, metricsToken) : null;
   const pgBefore = clusterCpuTicks(pmPid).ticks;
@@ -514,7 +465,7 @@ async function measureRun(run, targets, { db, pmPid, metricsToken, seconds, warm
   // backends are reaped (their CPU in the postmaster's cutime) by then too.
   await sleep(1100);
   const pgAfter = clusterCpuTicks(pmPid).ticks;
-  const startedAfter = await backendsStarted(db);
+  const startedAfter = await backendsStarted(db, DATABASE);
   const parsed = outputs.map((output) => parsePgbench(output));
   const transactions = parsed.reduce((a, p) => a + p.transactions, 0);
   const tps = parsed.reduce((a, p) => a + p.tps, 0);
@@ -746,33 +697,8 @@ async function connectLatency(targets) {
   );
 }
 
-/** The commit of a checkout, with "+dirty" when its tracked files differ from it. */
-function commitOf(tree) {
-  const git = (...args) => spawnSync('git', ['-C', tree, ...args], { encoding: 'utf8' });
-  const head = git('rev-parse', '--short', 'HEAD').stdout.trim() || '?';
-  return git('status', '--porcelain', '--untracked-files=no').stdout.trim()
-    ? `${head}+dirty`
-    : head;
-}
-
 // ---------------------------------------------------------------------------------------------
 // Report
-
-const fmt = (n, digits = 0) =>
-  n === null || n === undefined || Number.isNaN(n)
-    ? '–'
-    : n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
-const verdict = (ok) => (ok ? 'pass' : 'FAIL');
-
-function table(head, rows) {
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
-  const line = (cells) =>
-    cells
-      .map((c, i) => String(c).padEnd(widths[i]))
-      .join('  ')
-      .trimEnd();
-  return [line(head), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)];
-}
 
 // Ratios of TPS: [kind, numerator, denominator, target or undefined]; those whose runs were not
 // part of the run are left out.
@@ -818,11 +744,6 @@ const FIGURES = [
   'switchedInPerSecond',
   'resetReadyingUs',
 ];
-
-const medianOf = (xs) => {
-  const v = xs.filter((x) => x !== null && x !== undefined && !Number.isNaN(x));
-  return v.length ? median(v) : null;
-};
 
 /** The idle part met its target: it ran, every client was served right, VmRSS within bounds. */
 const idleOk = (idle) =>

@@ -59,7 +59,6 @@
 //                              PGVPD_PG_BIN, PGVPD_PGBENCH, PGVPD_PGBOUNCER)
 // Results: a table on stdout and JSON in a temp file whose path is printed at the end.
 
-import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -85,8 +84,9 @@ import {
   run,
   sleep,
   startCluster,
-  withDatabase,
 } from './lib/cluster.mjs';
+import { createBenchDatabase } from './lib/pgbench.mjs';
+import { commitOf, fmt, table, verdict } from './lib/report.mjs';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const SECONDS = positiveInt(process.env.PGVPD_BENCH_SECONDS, 15);
@@ -221,23 +221,7 @@ async function startPgvpd(name, tree, pgPort, controlUrl, controlPassword) {
 // Database setup
 
 async function setupDatabase(adminUrl) {
-  const admin = await connect(adminUrl);
-  await admin.query(`create database ${DATABASE}`);
-  await admin.end();
-  const dbUrl = withDatabase(adminUrl, DATABASE);
-  log(`installing sql/setup.sql into ${DATABASE}`);
-  await run('psql', [
-    '-X',
-    '-q',
-    '-v',
-    'ON_ERROR_STOP=1',
-    '-d',
-    dbUrl,
-    '-f',
-    join(ROOT, 'sql/setup.sql'),
-  ]);
-  log(`pgbench -i -s ${SCALE}`);
-  await run(PGBENCH, ['-i', '-q', '-s', String(SCALE), dbUrl]);
+  const dbUrl = await createBenchDatabase(adminUrl, DATABASE, SCALE);
 
   const appPassword = randomBytes(12).toString('hex');
   const proxyPassword = randomBytes(12).toString('hex');
@@ -512,15 +496,6 @@ async function contextSqlCost(port, proxyPassword, appPassword) {
 
 const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
-/** The commit of a checkout, with "+dirty" when its tracked files differ from it. */
-function commitOf(tree) {
-  const git = (...args) => spawnSync('git', ['-C', tree, ...args], { encoding: 'utf8' });
-  const head = git('rev-parse', '--short', 'HEAD').stdout.trim() || '?';
-  return git('status', '--porcelain', '--untracked-files=no').stdout.trim()
-    ? `${head}+dirty`
-    : head;
-}
-
 // RSS of a proxy with SESSIONS idle sessions through it (each has run select 1).
 async function sessionsRss(t, password) {
   const clients = [];
@@ -549,22 +524,6 @@ async function sessionsRss(t, password) {
 
 // ---------------------------------------------------------------------------------------------
 // Report
-
-const fmt = (n, digits = 0) =>
-  n === null || n === undefined || Number.isNaN(n)
-    ? '–'
-    : n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits });
-const verdict = (ok) => (ok ? 'pass' : 'FAIL');
-
-function table(head, rows) {
-  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => String(r[i]).length)));
-  const line = (cells) =>
-    cells
-      .map((c, i) => String(c).padEnd(widths[i]))
-      .join('  ')
-      .trimEnd();
-  return [line(head), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)];
-}
 
 function summarize(targets, bench, fixed, rates, latency, rss) {
   const names = targets.map((t) => t.name);
