@@ -92,8 +92,9 @@ t.test('failures under other usernames of the role do not hold back a tenant', a
   }
   const after = await login(f, f.userFor('globex'), f.app.password, '127.0.0.200');
   t.equal(after.result, 'ok', 'another tenant logs in');
-  // The throttle's first step holds an answer back by whole seconds; no step was taken here.
-  t.ok(after.ms < 900, `and is not held back (${after.ms.toFixed(0)} ms)`);
+  // Counted per role, 16 failures would hold every answer back 5 s (the delay doubles from
+  // 250 ms up to 5 s); a login on a loaded machine takes a few hundred ms at most.
+  t.ok(after.ms < 2500, `and is not held back (${after.ms.toFixed(0)} ms)`);
 });
 
 t.test('a lookup that fails keeps no control pool for the name', async (t) => {
