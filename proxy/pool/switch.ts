@@ -65,9 +65,13 @@ const notSettings = new Set([
   'session_authorization',
 ]);
 
-/** Whether the client may have a setting applied for it (`pgvpd.*` never). */
+/**
+ * Whether the client may have a setting applied for it (`pgvpd.*` never). Setting names are
+ * case-insensitive in PostgreSQL (`Role` is `role`): the check is made on the lowercase name.
+ */
 export function isClientSetting(name: string): boolean {
-  return !notSettings.has(name) && !name.toLowerCase().startsWith('pgvpd.');
+  const lower = name.toLowerCase();
+  return !notSettings.has(lower) && !lower.startsWith('pgvpd.');
 }
 
 export interface SwitchTarget {

@@ -150,8 +150,9 @@ export class ControlPools {
     mockSecret: Buffer;
   }> {
     let rows: { verifier: string | null; problem: string | null; mock: Buffer | null }[];
+    const pool = this.pool(database, server);
     try {
-      ({ rows } = await this.pool(database, server).query<{
+      ({ rows } = await pool.query<{
         verifier: string | null;
         problem: string | null;
         mock: Buffer | null;
@@ -164,7 +165,7 @@ export class ControlPools {
       // The name is the client's, sent before it authenticated: a pool that has never answered
       // (the database does not exist, has no pgvpd, refuses the control role, or the server is
       // full or down) is not kept, so that made-up names make the proxy hold nothing.
-      if (!this.answered.has(poolId(database, server))) await this.drop(database, server);
+      if (!this.answered.has(poolId(database, server))) this.forget(pool, database, server);
       throw error;
     }
     this.answered.add(poolId(database, server));
@@ -178,13 +179,15 @@ export class ControlPools {
     return { verifier, problem: verifier ? undefined : problem, mockSecret };
   }
 
-  /** Ends and forgets the pool of one database (one that does not exist). */
-  private async drop(database: string, server?: { host: string; port: number }): Promise<void> {
+  /**
+   * Forgets a pool that has never answered (the next lookup makes a new one), and ends it once no
+   * lookup waits on it: pg-pool leaves the requests queued on a pool that is ending unanswered,
+   * so each failing lookup checks, and the last one ends it.
+   */
+  private forget(pool: pg.Pool, database: string, server?: { host: string; port: number }): void {
     const id = poolId(database, server);
-    const pool = this.pools.get(id);
-    if (!pool) return;
-    this.pools.delete(id);
-    await pool.end().catch(() => undefined);
+    if (this.pools.get(id) === pool) this.pools.delete(id);
+    if (pool.waitingCount === 0 && !pool.ending) pool.end().catch(() => undefined);
   }
 
   /**

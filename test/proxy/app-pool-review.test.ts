@@ -53,8 +53,13 @@ async function login(
   }
 }
 
-for (const mode of ['session', 'transaction'] as const) {
-  t.test(`${mode} mode: a startup role never reaches the pooled backend`, async (t) => {
+for (const [mode, parameter] of [
+  ['session', 'role'],
+  ['transaction', 'role'],
+  ['session', 'Role'],
+  ['transaction', 'ROLE'],
+] as const) {
+  t.test(`${mode} mode: a startup ${parameter} never reaches the pooled backend`, async (t) => {
     const f = await proxyFixture(t, { pool_mode: mode, pool_size: 1 });
     const other = `${f.app.name}_r2`;
     await f.db.query(`create role ${other} nologin; grant ${other} to ${f.app.name}`);
@@ -67,7 +72,7 @@ for (const mode of ['session', 'transaction'] as const) {
         user: f.userFor('acme'),
         password: f.app.password,
       },
-      { role: other },
+      { [parameter]: other },
     );
     a.wire.destroy();
     // The next tenant, on the same backend, runs as the application role.
@@ -185,4 +190,27 @@ t.test('a lookup that fails before the client answers AuthenticationSASL', async
   );
   const next = await f.connect(f.userFor('acme'));
   t.same(await visible(next), { acme: 2, globex: 0, total: 2 }, 'the proxy serves on');
+});
+
+t.test('concurrent lookups for a database that does not exist all get 3D000', async (t) => {
+  // The failed pool is forgotten and ended once nothing waits on it: lookups queued behind the
+  // first failure used to wait, unanswered, until the handshake timed out.
+  const f = await proxyFixture(t, {
+    pool_mode: 'session',
+    pool_size: 1,
+    control_pool_size: 1,
+    handshake_timeout: 8,
+  });
+  const started = performance.now();
+  const answers = await Promise.all(
+    [0, 1, 2, 3].map(() =>
+      failure(f.connect(f.userFor('acme'), f.app.password, { database: 'no_such_db_m3' })),
+    ),
+  );
+  t.same(
+    answers.map((answer) => answer.code),
+    ['3D000', '3D000', '3D000', '3D000'],
+    'every one 3D000',
+  );
+  t.ok(performance.now() - started < 5000, 'none waited for the handshake timeout');
 });
