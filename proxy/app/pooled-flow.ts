@@ -22,6 +22,8 @@ import { proxyErrors } from '../errors.js';
 import { attachPooled } from '../pool/attach.js';
 import { ownerOf } from '../pool/backend-book.js';
 import { Checkout } from '../pool/checkout.js';
+import { poolErrors } from '../pool/pool-errors.js';
+import { refusedStartupParameter } from '../pool/switch.js';
 import type { AppPool } from '../runtime.js';
 import type { Attachment } from '../session/attachment.js';
 import type { Session } from '../session/lifecycle.js';
@@ -75,6 +77,8 @@ export async function appPooledFlow(
   session.log.info({ event: 'auth', result: 'ok', role }, 'authenticated by the proxy');
 
   session.enter('context');
+  const refused = refusedStartupParameter(parameters);
+  if (refused !== undefined) throw poolErrors.startupRole(refused);
   const owner = ownerOf(null, route.tenant, route.user, route.values);
   const taken = await checkout.take(key, owner, parameters);
   if (!taken) return undefined;

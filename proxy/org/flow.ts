@@ -15,6 +15,8 @@ import { proxyErrors } from '../errors.js';
 import { attachPooled } from '../pool/attach.js';
 import { ownerOf, type Owner } from '../pool/backend-book.js';
 import { Checkout } from '../pool/checkout.js';
+import { poolErrors } from '../pool/pool-errors.js';
+import { refusedStartupParameter } from '../pool/switch.js';
 import type { OrgParts, Runtime } from '../runtime.js';
 import type { Attachment } from '../session/attachment.js';
 import type { Session } from '../session/lifecycle.js';
@@ -108,6 +110,8 @@ export async function orgFlow(session: Session): Promise<Attachment | undefined>
   session.log.info({ event: 'auth', result: 'ok', org: found.id, user: username }, 'authenticated');
 
   session.enter('context');
+  const refused = refusedStartupParameter(parameters);
+  if (refused !== undefined) throw poolErrors.startupRole(refused);
   // The verifier matched, so the user and its key exist.
   if (!key || !user) throw new Error('authenticated a user the catalog does not have');
   session.identity.role = user.connect_as;

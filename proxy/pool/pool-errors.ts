@@ -4,6 +4,13 @@ import { ProxyError } from '../errors.js';
 import type { ErrorFields } from '../protocol/decode.js';
 
 export const poolErrors = {
+  startupRole: (name: string) =>
+    new ProxyError(
+      'startup_role',
+      '0A000',
+      `startup parameter "${name}" is not supported on a pooled session`,
+      'Connect without it and use SET ROLE: a pooled backend changes hands, and a role set at login would outlive the session.',
+    ),
   exhausted: (role: string, database: string, size: number, timeoutMs: number) =>
     new ProxyError(
       'pool_exhausted',

@@ -66,6 +66,19 @@ const notSettings = new Set([
 ]);
 
 /**
+ * The first of a client's startup parameters that a pooled session refuses (`role`,
+ * `session_authorization`, in any case), or undefined. The flows refuse it with 0A000 before the
+ * checkout: silently leaving it out would run the client as a role it did not ask for.
+ */
+export function refusedStartupParameter(parameters: Map<string, string>): string | undefined {
+  for (const name of parameters.keys()) {
+    const lower = name.toLowerCase();
+    if (lower === 'role' || lower === 'session_authorization') return name;
+  }
+  return undefined;
+}
+
+/**
  * Whether the client may have a setting applied for it (`pgvpd.*` never). Setting names are
  * case-insensitive in PostgreSQL (`Role` is `role`): the check is made on the lowercase name.
  */

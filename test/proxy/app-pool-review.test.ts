@@ -1,6 +1,6 @@
-// Pooled app mode (issue 15), what its security review found, each fixed and kept fixed:
-// a client's startup `role` never reaches a pooled backend (RESET ALL would not undo it, and the
-// next tenant ran as that role); failed logins under other usernames of the same role do not
+// Pooled app mode (issue 15), what its security reviews found, each fixed and kept fixed:
+// a client's startup `role` (in any case) never reaches a pooled backend, the login is refused
+// with 0A000 (RESET ALL would not undo it, and the next tenant ran as that role); failed logins under other usernames of the same role do not
 // hold back another tenant's login (the throttle counts per username, not per role); a lookup
 // for a database that fails keeps no control pool (made-up names before authentication); and a
 // pooled backend logged in under a verifier its role no longer has (password changed, or the name
@@ -64,7 +64,7 @@ for (const [mode, parameter] of [
     const other = `${f.app.name}_r2`;
     await f.db.query(`create role ${other} nologin; grant ${other} to ${f.app.name}`);
     t.teardown(() => f.db.query(`drop role if exists ${other}`).catch(() => undefined));
-    const a = await rawLogin(
+    const refused = await rawLogin(
       t,
       {
         port: f.proxy.port,
@@ -73,8 +73,15 @@ for (const [mode, parameter] of [
         password: f.app.password,
       },
       { [parameter]: other },
+    ).then(
+      () => 'logged in',
+      (error: unknown) => (error as Error).message,
     );
-    a.wire.destroy();
+    t.match(
+      refused,
+      `"C":"0A000","M":"startup parameter \\"${parameter}\\" is not supported on a pooled session"`,
+      'refused at login with 0A000, naming the parameter',
+    );
     // The next tenant, on the same backend, runs as the application role.
     const b = await f.connect(f.userFor('globex'));
     const { rows } = await b.query<{ who: string }>('select current_user as who');

@@ -489,7 +489,13 @@ t.test('startup parameters cannot change what the proxy’s own statements do', 
     [
       'role',
       { role: 'pgvpd_admin' },
-      { S: 'FATAL', V: 'FATAL', C: '42501', M: 'permission denied to set role "pgvpd_admin"' },
+      {
+        S: 'FATAL',
+        V: 'FATAL',
+        C: '0A000',
+        M: 'startup parameter "role" is not supported on a pooled session',
+        H: 'Connect without it and use SET ROLE: a pooled backend changes hands, and a role set at login would outlive the session.',
+      },
     ],
     [
       'session_authorization',
@@ -497,13 +503,14 @@ t.test('startup parameters cannot change what the proxy’s own statements do', 
       {
         S: 'FATAL',
         V: 'FATAL',
-        C: '42501',
-        M: 'permission denied to set session authorization "pgvpd_admin"',
+        C: '0A000',
+        M: 'startup parameter "session_authorization" is not supported on a pooled session',
+        H: 'Connect without it and use SET ROLE: a pooled backend changes hands, and a role set at login would outlive the session.',
       },
     ],
   ];
   for (const [name, startup, expected] of refusals) {
-    await t.test(`${name}: the readying fails, acme is refused at login`, async (t) => {
+    await t.test(`${name}: acme is refused at login`, async (t) => {
       t.same(await loginRefusal(t, x, 'acme', startup), expected, 'FATAL at login');
       const beta = await x.raw(t, 'beta');
       t.same(await rowsOf(beta, tenantSql), [[x.f.orgs.beta, x.f.connectAs]], 'beta as itself');

@@ -29,7 +29,7 @@ t.test('the generated table has one row per setting with its environment name an
   );
   t.match(
     rows.find((row) => row.startsWith('| `connect_as_passwords`')),
-    /^\| `connect_as_passwords` +\| org +\| — +\| `PGVPD_CONNECT_AS_PASSWORDS` +\| — \(environment only\) +\|/,
+    /^\| `connect_as_passwords` +\| app, org +\| — +\| `PGVPD_CONNECT_AS_PASSWORDS` +\| — \(environment only\) +\|/,
     'an environment-only setting has no flag',
   );
   for (const key of configKeys) {
