@@ -158,18 +158,31 @@ async function orgParts(
   // Only for a catalog whose SQL predates its shared mock secret.
   const ownMockSecret = newMockSecret();
   const parts = poolParts(config, control, logger, metrics, upstream, (key) =>
-    loginUpstream(key, {
-      password: lookupPassword(passwords, {
-        host: key.target.host,
-        port: key.target.port,
-        database: key.database,
-        user: key.role,
-      }),
-      applicationName: 'pgvpd',
-      backendStart: true,
-    }),
+    pooledLogin(passwords, key),
   );
   return { ...parts, catalog, mockSecret: () => catalog.mockSecret() ?? ownMockSecret };
+}
+
+/**
+ * One pooled login of `key`: the password the passfile lines give its server, database and role
+ * (if any), and in app mode the pass-through keys, used first when the server asks for SCRAM.
+ */
+function pooledLogin(
+  passwords: PassEntry[],
+  key: PoolKey,
+  scramKeys?: ScramKeys,
+): Promise<PooledSession> {
+  return loginUpstream(key, {
+    password: lookupPassword(passwords, {
+      host: key.target.host,
+      port: key.target.port,
+      database: key.database,
+      user: key.role,
+    }),
+    scramKeys,
+    applicationName: 'pgvpd',
+    backendStart: true,
+  });
 }
 
 /** The pool and what goes with it: switch-grant keys, login throttle, unauthenticated cap. */
@@ -229,17 +242,7 @@ function appPool(
   const login = async (key: PoolKey): Promise<PooledSession> => {
     const scramKeys = keys.get(key);
     try {
-      const session = await loginUpstream(key, {
-        password: lookupPassword(passwords, {
-          host: key.target.host,
-          port: key.target.port,
-          database: key.database,
-          user: key.role,
-        }),
-        scramKeys,
-        applicationName: 'pgvpd',
-        backendStart: true,
-      });
+      const session = await pooledLogin(passwords, key, scramKeys);
       if (scramKeys) loggedInWith.set(session, scramKeys);
       return session;
     } catch (error) {
