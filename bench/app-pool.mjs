@@ -13,10 +13,11 @@
 //   direct       PostgreSQL itself, user bench_app
 //   pgbouncer    PgBouncer (/usr/sbin/pgbouncer), pool_mode = session, default_pool_size = 20,
 //                SCRAM with bench_app's verifier from pg_authid in its auth file; user bench_app
-//   app          the pgvpd proxy in app mode without pool_mode (PGVPD_APP_COMMAND): the dedicated
-//                pipe, one backend per client, authentication relayed; user bench_app.acme
-//   app-session  the same with --pool-mode session --pool-size 20 (PGVPD_SESSION_COMMAND)
-//   app-tx       the same with --pool-mode transaction --pool-size 20 (PGVPD_TX_COMMAND)
+//   app          the pgvpd proxy in app mode without pool_mode, with --upstream-spares 2
+//                (PGVPD_APP_COMMAND): the dedicated pipe, one backend per client, authentication
+//                relayed; user bench_app.acme
+//   app-session  the proxy with --pool-mode session --pool-size 20 (PGVPD_SESSION_COMMAND)
+//   app-tx       the proxy with --pool-mode transaction --pool-size 20 (PGVPD_TX_COMMAND)
 //
 // Parts, chosen with PGVPD_BENCH_PARTS (comma-separated; default all: churn,steady,connect):
 //   churn    1. Connection churn: pgbench -n -S -C -c 8 -j 2 -T $PGVPD_BENCH_SECONDS (default 15),
@@ -116,12 +117,13 @@ const TENANT = 'acme';
 // A second tenant, for the check only: a pooled backend must switch to it.
 const OTHER_TENANT = 'globex';
 const POOL_SIZE = 20;
+const UPSTREAM_SPARES = 2;
 const CONTROL_CALLS = 200;
 
 // The proxies' command lines (run with this Node, cwd = the repository); {port}, {pgport} and
 // {controlUrl} (postgres://bench_proxy@127.0.0.1:<pgport>/pgvpd_bench) are filled in; the control
 // role's password is in the child's PGPASSWORD.
-const PGVPD_APP_COMMAND = [
+const PGVPD_COMMAND = [
   'dist/cli/main.js',
   'serve',
   '--port',
@@ -135,15 +137,18 @@ const PGVPD_APP_COMMAND = [
   '--log-level',
   'warn',
 ];
+// The dedicated pipe with two spare connections (upstream_spares): a client takes one whose
+// server process has already started.
+const PGVPD_APP_COMMAND = [...PGVPD_COMMAND, '--upstream-spares', String(UPSTREAM_SPARES)];
 const PGVPD_SESSION_COMMAND = [
-  ...PGVPD_APP_COMMAND,
+  ...PGVPD_COMMAND,
   '--pool-mode',
   'session',
   '--pool-size',
   String(POOL_SIZE),
 ];
 const PGVPD_TX_COMMAND = [
-  ...PGVPD_APP_COMMAND,
+  ...PGVPD_COMMAND,
   '--pool-mode',
   'transaction',
   '--pool-size',

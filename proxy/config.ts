@@ -29,6 +29,8 @@ interface KindValues {
   boolean: boolean;
   seconds: number;
   count: number;
+  /** A count that may be 0 (none). */
+  count_or_zero: number;
   level: (typeof logLevels)[number];
   /** Unset: org mode pools per session, app mode gives each client a backend of its own. */
   pool_mode: (typeof poolModes)[number] | undefined;
@@ -202,6 +204,26 @@ export const settings = {
     default: false,
     modes: appOnly,
     help: 'let the proxy ask for a password (MD5 upstream) on a connection without TLS',
+  },
+  /**
+   * Connections to PostgreSQL kept open ahead of the clients, nothing sent on them (PostgreSQL has
+   * already started their backend process): a client of the dedicated pipe takes one instead of
+   * waiting for a new connection and the server's process start (upstream/spares.ts). Off by
+   * default: each spare is a waiting server process. Not used by pool_mode (the pool keeps
+   * logged-in backends instead).
+   */
+  upstream_spares: {
+    kind: 'count_or_zero',
+    default: 0,
+    modes: appOnly,
+    help: 'connections to PostgreSQL opened ahead of the clients of the dedicated pipe (a client takes one: no wait for the server to start its process); 0 = none',
+  },
+  /** Below the server's authentication_timeout, which ends a connection that sends nothing. */
+  upstream_spare_lifetime: {
+    kind: 'seconds',
+    default: 30,
+    modes: appOnly,
+    help: "seconds a spare connection waits unused before it is replaced; keep it below the server's authentication_timeout (60 s by default)",
   },
   /** Connection string of the control connections (role pgvpd_proxy); pgpass is honoured. */
   control_url: {
@@ -543,6 +565,11 @@ function coerce(key: ConfigKey, raw: unknown, where: string): unknown {
     case 'count': {
       const value = typeof text === 'string' && text.trim() === '' ? NaN : Number(text);
       if (!Number.isInteger(value) || value < 1) return bad('a positive integer');
+      return value;
+    }
+    case 'count_or_zero': {
+      const value = typeof text === 'string' && text.trim() === '' ? NaN : Number(text);
+      if (!Number.isInteger(value) || value < 0) return bad('an integer, 0 or more');
       return value;
     }
     case 'mode':

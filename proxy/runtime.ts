@@ -4,6 +4,7 @@
 // accept until their client side is closed. Org mode adds its catalog, pool and login throttle.
 // Each step that can fail at start fails with its own StartupError (errors.ts), naming what
 // failed.
+import { UpstreamSpares } from './upstream/spares.js';
 import { readFileSync } from 'node:fs';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import { compileNetworks } from './app/client-networks.js';
@@ -41,6 +42,8 @@ export interface AppParts {
   bypassAllowed: (address: string | undefined) => boolean;
   /** With pool_mode: the pool of tenant clients (bypass users keep a backend of their own). */
   pooled: AppPool | undefined;
+  /** upstream_spares: connections opened ahead for the dedicated pipe (none when 0). */
+  spares: UpstreamSpares | undefined;
 }
 
 /** What pooling needs, in org mode and in app mode with pool_mode. */
@@ -284,6 +287,14 @@ export async function buildRuntime(config: ProxyConfig, logger: Logger): Promise
             config.pool_mode === undefined
               ? undefined
               : appPool(config, config.pool_mode, control, logger, metrics, upstream),
+          spares:
+            config.upstream_spares > 0
+              ? new UpstreamSpares(
+                  upstream,
+                  config.upstream_spares,
+                  config.upstream_spare_lifetime * 1000,
+                )
+              : undefined,
         }
       : undefined;
   const pooling: PoolParts | undefined = org ?? app?.pooled;
@@ -308,6 +319,7 @@ export async function buildRuntime(config: ProxyConfig, logger: Logger): Promise
 
 /** Releases what the runtime holds, once every session has closed. */
 export async function closeRuntime(runtime: Runtime): Promise<void> {
+  runtime.app?.spares?.close();
   if (runtime.pooling) {
     await runtime.pooling.pool.close();
     // After the pool (no backend is left to lose its context), before the control connections.

@@ -30,6 +30,7 @@ function defaultText(setting: Setting): string {
       return setting.default === undefined ? '—' : String(setting.default);
     case 'port':
     case 'count':
+    case 'count_or_zero':
       return String(setting.default);
     default:
       return code(String(setting.default));

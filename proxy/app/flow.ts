@@ -15,16 +15,25 @@ import type { Attachment } from '../session/attachment.js';
 import type { Session } from '../session/lifecycle.js';
 import { pipe } from '../session/pipe.js';
 import { connectUpstream, type Upstream } from '../upstream/connect.js';
-import { issueContext } from '../upstream/control.js';
+import { issueContext, type IssuedContext } from '../upstream/control.js';
 import { untilReady } from '../upstream/ready.js';
 import { appPooledFlow } from './pooled-flow.js';
 import { relayAuthentication, relayedFailure } from './relay-auth.js';
 
-// The token goes in through pgvpd.set_context, as a bind parameter: one function on both context
-// paths. It checks the token against the record issue_context wrote; where the server has loaded
-// the guard module it also copies the verified values into settings no client can set, which the
-// built-in set_config could not do (the module makes pgvpd.* superuser-only).
-const setContextQuery = 'select pgvpd.set_context($1)';
+// How the token goes in, by the database's context path (returned with the token). On the SQL
+// path the accessors check the session's pgvpd.context setting against the record for this
+// backend on every statement, and a client may write that setting itself: the proxy writes it
+// with the built-in set_config, so a fresh backend's first statement reads no pgvpd table and
+// calls no pgvpd function (set_context there cost ~1.3 ms more than a first `select 1`: the
+// function, session_context and its index read into cold caches). A token that is not the
+// record (none can be: the database wrote it for this backend's pid a moment ago) would match no
+// row, as any wrong setting does. On the guard path the pgvpd.* settings are superuser-only and
+// set_context is what checks the token and copies its values into them. Either way the token is
+// a bind parameter, never part of a statement's text.
+const setContextQuery = {
+  sql: "select pg_catalog.set_config('pgvpd.context', $1, false)",
+  guard: 'select pgvpd.set_context($1)',
+} as const;
 
 export async function appFlow(session: Session): Promise<Attachment | undefined> {
   const runtime = session.runtime;
@@ -73,7 +82,8 @@ export async function appFlow(session: Session): Promise<Attachment | undefined>
   authenticating?.();
 
   session.enter('auth');
-  const upstream = await connectUpstream(runtime.upstream);
+  // A spare connection (upstream_spares) when one is ready: the server's process has started.
+  const upstream = await (app.spares?.take() ?? connectUpstream(runtime.upstream));
   if (session.isClosed()) {
     upstream.socket.destroy();
     return undefined;
@@ -97,7 +107,13 @@ export async function appFlow(session: Session): Promise<Attachment | undefined>
     relayedFailure(session, message),
   );
   if (route.kind === 'tenant') {
-    const token = await issueContext(runtime.control, {
+    // The statement that puts the token in is parsed while the issue's round trip runs: a fresh
+    // backend's parse reads cold catalog caches (the function's), which then costs nothing on
+    // the path. Its text depends on the database's path, known with the token: the last one
+    // seen is parsed now and replaced if the issue says otherwise.
+    const guess = runtime.control.lastPath(database);
+    upstream.socket.write(serialize.parse({ text: setContextQuery[guess] }));
+    const issued = await issueContext(runtime.control, {
       mode: 'app',
       database,
       backendPid: ready.backend.processId,
@@ -105,7 +121,7 @@ export async function appFlow(session: Session): Promise<Attachment | undefined>
       user: route.user,
       values: route.values,
     });
-    await setContext(session, upstream, token);
+    await setContext(session, upstream, issued, issued.path === guess);
   }
   return session.attach(ready.backend, ready.held, ready.ready, () =>
     pipe({
@@ -121,12 +137,20 @@ export async function appFlow(session: Session): Promise<Attachment | undefined>
   );
 }
 
-/** Sets the issued context on the backend and waits for its ReadyForQuery. */
-async function setContext(session: Session, upstream: Upstream, token: string): Promise<void> {
+/**
+ * Puts the issued context into the backend and waits for its ReadyForQuery. `parsed`: the
+ * statement for the issue's path is already the backend's unnamed statement.
+ */
+async function setContext(
+  session: Session,
+  upstream: Upstream,
+  issued: IssuedContext,
+  parsed: boolean,
+): Promise<void> {
   upstream.socket.write(
     Buffer.concat([
-      serialize.parse({ text: setContextQuery }),
-      serialize.bind({ values: [token] }),
+      ...(parsed ? [] : [serialize.parse({ text: setContextQuery[issued.path] })]),
+      serialize.bind({ values: [issued.token] }),
       serialize.execute(),
       serialize.sync(),
     ]),
@@ -137,5 +161,9 @@ async function setContext(session: Session, upstream: Upstream, token: string): 
     if (message.code === BackendCode.ErrorResponse) failure ??= errorFields(message.body);
     if (message.code === BackendCode.ReadyForQuery) break;
   }
-  if (failure) throw proxyErrors.contextFailed(failure.code, `set_context: ${failure.message}`);
+  if (failure)
+    throw proxyErrors.contextFailed(
+      failure.code,
+      `${issued.path === 'sql' ? 'set_config' : 'set_context'}: ${failure.message}`,
+    );
 }

@@ -27,18 +27,41 @@ export interface ContextRequest {
   values: Record<string, string>;
 }
 
+/**
+ * An issued context: the token, and the path the database chose (anything but `sql` is treated
+ * as the guard path, where only set_context may put the token in).
+ */
+export interface IssuedContext {
+  token: string;
+  path: 'sql' | 'guard';
+}
+
+// Each with the path (pgvpd.proxy_context_path, migration 000020) and, for a database whose SQL
+// is older than this proxy, without it (the token then goes in with set_context, as on the guard
+// path: right on both paths).
+const issueCall = {
+  app: 'pgvpd.issue_context($1::int, $2::text, $3::text, $4::jsonb)',
+  org: 'pgvpd.issue_org_context($1::int, $2::uuid, $3::text, $4::jsonb)',
+} as const;
 const issueStatements = {
   app: {
     fn: 'pgvpd.issue_context',
     name: 'pgvpd_issue_context',
-    text: 'select pgvpd.issue_context($1::int, $2::text, $3::text, $4::jsonb) as token',
+    text: `select ${issueCall.app} as token, pgvpd.proxy_context_path() as path`,
+    olderName: 'pgvpd_issue_context_older',
+    olderText: `select ${issueCall.app} as token`,
   },
   org: {
     fn: 'pgvpd.issue_org_context',
     name: 'pgvpd_issue_org_context',
-    text: 'select pgvpd.issue_org_context($1::int, $2::uuid, $3::text, $4::jsonb) as token',
+    text: `select ${issueCall.org} as token, pgvpd.proxy_context_path() as path`,
+    olderName: 'pgvpd_issue_org_context_older',
+    olderText: `select ${issueCall.org} as token`,
   },
 } as const;
+
+/** How long a database found without pgvpd.proxy_context_path is asked without it. */
+const OLDER_SQL_RECHECK_MS = 60_000;
 
 /** A control pool's identity: the server (null: control_url's) and the database. */
 function poolId(database: string, server?: { host: string; port: number }): string {
@@ -47,6 +70,10 @@ function poolId(database: string, server?: { host: string; port: number }): stri
 
 export class ControlPools {
   private readonly pools = new Map<string, pg.Pool>();
+  /** The context path each database gave with its last issued context. */
+  private readonly paths = new Map<string, IssuedContext['path']>();
+  /** Databases whose SQL lacks pgvpd.proxy_context_path (000020), and since when (ms). */
+  private readonly olderSql = new Map<string, number>();
   /** Pools that have answered a lookup once: a later failure does not make them go. */
   private readonly answered = new Set<string>();
   private readonly base: pg.PoolConfig;
@@ -90,20 +117,56 @@ export class ControlPools {
     return pool;
   }
 
-  /** Calls pgvpd.issue_context (app) or pgvpd.issue_org_context (org); returns the token. */
-  async issue(request: ContextRequest): Promise<string> {
+  /**
+   * Calls pgvpd.issue_context (app) or pgvpd.issue_org_context (org); returns the token and the
+   * database's context path (pgvpd.proxy_context_path, in the same statement): `sql` where the
+   * accessors check the setting on every statement, `guard` where set_context must verify it.
+   */
+  async issue(request: ContextRequest): Promise<IssuedContext> {
     // Prepared once per control connection (a named statement): parsing and planning the call
     // again for every handshake cost the control backend ~0.04 ms each time.
     const statement = issueStatements[request.mode];
-    const issued = this.pool(request.database, request.server).query<{ token: string }>({
-      name: statement.name,
-      text: statement.text,
+    const id = poolId(request.database, request.server);
+    const since = this.olderSql.get(id);
+    const older = since !== undefined && performance.now() - since < OLDER_SQL_RECHECK_MS;
+    const issued = this.pool(request.database, request.server).query<{
+      token: string;
+      path?: string | null;
+    }>({
+      name: older ? statement.olderName : statement.name,
+      text: older ? statement.olderText : statement.text,
       values: [request.backendPid, request.tenant, request.user, JSON.stringify(request.values)],
     });
-    const { rows } = await this.observed(issued);
+    let rows: { token: string; path?: string | null }[];
+    try {
+      ({ rows } = await this.observed(issued));
+    } catch (error) {
+      // 42883 undefined_function, for the path's function alone: the database's SQL predates it.
+      const { code, message } = error as { code?: unknown; message?: unknown };
+      if (
+        older ||
+        code !== '42883' ||
+        typeof message !== 'string' ||
+        !message.includes('proxy_context_path')
+      )
+        throw error;
+      this.olderSql.set(id, performance.now());
+      return this.issue(request);
+    }
+    if (!older) this.olderSql.delete(id);
     const token = rows[0]?.token;
     if (typeof token !== 'string') throw new Error(`${statement.fn} returned no token`);
-    return token;
+    const path = rows[0]?.path === 'sql' ? 'sql' : 'guard';
+    this.paths.set(id, path);
+    return { token, path };
+  }
+
+  /**
+   * The path the database gave with the last context issued in it (`sql` before the first): a
+   * guess, for work that may start before the issue answers and is redone when it was wrong.
+   */
+  lastPath(database: string, server?: { host: string; port: number }): IssuedContext['path'] {
+    return this.paths.get(poolId(database, server)) ?? 'sql';
   }
 
   /**
@@ -274,7 +337,7 @@ export class ControlPools {
 export async function issueContext(
   control: ControlPools,
   request: ContextRequest,
-): Promise<string> {
+): Promise<IssuedContext> {
   try {
     return await control.issue(request);
   } catch (error) {

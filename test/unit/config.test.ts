@@ -64,6 +64,8 @@ t.test('with no sources every setting has its documented default', (t) => {
     upstream_tls_verify: true,
     upstream_tls_ca: undefined,
     allow_password_without_tls: false,
+    upstream_spares: 0,
+    upstream_spare_lifetime: 30,
     control_url: undefined,
     control_pool_size: 2,
     log_level: 'info',
@@ -368,6 +370,17 @@ t.test('a bad value is a ConfigError naming the key and the layer', (t) => {
       sources: { flags: { control_pool_size: '0' } },
       message: 'flag --control-pool-size: control_pool_size must be a positive integer, got "0"',
     },
+    {
+      name: 'a negative number of spares, in the environment',
+      sources: { env: { PGVPD_UPSTREAM_SPARES: '-1' } },
+      message:
+        'environment PGVPD_UPSTREAM_SPARES: upstream_spares must be an integer, 0 or more, got "-1"',
+    },
+    {
+      name: 'a fractional number of spares, as a flag',
+      sources: { flags: { upstream_spares: '1.5' } },
+      message: 'flag --upstream-spares: upstream_spares must be an integer, 0 or more, got "1.5"',
+    },
   ];
   for (const c of cases) {
     const error = loadError(c.sources);
@@ -552,6 +565,9 @@ t.test(
       upstream_tls_verify: boolean;
       upstream_tls_ca: string | undefined;
       allow_password_without_tls: boolean;
+      // Issue 15: spare connections for the dedicated pipe.
+      upstream_spares: number;
+      upstream_spare_lifetime: number;
       control_url: string | undefined;
       control_pool_size: number;
       log_level: 'trace' | 'debug' | 'info' | 'warn' | 'error' | 'fatal' | 'silent';
@@ -649,6 +665,8 @@ t.test('each setting applies to the modes whose code reads it', (t) => {
     'superuser_bypass',
     'bypass_networks',
     'allow_password_without_tls',
+    'upstream_spares',
+    'upstream_spare_lifetime',
   ]);
   t.same(of('org'), ['pool_ready_early']);
   t.equal(

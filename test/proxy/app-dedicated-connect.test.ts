@@ -1,0 +1,229 @@
+// App mode's dedicated pipe, how a connect gets its context and its connection (issue 15's
+// dedicated-path target):
+// - the token goes in as the database's context path says: on the SQL path with the built-in
+//   set_config (the accessors check it on every statement), on the guard path with
+//   pgvpd.set_context; a database whose SQL predates pgvpd.proxy_context_path gets set_context;
+// - on the SQL path a context that is not the record matches nothing, statement by statement;
+// - upstream_spares: connections opened ahead, nothing sent on them until a client's startup
+//   packet; replaced when taken, when past upstream_spare_lifetime and when the server ends them;
+//   closed at shutdown.
+import { once } from 'node:events';
+import net from 'node:net';
+import t from 'tap';
+import { backendPid } from '../support/pgvpd.js';
+import type { TestLike } from '../support/postgres.js';
+import { proxyFixture, visible } from './fixture.js';
+import { failure } from './org-support.js';
+import { StatementLog, type TxOrgs } from './tx-fixture.js';
+
+async function tenantOf(client: { query: (sql: string) => Promise<{ rows: unknown[] }> }) {
+  const { rows } = await client.query('select pgvpd.current_tenant_id() as tenant');
+  return (rows[0] as { tenant: string | null }).tenant;
+}
+
+t.test('the token goes in as the context path says', async (t) => {
+  const f = await proxyFixture(t);
+  const path = (await f.db.query<{ path: string }>('select path from pgvpd.context_path()'))
+    .rows[0]!.path;
+  const log = await StatementLog.start({
+    f: { connectAs: f.app.name },
+    db: f.db,
+  } as unknown as TxOrgs);
+  const client = await f.connect(f.userFor('acme'));
+  t.equal(await tenantOf(client), 'acme');
+  t.same(await visible(client), { acme: 2, globex: 0, total: 2 }, 'acme sees its 2 rows');
+  if (!log) {
+    t.comment('the server’s log is not readable here: statements not read');
+    return;
+  }
+  const statements = log.statements(await backendPid(client));
+  t.same(
+    statements[0],
+    path === 'sql'
+      ? "select pg_catalog.set_config('pgvpd.context', $1, false)"
+      : 'select pgvpd.set_context($1)',
+    `${path} path: the backend's first statement`,
+  );
+  if (path === 'sql')
+    t.notOk(
+      statements.some((s) => s.includes('pgvpd.set_context')),
+      'set_context is not called on the SQL path',
+    );
+});
+
+t.test('a database whose SQL predates proxy_context_path gets set_context', async (t) => {
+  const f = await proxyFixture(t);
+  await f.db.query('drop function pgvpd.proxy_context_path()');
+  const log = await StatementLog.start({
+    f: { connectAs: f.app.name },
+    db: f.db,
+  } as unknown as TxOrgs);
+  const client = await f.connect(f.userFor('globex'));
+  t.equal(await tenantOf(client), 'globex');
+  t.same(await visible(client), { acme: 0, globex: 3, total: 3 });
+  const again = await f.connect(f.userFor('acme'));
+  t.equal(await tenantOf(again), 'acme', 'and the next client too');
+  if (log)
+    t.equal(
+      log.statements(await backendPid(again))[0],
+      'select pgvpd.set_context($1)',
+      'its backend ran set_context',
+    );
+});
+
+t.test('SQL path: a setting that is not the record matches nothing', async (t) => {
+  const f = await proxyFixture(t);
+  const path = (await f.db.query<{ path: string }>('select path from pgvpd.context_path()'))
+    .rows[0]!.path;
+  if (path !== 'sql') {
+    t.comment('guard path: set_context verified and copied the values (test/sql/guard.test.ts)');
+    return;
+  }
+  const client = await f.connect(f.userFor('acme'));
+  t.same(await visible(client), { acme: 2, globex: 0, total: 2 });
+  const token = (
+    await client.query<{ token: string }>(`select current_setting('pgvpd.context') as token`)
+  ).rows[0]!.token;
+  // A token of the right shape for another backend, and a changed one: nothing.
+  await client.query(`select set_config('pgvpd.context', $1, false)`, [`${token}x`]);
+  t.equal(await tenantOf(client), null, 'a changed token: no tenant');
+  t.same(await visible(client), { acme: 0, globex: 0, total: 0 }, 'and no row');
+  await client.query(`select set_config('pgvpd.context', $1, false)`, [token]);
+  t.equal(await tenantOf(client), 'acme', 'its own token back: acme again');
+  // The record gone (the session ended by pgvpd.end_session's rule, or pruned): nothing.
+  await f.db.query('delete from pgvpd_private.session_context where pid = $1', [
+    await backendPid(client),
+  ]);
+  t.equal(await tenantOf(client), null, 'no record: no tenant');
+  t.same(await visible(client), { acme: 0, globex: 0, total: 0 }, 'and no row');
+});
+
+/** A TCP relay in front of PostgreSQL that records each connection it accepts. */
+async function relay(t: TestLike, port: number, host: string) {
+  interface Seen {
+    acceptedAt: number;
+    firstByteAt: number | undefined;
+    closed: boolean;
+    socket: net.Socket;
+  }
+  const seen: Seen[] = [];
+  const server = net.createServer((socket) => {
+    const entry: Seen = {
+      acceptedAt: performance.now(),
+      firstByteAt: undefined,
+      closed: false,
+      socket,
+    };
+    seen.push(entry);
+    const upstream = net.connect({ port, host });
+    socket.on('data', () => {
+      entry.firstByteAt ??= performance.now();
+    });
+    socket.pipe(upstream).pipe(socket);
+    const end = () => {
+      entry.closed = true;
+      socket.destroy();
+      upstream.destroy();
+    };
+    socket.on('close', end);
+    socket.on('error', end);
+    upstream.on('close', end);
+    upstream.on('error', end);
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.teardown(() => {
+    for (const s of seen) s.socket.destroy();
+    server.close();
+  });
+  const open = () => seen.filter((s) => !s.closed);
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    seen,
+    /** Open connections that have carried nothing: the proxy's spares. */
+    idle: () => open().filter((s) => s.firstByteAt === undefined),
+    /** Ends every open connection that carried nothing, as a server ending them would. */
+    dropIdle: () => {
+      for (const s of open()) if (s.firstByteAt === undefined) s.socket.destroy();
+    },
+  };
+}
+
+async function until(what: () => boolean, ms = 5000): Promise<boolean> {
+  const end = performance.now() + ms;
+  while (performance.now() < end) {
+    if (what()) return true;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  return what();
+}
+
+t.test('upstream_spares: opened ahead, taken by a client, replaced', async (t) => {
+  const base = await proxyFixture(t);
+  const r = await relay(t, base.db.server.port, base.db.server.host);
+  const f = await proxyFixture(
+    t,
+    { upstream_port: r.port, upstream_spares: 2, upstream_spare_lifetime: 30 },
+    { db: base.db },
+  );
+  t.ok(await until(() => r.idle().length === 2), 'two spares open, nothing sent on them');
+  t.equal(r.seen.length, 2, 'and no other connection');
+  const before = performance.now();
+  const client = await f.connect(f.userFor('acme'));
+  t.same(await visible(client), { acme: 2, globex: 0, total: 2 }, 'the client is served');
+  const used = r.seen.filter((s) => s.firstByteAt !== undefined);
+  t.equal(used.length, 1, 'one connection carried the client');
+  t.ok(used[0]!.acceptedAt < before, 'one opened before the client came');
+  t.ok(await until(() => r.idle().length === 2), 'the spare taken is replaced');
+  t.equal(r.seen.length, 3);
+
+  // A server that ends them (a restart, its authentication_timeout): replaced, clients served.
+  r.dropIdle();
+  const other = await f.connect(f.userFor('globex'));
+  t.same(await visible(other), { acme: 0, globex: 3, total: 3 }, 'a client right after');
+  t.ok(await until(() => r.idle().length === 2), 'spares open again');
+
+  await f.proxy.close(1);
+  t.ok(await until(() => r.idle().length === 0), 'closed with the proxy');
+  t.equal(r.seen.filter((s) => !s.closed).length, 0, 'every connection closed');
+});
+
+t.test('upstream_spares: a spare past its lifetime is closed and replaced', async (t) => {
+  const base = await proxyFixture(t);
+  const r = await relay(t, base.db.server.port, base.db.server.host);
+  const f = await proxyFixture(
+    t,
+    { upstream_port: r.port, upstream_spares: 1, upstream_spare_lifetime: 0.5 },
+    { db: base.db },
+  );
+  t.ok(await until(() => r.seen.length >= 3), 'replaced twice within a few lifetimes');
+  t.ok(
+    r.seen.every((s) => s.firstByteAt === undefined),
+    'nothing sent on any of them (the server logs nothing for such a connection)',
+  );
+  t.ok(r.idle().length <= 1, 'at most one open at a time');
+  const client = await f.connect(f.userFor('acme'));
+  t.equal(await tenantOf(client), 'acme');
+});
+
+t.test('upstream_spares: a server that cannot be reached', async (t) => {
+  const base = await proxyFixture(t);
+  const r = await relay(t, base.db.server.port, base.db.server.host);
+  // A port nothing listens on: a free one, closed again.
+  const probe = net.createServer().listen(0, '127.0.0.1');
+  await once(probe, 'listening');
+  const dead = (probe.address() as net.AddressInfo).port;
+  probe.close();
+  const f = await proxyFixture(t, { upstream_port: dead, upstream_spares: 2 }, { db: base.db });
+  t.same(
+    await failure(f.connect(f.userFor('acme'))),
+    {
+      severity: 'FATAL',
+      code: '08006',
+      message: `could not connect to upstream server 127.0.0.1:${String(dead)}: ECONNREFUSED`,
+      hint: undefined,
+    },
+    'the client gets 08006, as without spares',
+  );
+  t.equal(r.seen.length, 0);
+});
