@@ -40,9 +40,13 @@
 //               AuthenticationSASL, the server-first round trip, the client's proof (PBKDF2), the
 //               proof's check → AuthenticationSASLFinal, → ReadyForQuery, select 1, close).
 //               Targets: app-session p50 ≤ pgbouncer p50 + 0.5 ms; app p50 ≤ direct p50 + 1 ms
-//               (both with the close). For reference, the control lookup a pooled login makes
-//               (pgvpd.app_role_verifier and proxy_mock_secret, prepared, as the proxy sends it)
-//               against select $1::text on one bench_proxy session, median of 200 each.
+//               (both with the close). Also timed, as a reference: floor (bench/lib/node-floor.mjs,
+//               user bench_app), a Node.js server doing the SCRAM handshake against the verifier
+//               and answering select 1 with a canned row, no upstream: its p50 over PgBouncer's is
+//               what the handshake in Node.js costs by itself. For reference too, the control
+//               lookup a pooled login makes (pgvpd.app_role_verifier and proxy_mock_secret,
+//               prepared, as the proxy sends it) against select $1::text on one bench_proxy
+//               session, median of 200 each.
 //
 // Needs dist/ (npx tsc -p tsconfig.json). Before timing, each target is checked: the session's
 // role, pgvpd.current_tenant_id() (acme through the proxies, none otherwise) and the 10 pgbench
@@ -202,6 +206,22 @@ async function startPgvpd(name, command, { pgPort, controlUrl, proxyPassword }) 
     cwd: ROOT,
     env: { PGPASSWORD: proxyPassword },
   });
+}
+
+/**
+ * The floor reference (bench/lib/node-floor.mjs): a Node.js server that authenticates bench_app
+ * with SCRAM against its verifier and answers select 1 with a canned row, with no upstream. Its
+ * connect p50 over PgBouncer's is what a Node.js proxy spends on the handshake alone.
+ */
+async function startFloor(verifier) {
+  const port = await freePort();
+  return startServer(
+    'node floor',
+    process.execPath,
+    [...NODE_ARGS, join(ROOT, 'bench/lib/node-floor.mjs'), String(port)],
+    port,
+    { env: { PGVPD_FLOOR_USER: APP_ROLE, PGVPD_FLOOR_VERIFIER: verifier } },
+  );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -612,6 +632,8 @@ function summarize(bench, latency, control) {
           'app − direct': latency.paired('app', 'direct'),
           'app − direct, to result': latency.paired('app', 'direct', 'toResult'),
           'app-session − app': latency.paired('app-session', 'app'),
+          'floor − pgbouncer': latency.paired('floor', 'pgbouncer'),
+          'app-session − floor': latency.paired('app-session', 'floor'),
         },
       }
     : null;
@@ -894,7 +916,11 @@ async function main() {
     let control = null;
     if (PARTS.has('connect')) {
       log(`connect + select 1 + close: ${CONNECT_WARMUP} + ${CONNECTS} per target`);
-      latency = await connectLatency(Object.values(targets));
+      const floor = await startFloor(verifier);
+      latency = await connectLatency([
+        ...Object.values(targets),
+        server('floor', floor, asRole, { pooled: false }),
+      ]);
       control = await controlLookupCost(cluster.port, passwords.proxy);
     }
 

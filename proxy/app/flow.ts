@@ -123,6 +123,7 @@ export async function appFlow(session: Session): Promise<Attachment | undefined>
     });
     await setContext(session, upstream, issued, issued.path === guess);
   }
+  app.spares?.handshakeDone();
   return session.attach(ready.backend, ready.held, ready.ready, () =>
     pipe({
       client: session.edge.socket,

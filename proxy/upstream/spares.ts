@@ -22,6 +22,8 @@ interface Spare {
   unwatch: () => void;
 }
 
+/** A taken spare is replaced at the latest this long after (handshakeDone, sooner). */
+const REPLACE_AFTER_MS = 50;
 /** After a failed connect, the next attempt waits this long. */
 const RETRY_MS = 1000;
 
@@ -31,6 +33,7 @@ export class UpstreamSpares {
   private closed = false;
   private retryAt = 0;
   private retryTimer: NodeJS.Timeout | undefined;
+  private replaceTimer: NodeJS.Timeout | undefined;
   private readonly expiry: NodeJS.Timeout;
 
   constructor(
@@ -62,7 +65,12 @@ export class UpstreamSpares {
   async take(): Promise<Upstream> {
     this.dropExpired();
     const spare = this.ready.shift();
-    this.refill();
+    // The replacement waits for the taker's handshake (handshakeDone), or REPLACE_AFTER_MS: on a
+    // small machine the server's process start would compete with that very handshake.
+    this.replaceTimer ??= setTimeout(() => {
+      this.handshakeDone();
+    }, REPLACE_AFTER_MS);
+    this.replaceTimer.unref();
     if (spare) {
       spare.unwatch();
       return spare.upstream;
@@ -70,11 +78,19 @@ export class UpstreamSpares {
     return this.connect(this.target);
   }
 
+  /** A taker's handshake is over (or failed): what was taken is replaced now. */
+  handshakeDone(): void {
+    if (this.replaceTimer) clearTimeout(this.replaceTimer);
+    this.replaceTimer = undefined;
+    this.refill();
+  }
+
   /** Closes every spare and opens no more. */
   close(): void {
     this.closed = true;
     clearInterval(this.expiry);
     if (this.retryTimer) clearTimeout(this.retryTimer);
+    if (this.replaceTimer) clearTimeout(this.replaceTimer);
     for (const spare of this.ready.splice(0)) this.discard(spare);
   }
 

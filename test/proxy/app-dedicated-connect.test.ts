@@ -177,6 +177,20 @@ t.test('upstream_spares: opened ahead, taken by a client, replaced', async (t) =
   t.ok(await until(() => r.idle().length === 2), 'the spare taken is replaced');
   t.equal(r.seen.length, 3);
 
+  // A client that fails its login also took one: replaced all the same.
+  t.same(
+    await failure(f.connect(f.userFor('acme'), 'wrong-password')),
+    {
+      severity: 'FATAL',
+      code: '28P01',
+      message: `password authentication failed for user "${f.app.name}"`,
+      hint: undefined,
+    },
+    'a wrong password: PostgreSQL’s 28P01',
+  );
+  t.ok(await until(() => r.idle().length === 2), 'its spare is replaced too');
+  t.equal(r.seen.length, 4);
+
   // A server that ends them (a restart, its authentication_timeout): replaced, clients served.
   r.dropIdle();
   const other = await f.connect(f.userFor('globex'));
