@@ -123,7 +123,6 @@ export async function appFlow(session: Session): Promise<Attachment | undefined>
     });
     await setContext(session, upstream, issued, issued.path === guess);
   }
-  app.spares?.handshakeDone();
   return session.attach(ready.backend, ready.held, ready.ready, () =>
     pipe({
       client: session.edge.socket,

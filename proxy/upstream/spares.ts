@@ -22,8 +22,6 @@ interface Spare {
   unwatch: () => void;
 }
 
-/** A taken spare is replaced at the latest this long after (handshakeDone, sooner). */
-const REPLACE_AFTER_MS = 50;
 /** After a failed connect, the next attempt waits this long. */
 const RETRY_MS = 1000;
 
@@ -33,7 +31,6 @@ export class UpstreamSpares {
   private closed = false;
   private retryAt = 0;
   private retryTimer: NodeJS.Timeout | undefined;
-  private replaceTimer: NodeJS.Timeout | undefined;
   private readonly expiry: NodeJS.Timeout;
 
   constructor(
@@ -65,12 +62,10 @@ export class UpstreamSpares {
   async take(): Promise<Upstream> {
     this.dropExpired();
     const spare = this.ready.shift();
-    // The replacement waits for the taker's handshake (handshakeDone), or REPLACE_AFTER_MS: on a
-    // small machine the server's process start would compete with that very handshake.
-    this.replaceTimer ??= setTimeout(() => {
-      this.handshakeDone();
-    }, REPLACE_AFTER_MS);
-    this.replaceTimer.unref();
+    // Replaced at once: the server starts the new process while this client authenticates. (Put
+    // off until the handshake is done, its start fell on the client's first statement instead:
+    // on 2 cores the bench measured select 1 at 1.11 ms against 0.38, docs/benchmarks.md.)
+    this.refill();
     if (spare) {
       spare.unwatch();
       return spare.upstream;
@@ -78,19 +73,11 @@ export class UpstreamSpares {
     return this.connect(this.target);
   }
 
-  /** A taker's handshake is over (or failed): what was taken is replaced now. */
-  handshakeDone(): void {
-    if (this.replaceTimer) clearTimeout(this.replaceTimer);
-    this.replaceTimer = undefined;
-    this.refill();
-  }
-
   /** Closes every spare and opens no more. */
   close(): void {
     this.closed = true;
     clearInterval(this.expiry);
     if (this.retryTimer) clearTimeout(this.retryTimer);
-    if (this.replaceTimer) clearTimeout(this.replaceTimer);
     for (const spare of this.ready.splice(0)) this.discard(spare);
   }
 
