@@ -59,6 +59,9 @@ const both = ['app', 'org'] as const;
 const appOnly = ['app'] as const;
 const orgOnly = ['org'] as const;
 
+/** upstream_spares' bound: each spare is a waiting server process. */
+const maxUpstreamSpares = 64;
+
 export const settings = {
   /**
    * app: tenant from the username, authentication relayed (docs/app-mode.md). org: org from the
@@ -216,14 +219,17 @@ export const settings = {
     kind: 'count_or_zero',
     default: 0,
     modes: appOnly,
-    help: 'connections to PostgreSQL opened ahead of the clients of the dedicated pipe (a client takes one: no wait for the server to start its process); 0 = none',
+    help: 'connections to PostgreSQL opened ahead of the clients of the dedicated pipe (a client takes one: no wait for the server to start its process); 0 = none, at most 64',
   },
-  /** Below the server's authentication_timeout, which ends a connection that sends nothing. */
+  /**
+   * Below the server's authentication_timeout, which ends a connection that sends nothing. Short:
+   * a spare's server process keeps the server's pg_hba.conf rules and state of when it started.
+   */
   upstream_spare_lifetime: {
     kind: 'seconds',
-    default: 30,
+    default: 5,
     modes: appOnly,
-    help: "seconds a spare connection waits unused before it is replaced; keep it below the server's authentication_timeout (60 s by default)",
+    help: "seconds (1 or more) a spare connection waits unused before it is replaced: a pg_hba.conf reload reaches the spares opened after it, so keep it short, and below the server's authentication_timeout (60 s by default)",
   },
   /** Connection string of the control connections (role pgvpd_proxy); pgpass is honoured. */
   control_url: {
@@ -728,6 +734,16 @@ function validate(config: ProxyConfig, origins: Origins): ProxyConfig {
   if (config.public_port !== undefined && config.admin_port === undefined) {
     throw new ConfigError(
       `public_port needs admin_port: the public listener is part of the HTTP control plane ${setIn('public_port', origins)}`,
+    );
+  }
+  if (config.upstream_spares > maxUpstreamSpares) {
+    throw new ConfigError(
+      `upstream_spares must be at most ${String(maxUpstreamSpares)}, got ${String(config.upstream_spares)} ${setIn('upstream_spares', origins)}`,
+    );
+  }
+  if (config.upstream_spare_lifetime < 1) {
+    throw new ConfigError(
+      `upstream_spare_lifetime must be at least 1 second (each spare is replaced that often when unused), got ${String(config.upstream_spare_lifetime)} ${setIn('upstream_spare_lifetime', origins)}`,
     );
   }
   if (config.superuser_bypass.length > 0 && config.bypass_networks.length === 0) {

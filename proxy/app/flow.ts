@@ -10,7 +10,13 @@
 import { serialize } from '../protocol/encode.js';
 import { proxyErrors } from '../errors.js';
 import { BackendCode } from '../protocol/codes.js';
-import { errorFields, upstreamMessage, type ErrorFields } from '../protocol/decode.js';
+import {
+  errorFields,
+  maxUpstreamMessage,
+  upstreamMessage,
+  type ErrorFields,
+} from '../protocol/decode.js';
+import { PeerClosed, type Message } from '../protocol/reader.js';
 import type { Attachment } from '../session/attachment.js';
 import type { Session } from '../session/lifecycle.js';
 import { pipe } from '../session/pipe.js';
@@ -83,7 +89,8 @@ export async function appFlow(session: Session): Promise<Attachment | undefined>
 
   session.enter('auth');
   // A spare connection (upstream_spares) when one is ready: the server's process has started.
-  const upstream = await (app.spares?.take() ?? connectUpstream(runtime.upstream));
+  const spare = app.spares?.take();
+  let upstream = spare ?? (await connectUpstream(runtime.upstream));
   if (session.isClosed()) {
     upstream.socket.destroy();
     return undefined;
@@ -98,7 +105,23 @@ export async function appFlow(session: Session): Promise<Attachment | undefined>
   startup.user = route.role;
   startup.database = database;
   upstream.socket.write(serialize.startup(startup));
-  await relayAuthentication(session, upstream, route.role);
+  let first: Message | undefined;
+  if (spare) {
+    first = await spareAnswer(session, upstream);
+    if (first === undefined) {
+      // The spare's process was started while the server was not accepting connections, or
+      // the server ended it: only the startup packet went, so a new connection takes over.
+      upstream.socket.destroy();
+      upstream = await connectUpstream(runtime.upstream);
+      if (session.isClosed()) {
+        upstream.socket.destroy();
+        return undefined;
+      }
+      upstream.socket.on('error', () => undefined);
+      upstream.socket.write(serialize.startup(startup));
+    }
+  }
+  await relayAuthentication(session, upstream, route.role, first);
   session.log.info({ event: 'auth', result: 'ok' }, 'authenticated upstream');
 
   session.enter('context');
@@ -110,9 +133,13 @@ export async function appFlow(session: Session): Promise<Attachment | undefined>
     // The statement that puts the token in is parsed while the issue's round trip runs: a fresh
     // backend's parse reads cold catalog caches (the function's), which then costs nothing on
     // the path. Its text depends on the database's path, known with the token: the last one
-    // seen is parsed now and replaced if the issue says otherwise.
+    // seen is parsed now and replaced if the issue says otherwise. A Sync of its own ends the
+    // implicit transaction the Parse opens, so the backend is idle meanwhile (no
+    // statement_timeout runs while the issue takes its time); the unnamed statement stays.
     const guess = runtime.control.lastPath(database);
-    upstream.socket.write(serialize.parse({ text: setContextQuery[guess] }));
+    upstream.socket.write(
+      Buffer.concat([serialize.parse({ text: setContextQuery[guess] }), serialize.sync()]),
+    );
     const issued = await issueContext(runtime.control, {
       mode: 'app',
       database,
@@ -138,8 +165,28 @@ export async function appFlow(session: Session): Promise<Attachment | undefined>
 }
 
 /**
+ * A spare's first answer to the startup packet, or undefined when the spare is stale: it closed
+ * before a byte, or refused with 57P03 (the server was starting up, recovering or shutting down
+ * when it started the spare's process; the state may have changed since).
+ */
+async function spareAnswer(session: Session, upstream: Upstream): Promise<Message | undefined> {
+  let message: Message;
+  try {
+    message = await upstream.reader.message(maxUpstreamMessage);
+  } catch (error) {
+    if (error instanceof PeerClosed && !session.isClosed()) return undefined;
+    // The reader keeps its failure: read again, it throws it as the proxy's error for the phase.
+    return upstreamMessage(upstream.reader, session.phase);
+  }
+  if (message.code === BackendCode.ErrorResponse && errorFields(message.body).code === '57P03')
+    return undefined;
+  return message;
+}
+
+/**
  * Puts the issued context into the backend and waits for its ReadyForQuery. `parsed`: the
- * statement for the issue's path is already the backend's unnamed statement.
+ * statement for the issue's path is already the backend's unnamed statement (its Parse and Sync
+ * went before the issue; their answers are read here).
  */
 async function setContext(
   session: Session,
@@ -155,11 +202,13 @@ async function setContext(
       serialize.sync(),
     ]),
   );
+  // Two ReadyForQuery: the early Parse's Sync's, then this one's. The first error counts (a
+  // failed early Parse makes this Bind fail too).
   let failure: ErrorFields | undefined;
-  for (;;) {
+  for (let ready = 0; ready < 2;) {
     const message = await upstreamMessage(upstream.reader, session.phase);
     if (message.code === BackendCode.ErrorResponse) failure ??= errorFields(message.body);
-    if (message.code === BackendCode.ReadyForQuery) break;
+    if (message.code === BackendCode.ReadyForQuery) ready += 1;
   }
   if (failure)
     throw proxyErrors.contextFailed(

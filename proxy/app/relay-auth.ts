@@ -35,10 +35,14 @@ export async function relayAuthentication(
   session: Session,
   upstream: Upstream,
   role: string,
+  /** The upstream's first answer, when the caller has read it already. */
+  first?: Message,
 ): Promise<void> {
   const edge = session.edge;
+  let early = first;
   for (;;) {
-    const message = await upstreamMessage(upstream.reader, session.phase);
+    const message = early ?? (await upstreamMessage(upstream.reader, session.phase));
+    early = undefined;
     switch (message.code) {
       case BackendCode.ErrorResponse:
         throw relayedFailure(session, message);

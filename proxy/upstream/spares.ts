@@ -4,8 +4,12 @@
 // waits for the startup packet, so a client given a spare skips the server's process start
 // (about 1 ms of a connect on the machine of docs/benchmarks.md) and the proxy's TCP connect.
 // A spare carries no credentials and no client's byte until it is taken: the client's startup
-// packet is the first thing written on it, and from there it is the connection the proxy would
-// have opened itself.
+// packet is the first thing written on it. Its server process, though, was started with the
+// server's pg_hba.conf rules and state of that moment (a reload, the end of a recovery or the
+// start of a shutdown reach only processes started after them): hence a short lifetime
+// (upstream_spare_lifetime, 5 s by default), and app/flow.ts's retry on a new connection when a
+// spare answers the startup packet with 57P03 (the server was not accepting connections when it
+// started the process) or closes without a byte.
 //
 // PostgreSQL ends a connection that sends no startup packet within authentication_timeout
 // (60 s by default), quietly (nothing is logged for a connection that sent nothing): a spare is
@@ -56,21 +60,19 @@ export class UpstreamSpares {
   }
 
   /**
-   * A connection to the upstream with nothing sent on it: a spare within its lifetime, or, when
-   * none is ready, a new connection (whose failure is the caller's, as without spares).
+   * A spare within its lifetime, nothing sent on it, or undefined when none is ready (the caller
+   * then connects as without spares). Either way a replacement is opened.
    */
-  async take(): Promise<Upstream> {
+  take(): Upstream | undefined {
     this.dropExpired();
     const spare = this.ready.shift();
     // Replaced at once: the server starts the new process while this client authenticates. (Put
     // off until the handshake is done, its start fell on the client's first statement instead:
     // on 2 cores the bench measured select 1 at 1.11 ms against 0.38, docs/benchmarks.md.)
     this.refill();
-    if (spare) {
-      spare.unwatch();
-      return spare.upstream;
-    }
-    return this.connect(this.target);
+    if (!spare) return undefined;
+    spare.unwatch();
+    return spare.upstream;
   }
 
   /** Closes every spare and opens no more. */

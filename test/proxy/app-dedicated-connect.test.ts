@@ -3,14 +3,18 @@
 // - the token goes in as the database's context path says: on the SQL path with the built-in
 //   set_config (the accessors check it on every statement), on the guard path with
 //   pgvpd.set_context; a database whose SQL predates pgvpd.proxy_context_path gets set_context;
-// - on the SQL path a context that is not the record matches nothing, statement by statement;
+// - what that relies on: on the SQL path a setting that is not the record matches nothing,
+//   statement by statement (the accessors' property, shown through the proxy);
+// - the early Parse has a Sync of its own: a role's statement_timeout does not run while the
+//   issue waits;
 // - upstream_spares: connections opened ahead, nothing sent on them until a client's startup
-//   packet; replaced when taken, when past upstream_spare_lifetime and when the server ends them;
-//   closed at shutdown.
+//   packet; replaced when taken, when past upstream_spare_lifetime, when the server ends them or
+//   sends a byte; one that answers 57P03 or closes gives way to a new connection; closed at
+//   shutdown.
 import { once } from 'node:events';
 import net from 'node:net';
 import t from 'tap';
-import { backendPid } from '../support/pgvpd.js';
+import { backendPid, connect } from '../support/pgvpd.js';
 import type { TestLike } from '../support/postgres.js';
 import { proxyFixture, visible } from './fixture.js';
 import { failure } from './org-support.js';
@@ -51,6 +55,36 @@ t.test('the token goes in as the context path says', async (t) => {
     );
 });
 
+t.test('only pgvpd_proxy (and pgvpd_admin) may call proxy_context_path (7.11)', async (t) => {
+  const f = await proxyFixture(t);
+  const app = await connect(f.app.url);
+  t.teardown(() => app.end());
+  t.same(
+    await failure(app.query('select pgvpd.proxy_context_path()')),
+    {
+      severity: 'ERROR',
+      code: '42501',
+      message: 'permission denied for function proxy_context_path',
+      hint: undefined,
+    },
+    'an application role: 42501',
+  );
+  const proxy = await connect(f.proxyRole.url);
+  t.teardown(() => proxy.end());
+  const { rows } = await proxy.query<{ path: string }>('select pgvpd.proxy_context_path() as path');
+  const expected = (await f.db.query<{ path: string }>('select path from pgvpd.context_path()'))
+    .rows[0]!.path;
+  t.equal(rows[0]!.path, expected, 'the proxy: the path setup chose');
+  const { rows: who } = await f.db.query<{ who: string | null }>(
+    `select string_agg(r.rolname, ',' order by r.rolname) as who from pg_roles r
+      where has_function_privilege(r.oid, 'pgvpd.proxy_context_path()', 'EXECUTE')
+        and not r.rolsuper
+        and not pg_has_role(r.oid, 'pgvpd_proxy', 'MEMBER')
+        and not pg_has_role(r.oid, 'pgvpd_admin', 'MEMBER')`,
+  );
+  t.equal(who[0]!.who, null, 'no role but members of pgvpd_proxy and pgvpd_admin');
+});
+
 t.test('a database whose SQL predates proxy_context_path gets set_context', async (t) => {
   const f = await proxyFixture(t);
   await f.db.query('drop function pgvpd.proxy_context_path()');
@@ -71,34 +105,52 @@ t.test('a database whose SQL predates proxy_context_path gets set_context', asyn
     );
 });
 
-t.test('SQL path: a setting that is not the record matches nothing', async (t) => {
-  const f = await proxyFixture(t);
-  const path = (await f.db.query<{ path: string }>('select path from pgvpd.context_path()'))
-    .rows[0]!.path;
-  if (path !== 'sql') {
-    t.comment('guard path: set_context verified and copied the values (test/sql/guard.test.ts)');
-    return;
-  }
-  const client = await f.connect(f.userFor('acme'));
-  t.same(await visible(client), { acme: 2, globex: 0, total: 2 });
-  const token = (
-    await client.query<{ token: string }>(`select current_setting('pgvpd.context') as token`)
-  ).rows[0]!.token;
-  // A token of the right shape for another backend, and a changed one: nothing.
-  await client.query(`select set_config('pgvpd.context', $1, false)`, [`${token}x`]);
-  t.equal(await tenantOf(client), null, 'a changed token: no tenant');
-  t.same(await visible(client), { acme: 0, globex: 0, total: 0 }, 'and no row');
-  await client.query(`select set_config('pgvpd.context', $1, false)`, [token]);
-  t.equal(await tenantOf(client), 'acme', 'its own token back: acme again');
-  // The record gone (the session ended by pgvpd.end_session's rule, or pruned): nothing.
-  await f.db.query('delete from pgvpd_private.session_context where pid = $1', [
-    await backendPid(client),
-  ]);
-  t.equal(await tenantOf(client), null, 'no record: no tenant');
-  t.same(await visible(client), { acme: 0, globex: 0, total: 0 }, 'and no row');
-});
+t.test(
+  'what the SQL path relies on: a setting that is not the record matches nothing',
+  async (t) => {
+    const f = await proxyFixture(t);
+    const path = (await f.db.query<{ path: string }>('select path from pgvpd.context_path()'))
+      .rows[0]!.path;
+    if (path !== 'sql') {
+      t.comment('guard path: set_context verified and copied the values (test/sql/guard.test.ts)');
+      return;
+    }
+    const client = await f.connect(f.userFor('acme'));
+    t.same(await visible(client), { acme: 2, globex: 0, total: 2 });
+    const token = (
+      await client.query<{ token: string }>(`select current_setting('pgvpd.context') as token`)
+    ).rows[0]!.token;
+    // A token of the right shape for another backend, and a changed one: nothing.
+    await client.query(`select set_config('pgvpd.context', $1, false)`, [`${token}x`]);
+    t.equal(await tenantOf(client), null, 'a changed token: no tenant');
+    t.same(await visible(client), { acme: 0, globex: 0, total: 0 }, 'and no row');
+    await client.query(`select set_config('pgvpd.context', $1, false)`, [token]);
+    t.equal(await tenantOf(client), 'acme', 'its own token back: acme again');
+    // The record gone (the session ended by pgvpd.end_session's rule, or pruned): nothing.
+    await f.db.query('delete from pgvpd_private.session_context where pid = $1', [
+      await backendPid(client),
+    ]);
+    t.equal(await tenantOf(client), null, 'no record: no tenant');
+    t.same(await visible(client), { acme: 0, globex: 0, total: 0 }, 'and no row');
+  },
+);
 
-/** A TCP relay in front of PostgreSQL that records each connection it accepts. */
+/** A server's FATAL ErrorResponse with `code` (§55.7). */
+function fatal(code: string, message: string): Buffer {
+  const body = Buffer.from(`SFATAL\0VFATAL\0C${code}\0M${message}\0\0`);
+  const head = Buffer.alloc(5);
+  head[0] = 0x45; // 'E'
+  head.writeInt32BE(4 + body.length, 1);
+  return Buffer.concat([head, body]);
+}
+
+/**
+ * A TCP relay in front of PostgreSQL that records each connection it accepts (and connects it
+ * upstream at once, as PostgreSQL starts a process at once). `refuseOpenedBefore(t)`: a
+ * connection accepted before `t` answers its first bytes with FATAL 57P03 and closes, as a
+ * server process started while the server was not accepting connections does (`close`: closes
+ * without a byte, as one the server ended meanwhile).
+ */
 async function relay(t: TestLike, port: number, host: string) {
   interface Seen {
     acceptedAt: number;
@@ -107,6 +159,8 @@ async function relay(t: TestLike, port: number, host: string) {
     socket: net.Socket;
   }
   const seen: Seen[] = [];
+  let refuseBefore = -Infinity;
+  let refuseHow: 'fatal' | 'close' = 'fatal';
   const server = net.createServer((socket) => {
     const entry: Seen = {
       acceptedAt: performance.now(),
@@ -116,15 +170,23 @@ async function relay(t: TestLike, port: number, host: string) {
     };
     seen.push(entry);
     const upstream = net.connect({ port, host });
-    socket.on('data', () => {
-      entry.firstByteAt ??= performance.now();
-    });
-    socket.pipe(upstream).pipe(socket);
     const end = () => {
       entry.closed = true;
       socket.destroy();
       upstream.destroy();
     };
+    socket.once('data', (chunk: Buffer) => {
+      entry.firstByteAt = performance.now();
+      if (entry.acceptedAt < refuseBefore) {
+        if (refuseHow === 'fatal')
+          socket.end(fatal('57P03', 'the database system is not yet accepting connections'));
+        else socket.destroy();
+        upstream.destroy();
+        return;
+      }
+      upstream.write(chunk);
+      socket.pipe(upstream).pipe(socket);
+    });
     socket.on('close', end);
     socket.on('error', end);
     upstream.on('close', end);
@@ -145,6 +207,10 @@ async function relay(t: TestLike, port: number, host: string) {
     /** Ends every open connection that carried nothing, as a server ending them would. */
     dropIdle: () => {
       for (const s of open()) if (s.firstByteAt === undefined) s.socket.destroy();
+    },
+    refuseOpenedBefore: (at: number, how: 'fatal' | 'close' = 'fatal') => {
+      refuseBefore = at;
+      refuseHow = how;
     },
   };
 }
@@ -207,10 +273,10 @@ t.test('upstream_spares: a spare past its lifetime is closed and replaced', asyn
   const r = await relay(t, base.db.server.port, base.db.server.host);
   const f = await proxyFixture(
     t,
-    { upstream_port: r.port, upstream_spares: 1, upstream_spare_lifetime: 0.5 },
+    { upstream_port: r.port, upstream_spares: 1, upstream_spare_lifetime: 1 },
     { db: base.db },
   );
-  t.ok(await until(() => r.seen.length >= 3), 'replaced twice within a few lifetimes');
+  t.ok(await until(() => r.seen.length >= 3, 6000), 'replaced twice within a few lifetimes');
   t.ok(
     r.seen.every((s) => s.firstByteAt === undefined),
     'nothing sent on any of them (the server logs nothing for such a connection)',
@@ -218,6 +284,60 @@ t.test('upstream_spares: a spare past its lifetime is closed and replaced', asyn
   t.ok(r.idle().length <= 1, 'at most one open at a time');
   const client = await f.connect(f.userFor('acme'));
   t.equal(await tenantOf(client), 'acme');
+});
+
+t.test('upstream_spares: a stale spare gives way to a new connection', async (t) => {
+  const base = await proxyFixture(t);
+  const r = await relay(t, base.db.server.port, base.db.server.host);
+  const f = await proxyFixture(
+    t,
+    { upstream_port: r.port, upstream_spares: 2, upstream_spare_lifetime: 30 },
+    { db: base.db },
+  );
+  t.ok(await until(() => r.idle().length === 2), 'two spares open');
+  // Their processes were started while the server was not accepting connections (recovery,
+  // start-up): they refuse with 57P03; a new connection is accepted.
+  r.refuseOpenedBefore(performance.now());
+  const client = await f.connect(f.userFor('acme'));
+  t.same(await visible(client), { acme: 2, globex: 0, total: 2 }, 'the client is served');
+  const refused = () => r.seen.filter((s) => s.firstByteAt !== undefined && s.closed).length;
+  t.equal(refused(), 1, 'one spare answered 57P03 and was left');
+  t.equal(r.seen.filter((s) => s.firstByteAt !== undefined).length, 2, 'then one new connection');
+
+  // The other spare of before: the same.
+  const second = await f.connect(f.userFor('globex'));
+  t.same(await visible(second), { acme: 0, globex: 3, total: 3 });
+  t.equal(refused(), 2, 'the second old spare answered 57P03 too');
+
+  // Spares the server ends as the client's packet arrives (closed without a byte): the same.
+  t.ok(await until(() => r.idle().length === 2), 'two new spares');
+  r.refuseOpenedBefore(performance.now(), 'close');
+  const third = await f.connect(f.userFor('acme'));
+  t.equal(await tenantOf(third), 'acme', 'served on a new connection');
+  t.equal(refused(), 3, 'after the spare closed');
+
+  // A byte from the server on a waiting spare: it is no longer fresh, dropped and replaced.
+  t.ok(await until(() => r.idle().length === 2), 'two spares again');
+  const [talker] = r.idle();
+  talker!.socket.write(Buffer.from('N'));
+  t.ok(await until(() => talker!.closed), 'a spare that received a byte is closed');
+  t.ok(await until(() => r.idle().length === 2), 'and replaced');
+});
+
+t.test('the early Parse leaves the backend idle while the issue waits', async (t) => {
+  // statement_timeout of the role: a Parse without its Sync would open a transaction whose
+  // statement clock runs while issue_context waits (here on a lock held for 1.2 s).
+  const f = await proxyFixture(t);
+  await f.db.query(`alter role ${f.app.name} set statement_timeout = '300ms'`);
+  const locker = await connect(f.db.url);
+  t.teardown(() => locker.end());
+  await locker.query('begin');
+  await locker.query('select 1 from pgvpd_private.signing_key for update');
+  const connecting = f.connect(f.userFor('acme'));
+  await new Promise((resolve) => setTimeout(resolve, 1200));
+  await locker.query('commit');
+  const client = await connecting;
+  t.equal(await tenantOf(client), 'acme', 'served once the issue could go on');
 });
 
 t.test('upstream_spares: a server that cannot be reached', async (t) => {

@@ -65,7 +65,7 @@ t.test('with no sources every setting has its documented default', (t) => {
     upstream_tls_ca: undefined,
     allow_password_without_tls: false,
     upstream_spares: 0,
-    upstream_spare_lifetime: 30,
+    upstream_spare_lifetime: 5,
     control_url: undefined,
     control_pool_size: 2,
     log_level: 'info',
@@ -387,6 +387,23 @@ t.test('a bad value is a ConfigError naming the key and the layer', (t) => {
     t.ok(error instanceof ConfigError, `${c.name}: is a ConfigError`);
     t.match(error, { name: 'ConfigError', message: c.message }, c.name);
   }
+  t.end();
+});
+
+t.test('upstream_spares and upstream_spare_lifetime are bounded', (t) => {
+  t.match(loadError({ flags: { upstream_spares: '65' } }), {
+    name: 'ConfigError',
+    message: 'upstream_spares must be at most 64, got 65 (set in flag --upstream-spares)',
+  });
+  t.match(loadError({ env: { PGVPD_UPSTREAM_SPARE_LIFETIME: '0.5' } }), {
+    name: 'ConfigError',
+    message:
+      'upstream_spare_lifetime must be at least 1 second (each spare is replaced that often when unused), got 0.5 (set in environment PGVPD_UPSTREAM_SPARE_LIFETIME)',
+  });
+  t.equal(
+    loadConfig({ flags: { upstream_spares: '64', upstream_spare_lifetime: '1' } }).upstream_spares,
+    64,
+  );
   t.end();
 });
 
