@@ -203,11 +203,13 @@ async function setContext(
     ]),
   );
   // Two ReadyForQuery: the early Parse's Sync's, then this one's. The first error counts (a
-  // failed early Parse makes this Bind fail too).
+  // failed early Parse makes this Bind fail too), except the early Parse's when its statement
+  // was the wrong guess and has been parsed again here.
   let failure: ErrorFields | undefined;
   for (let ready = 0; ready < 2;) {
     const message = await upstreamMessage(upstream.reader, session.phase);
-    if (message.code === BackendCode.ErrorResponse) failure ??= errorFields(message.body);
+    if (message.code === BackendCode.ErrorResponse && (parsed || ready > 0))
+      failure ??= errorFields(message.body);
     if (message.code === BackendCode.ReadyForQuery) ready += 1;
   }
   if (failure)
