@@ -41,7 +41,6 @@ export class UpstreamSpares {
     private readonly target: UpstreamTarget,
     private readonly count: number,
     private readonly lifetimeMs: number,
-    private readonly connect: (target: UpstreamTarget) => Promise<Upstream> = connectUpstream,
   ) {
     // Spares past their lifetime are closed and replaced even while no client comes.
     this.expiry = setInterval(
@@ -52,11 +51,6 @@ export class UpstreamSpares {
     );
     this.expiry.unref();
     this.refill();
-  }
-
-  /** Spares open and waiting. */
-  get available(): number {
-    return this.ready.length;
   }
 
   /**
@@ -115,7 +109,7 @@ export class UpstreamSpares {
     }
     while (this.ready.length + this.opening < this.count) {
       this.opening += 1;
-      this.connect(this.target).then(
+      connectUpstream(this.target).then(
         (upstream) => {
           this.opening -= 1;
           if (this.closed) {
