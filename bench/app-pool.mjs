@@ -87,6 +87,7 @@ import {
   cpuNs,
   cpuTimes,
   reapedChildrenTicks,
+  startFloor,
   startPgbouncer,
   startServer,
   stopServers,
@@ -206,22 +207,6 @@ async function startPgvpd(name, command, { pgPort, controlUrl, proxyPassword }) 
     cwd: ROOT,
     env: { PGPASSWORD: proxyPassword },
   });
-}
-
-/**
- * The floor reference (bench/lib/node-floor.mjs): a Node.js server that authenticates bench_app
- * with SCRAM against its verifier and answers select 1 with a canned row, with no upstream. Its
- * connect p50 over PgBouncer's is what a Node.js proxy spends on the handshake alone.
- */
-async function startFloor(verifier) {
-  const port = await freePort();
-  return startServer(
-    'node floor',
-    process.execPath,
-    [...NODE_ARGS, join(ROOT, 'bench/lib/node-floor.mjs'), String(port)],
-    port,
-    { env: { PGVPD_FLOOR_USER: APP_ROLE, PGVPD_FLOOR_VERIFIER: verifier } },
-  );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -916,7 +901,7 @@ async function main() {
     let control = null;
     if (PARTS.has('connect')) {
       log(`connect + select 1 + close: ${CONNECT_WARMUP} + ${CONNECTS} per target`);
-      const floor = await startFloor(verifier);
+      const floor = await startFloor(APP_ROLE, verifier, NODE_ARGS);
       latency = await connectLatency([
         ...Object.values(targets),
         server('floor', floor, asRole, { pooled: false }),

@@ -127,6 +127,7 @@ import {
   CLK_TCK,
   cpuTimes,
   reapedChildrenTicks,
+  startFloor,
   startPgbouncer,
   startServer,
   stopServers,
@@ -328,22 +329,6 @@ async function startPgvpd(
     env: { PGPASSWORD: proxyPassword },
   });
   return { ...server, adminPort };
-}
-
-/** The floor reference (bench/lib/node-floor.mjs), knowing alice and her verifier. */
-async function startFloor(orgVerifier) {
-  const port = await freePort();
-  return startServer(
-    'node floor',
-    process.execPath,
-    [
-      ...(process.env.PGVPD_BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? []),
-      join(ROOT, 'bench/lib/node-floor.mjs'),
-      String(port),
-    ],
-    port,
-    { env: { PGVPD_FLOOR_USER: ORG_USER, PGVPD_FLOOR_VERIFIER: orgVerifier } },
-  );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1244,7 +1229,12 @@ async function main() {
         pgvpdOptions,
       );
       targets.nocontext = server('nocontext', noContext, { ...alice, tenant: null });
-      const floor = await startFloor(orgVerifier);
+      // The floor reference (bench/lib/node-floor.mjs), knowing alice and her verifier.
+      const floor = await startFloor(
+        ORG_USER,
+        orgVerifier,
+        process.env.PGVPD_BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [],
+      );
       targets.floor = server('floor', floor, { ...alice, reference: true });
     }
     if (PARTS.has('tx')) {

@@ -5,7 +5,8 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { connect as tcpConnect } from 'node:net';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { asPostgres, children, freePort, log, tempDir } from './cluster.mjs';
 
 export const PGBOUNCER = process.env.PGVPD_PGBOUNCER ?? '/usr/sbin/pgbouncer';
@@ -111,6 +112,22 @@ export async function startServer(name, file, args, port, { cwd, env } = {}) {
  * (the default) or transaction; one database entry and one user, so every client shares ONE pool
  * of `poolSize` server connections (PgBouncer pools per user and database).
  */
+/**
+ * The floor reference (node-floor.mjs): a Node.js server that authenticates `user` with SCRAM
+ * against `verifier` and answers every query with a canned row, no upstream. `nodeArgs`: node
+ * options (PGVPD_BENCH_NODE_ARGS).
+ */
+export async function startFloor(user, verifier, nodeArgs = []) {
+  const port = await freePort();
+  return startServer(
+    'node floor',
+    process.execPath,
+    [...nodeArgs, join(dirname(fileURLToPath(import.meta.url)), 'node-floor.mjs'), String(port)],
+    port,
+    { env: { PGVPD_FLOOR_USER: user, PGVPD_FLOOR_VERIFIER: verifier } },
+  );
+}
+
 export async function startPgbouncer(
   pgPort,
   { database, user, verifier, maxClientConn = 200, poolSize = 20, poolMode = 'session' },
