@@ -212,8 +212,8 @@ export const settings = {
    * Connections to PostgreSQL kept open ahead of the clients, nothing sent on them (PostgreSQL has
    * already started their backend process): a client of the dedicated pipe takes one instead of
    * waiting for a new connection and the server's process start (upstream/spares.ts). Off by
-   * default: each spare is a waiting server process. Not used by pool_mode (the pool keeps
-   * logged-in backends instead).
+   * default: each spare is a waiting server process. Pooled tenants (pool_mode) do not take
+   * them (the pool keeps logged-in backends); bypass users on the dedicated pipe do.
    */
   upstream_spares: {
     kind: 'count_or_zero',
